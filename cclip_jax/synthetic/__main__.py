@@ -57,10 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.preview:
         path = Path(args.out) / "preview.png"
+        # The world's own preset first, the other presets beside it for comparison.
+        presets = [args.preset, *(p for p in PRESETS if p != args.preset)]
         write_preview(
             path,
             seed=args.seed,
-            preset=args.preset,
+            presets=presets,
             count=args.preview_count,
             image_size=args.image_size,
         )

@@ -57,7 +57,7 @@ PRESETS: dict[str, CaptionKnobs] = {
     "clean": CaptionKnobs(),
     # Like alt-text: incomplete, sparse, biased to the most salient object.
     "natural": CaptionKnobs(
-        p_mention=0.5, p_attribute=0.5, p_salient_only=0.4, p_relation=0.5, p_paraphrase=0.5
+        p_mention=0.6, p_attribute=0.5, p_salient_only=0.4, p_relation=0.7, p_paraphrase=0.5
     ),
 }
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cclip_jax.synthetic.grammar import knobs_for, make_caption
+from cclip_jax.synthetic.splits import STREAM_CAPTION, sample_scene, stream_rng
 from cclip_jax.synthetic.world import training_example
 
 _PAD = 6
-_TEXT_LINES = 4
-_LINE_HEIGHT = 15
+_LINE_HEIGHT = 14
+_LINES_PER_CAPTION = 3
 
 
 def _wrap(text: str, draw: ImageDraw.ImageDraw, font: Any, width: int) -> list[str]:
@@ -22,38 +25,53 @@ def _wrap(text: str, draw: ImageDraw.ImageDraw, font: Any, width: int) -> list[s
             lines[-1] = f"{lines[-1]} {word}"
         else:
             lines.append(word)
-    if len(lines) > _TEXT_LINES:
-        lines = [*lines[: _TEXT_LINES - 1], lines[_TEXT_LINES - 1] + " ..."]
+    if len(lines) > _LINES_PER_CAPTION:
+        lines = [*lines[: _LINES_PER_CAPTION - 1], lines[_LINES_PER_CAPTION - 1] + " ..."]
     return lines
 
 
 def contact_sheet(
     seed: int = 0,
-    preset: Any = "natural",
+    presets: Sequence[str] = ("clean", "natural"),
     count: int = 16,
     image_size: int = 64,
     columns: int = 4,
     scale: int = 3,
 ) -> np.ndarray:
-    """Training examples `0 .. count-1` upscaled `scale` times with captions below them.
+    """Training scenes `0 .. count-1`, upscaled `scale` times, with one caption per preset.
 
-    Returns a uint8 `[H, W, 3]` image.
+    The caption of the first preset is the one `write_world(preset=presets[0])` writes; the
+    others are drawn from the same random stream with other knobs. Returns uint8 `[H, W, 3]`.
     """
-    if count < 1 or columns < 1 or scale < 1:
-        raise ValueError(f"count/columns/scale: expected >= 1, got {count}/{columns}/{scale}")
+    if count < 1 or columns < 1 or scale < 1 or not presets:
+        raise ValueError(
+            f"count/columns/scale/presets: expected >= 1, got {count}/{columns}/"
+            f"{scale}/{len(presets)}"
+        )
+    for preset in presets:
+        knobs_for(preset)  # fails early, naming the known presets
     tile = image_size * scale
-    cell_w, cell_h = tile + 2 * _PAD, tile + 2 * _PAD + _TEXT_LINES * _LINE_HEIGHT
+    text_h = len(presets) * _LINES_PER_CAPTION * _LINE_HEIGHT
+    cell_w, cell_h = tile + 2 * _PAD, tile + 3 * _PAD + text_h
     rows = -(-count // columns)
     sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=12)
+    font = ImageFont.load_default(size=11)
     for k in range(count):
-        ex = training_example(seed, k, preset, image_size)
+        image = training_example(seed, k, presets[0], image_size).image
+        scene = sample_scene(seed, k, "train")
         x0, y0 = (k % columns) * cell_w + _PAD, (k // columns) * cell_h + _PAD
         # Nearest-neighbour upscaling shows the pixels the model actually sees.
-        sheet.paste(Image.fromarray(ex.image).resize((tile, tile), Image.NEAREST), (x0, y0))
-        for n, line in enumerate(_wrap(ex.caption, draw, font, tile)):
-            draw.text((x0, y0 + tile + 2 + n * _LINE_HEIGHT), line, fill=(0, 0, 0), font=font)
+        sheet.paste(Image.fromarray(image).resize((tile, tile), Image.NEAREST), (x0, y0))
+        y = y0 + tile + 2
+        for preset in presets:
+            caption = make_caption(scene, preset, stream_rng(seed, STREAM_CAPTION, "train", k))
+            label = f"{preset}: " if len(presets) > 1 else ""
+            lines = _wrap(label + caption, draw, font, tile)
+            for n, line in enumerate(lines):
+                colour = (0, 0, 0) if preset == presets[0] else (90, 90, 90)
+                draw.text((x0, y + n * _LINE_HEIGHT), line, fill=colour, font=font)
+            y += len(lines) * _LINE_HEIGHT + 2
     return np.asarray(sheet)
 
 

@@ -56,7 +56,7 @@ COLOUR_JITTER = 12  # max per-channel deviation from the named colour
 MAX_OBJECTS = 3
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class SceneObject:
     """One object: `shape`, `colour`, `size` names, centre `(x, y)` in [0, 1], jittered `rgb`."""
 
@@ -163,8 +163,12 @@ def _axis_ok(d: float) -> bool:
 
 def placement_ok(a: SceneObject, b: SceneObject) -> bool:
     """No overlap (with GAP) and no borderline relation between `a` and `b`."""
-    dist = math.hypot(a.x - b.x, a.y - b.y)
-    return dist >= a.radius + b.radius + GAP and _axis_ok(a.x - b.x) and _axis_ok(a.y - b.y)
+    return _placement_ok(a.x, a.y, a.radius, b)
+
+
+def _placement_ok(x: float, y: float, r: float, b: SceneObject) -> bool:
+    dx, dy = x - b.x, y - b.y
+    return math.hypot(dx, dy) >= r + b.radius + GAP and _axis_ok(dx) and _axis_ok(dy)
 
 
 def in_bounds(o: SceneObject) -> bool:
@@ -205,15 +209,13 @@ def sample_object(
     if any(o.shape == shape and o.colour == colour for o in placed):
         return None  # two identical objects would make captions ambiguous
     size = choose(rng, SIZE_NAMES)
-    rgb = jitter_rgb(colour, rng)
     r = SIZES[size] / 2
     lo, span = r + BORDER, 1.0 - 2 * (r + BORDER)
     for _ in range(max_tries):
         # Rounded so that the JSON round trip is exact and readable.
         x, y = round(lo + span * rng.random(), 4), round(lo + span * rng.random(), 4)
-        obj = SceneObject(shape, colour, size, x, y, rgb)
-        if all(placement_ok(obj, p) for p in placed):
-            return obj
+        if all(_placement_ok(x, y, r, p) for p in placed):
+            return SceneObject(shape, colour, size, x, y, jitter_rgb(colour, rng))
     return None
 
 
