@@ -1,0 +1,210 @@
+"""Concept extraction: word n-grams kept by document-frequency band and stop-word rules.
+
+A concept is an n-gram (1..`max_n` words) of a normalised caption that
+
+  * does not start or end with an edge word (`text.EDGE_WORDS`: "a red" says no more than "red"),
+  * is not made only of stop words ("of the"),
+  * occurs in at least `min_df` captions (rarer ones are never shared by two captions) and in at
+    most `max(min_df, max_df_frac * N)` captions (commoner ones are uninformative).
+
+Two implementations of the same rule: `caption_ngrams` (per caption, strings; used by the Beam
+runner) and `extract_concepts` (whole corpus at once, numpy over token ids; the local runner's
+fast path). `tests/test_curation_concepts.py` checks that they agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from cclip_jax.curation import text
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """Tokenised captions in CSR form.
+
+    Attributes:
+      vocab: token strings, sorted (so ids are the same whatever the input order).
+      tokens: int32 [T], token ids of all captions, concatenated.
+      offsets: int64 [N + 1], caption i is `tokens[offsets[i]:offsets[i + 1]]`.
+    """
+
+    vocab: list[str]
+    tokens: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def row(self, i: int) -> np.ndarray:
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Concepts:
+    """Kept concepts and, per caption, the concepts it contains (CSR).
+
+    Attributes:
+      strings: concept strings, sorted; concept id = position.
+      df: int64 [C], number of captions containing each concept.
+      offsets: int64 [N + 1]; caption i has concept ids `ids[offsets[i]:offsets[i + 1]]`.
+      ids: int32 [nnz], sorted within each caption.
+    """
+
+    strings: list[str]
+    df: np.ndarray
+    offsets: np.ndarray
+    ids: np.ndarray
+
+    def row(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+
+def encode(token_lists: Iterable[Sequence[str]]) -> Corpus:
+    """Maps token lists to a `Corpus` with a sorted vocabulary.
+
+    Streams: ids are first given in order of appearance and remapped to sorted order at the
+    end, so the caller's token lists can be generated lazily and dropped.
+
+    Args:
+      token_lists: N lists of tokens (any iterable).
+
+    Returns:
+      The corpus; `vocab[tokens[j]]` is the j-th token.
+    """
+    index: dict[str, int] = {}
+    flat: list[int] = []
+    lengths: list[int] = []
+    for toks in token_lists:
+        lengths.append(len(toks))
+        flat.extend(index.setdefault(t, len(index)) for t in toks)
+    vocab = sorted(index)
+    remap = np.empty(len(index), dtype=np.int32)
+    remap[[index[t] for t in vocab]] = np.arange(len(vocab), dtype=np.int32)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(lengths, dtype=np.int64), out=offsets[1:])
+    tokens = remap[np.asarray(flat, dtype=np.int64)] if flat else np.zeros(0, np.int32)
+    return Corpus(vocab, tokens.astype(np.int32), offsets)
+
+
+def subset(corpus: Corpus, rows: np.ndarray) -> Corpus:
+    """The captions `rows` (int [P]) as a corpus with their own sorted vocabulary.
+
+    Equal to `encode` of those captions' tokens, because the parent vocabulary is sorted.
+    """
+    starts, stops = corpus.offsets[rows], corpus.offsets[rows + 1]
+    lengths = stops - starts
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    idx = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+    used, local = np.unique(corpus.tokens[idx], return_inverse=True)
+    return Corpus([corpus.vocab[t] for t in used.tolist()], local.astype(np.int32), offsets)
+
+
+def max_df(num_captions: int, min_df: int, max_df_frac: float) -> int:
+    """The upper document-frequency bound of the band (never below `min_df`)."""
+    return max(min_df, int(max_df_frac * num_captions))
+
+
+def is_candidate(window: Sequence[str]) -> bool:
+    """The stop-word rules for one n-gram (see the module docstring)."""
+    if window[0] in text.EDGE_WORDS or window[-1] in text.EDGE_WORDS:
+        return False
+    return any(t not in text.STOP_WORDS for t in window)
+
+
+def caption_ngrams(tokens: Sequence[str], max_n: int) -> set[str]:
+    """The candidate n-grams of one caption (before the document-frequency band).
+
+    Args:
+      tokens: the caption's tokens.
+      max_n: longest n-gram, in words.
+
+    Returns:
+      The distinct candidate n-grams, words joined by single spaces.
+    """
+    out = set()
+    for n in range(1, max_n + 1):
+        for p in range(len(tokens) - n + 1):
+            window = tokens[p : p + n]
+            if is_candidate(window):
+                out.add(" ".join(window))
+    return out
+
+
+def extract_concepts(corpus: Corpus, *, max_n: int, min_df: int, max_df_frac: float) -> Concepts:
+    """Finds the concepts of a whole corpus and each caption's concept list.
+
+    Vectorised over the flat token array: n-grams of order n get exact dense ids from those of
+    order n - 1 (`id_n = unique(id_{n-1} * V + next token)`), so no hashing and no collisions.
+
+    Args:
+      corpus: the tokenised captions (N captions, T tokens).
+      max_n: longest n-gram in words.
+      min_df: smallest document frequency kept.
+      max_df_frac: largest document frequency kept, as a fraction of N.
+
+    Returns:
+      The kept concepts with per-caption lists.
+    """
+    n_docs, n_tok = len(corpus), len(corpus.tokens)
+    vocab_size = max(len(corpus.vocab), 1)
+    tok = corpus.tokens.astype(np.int64)
+    lengths = np.diff(corpus.offsets)
+    doc_of = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
+    end_of = corpus.offsets[1:][doc_of]
+    is_edge = np.array([t in text.EDGE_WORDS for t in corpus.vocab], dtype=bool)[tok]
+    stop_cum = np.zeros(n_tok + 1, dtype=np.int64)
+    stop_flags = np.array([t in text.STOP_WORDS for t in corpus.vocab], dtype=np.int64)
+    np.cumsum(stop_flags[tok] if n_tok else stop_flags[:0], out=stop_cum[1:])
+
+    pos = np.arange(n_tok, dtype=np.int64)
+    prev = tok.copy()  # dense id of the n-gram starting at each position, order n - 1
+    docs, gids, first_pos, first_n = [], [], [], []
+    offset = 0
+    for n in range(1, max_n + 1):
+        pos = pos[pos + n <= end_of[pos]]
+        key = tok[pos] if n == 1 else prev[pos] * vocab_size + tok[pos + n - 1]
+        uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        prev = np.full(n_tok, -1, dtype=np.int64)
+        prev[pos] = inv
+        keep = ~is_edge[pos] & ~is_edge[pos + n - 1] & (stop_cum[pos + n] - stop_cum[pos] < n)
+        docs.append(doc_of[pos[keep]])
+        gids.append(inv[keep] + offset)
+        first_pos.append(pos[first])
+        first_n.append(np.full(len(uniq), n, dtype=np.int64))
+        offset += len(uniq)
+
+    doc = np.concatenate(docs) if docs else np.zeros(0, np.int64)
+    gid = np.concatenate(gids) if gids else np.zeros(0, np.int64)
+    pairs = np.unique(doc * max(offset, 1) + gid)  # one (caption, n-gram) pair per caption
+    doc, gid = pairs // max(offset, 1), pairs % max(offset, 1)
+    df = np.bincount(gid, minlength=offset)
+    hi = max_df(n_docs, min_df, max_df_frac)
+    kept = np.flatnonzero((df >= min_df) & (df <= hi))
+
+    starts = np.concatenate(first_pos)[kept] if first_pos else kept
+    ns = np.concatenate(first_n)[kept] if first_n else kept
+    strings = [
+        " ".join(corpus.vocab[t] for t in corpus.tokens[s : s + n])
+        for s, n in zip(starts.tolist(), ns.tolist(), strict=True)
+    ]
+    order = np.argsort(np.array(strings, dtype=object), kind="stable")
+    cid_of = np.full(offset, -1, dtype=np.int64)
+    cid_of[kept[order]] = np.arange(len(kept))
+    cid = cid_of[gid]
+    sel = cid >= 0
+    doc, cid = doc[sel], cid[sel]
+    ordering = np.lexsort((cid, doc))
+    doc, cid = doc[ordering], cid[ordering]
+    offsets = np.zeros(n_docs + 1, dtype=np.int64)
+    np.cumsum(np.bincount(doc, minlength=n_docs), out=offsets[1:])
+    return Concepts(
+        strings=[strings[i] for i in order],
+        df=df[kept[order]].astype(np.int64),
+        offsets=offsets,
+        ids=cid.astype(np.int32),
+    )

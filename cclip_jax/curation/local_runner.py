@@ -1,0 +1,164 @@
+"""The local runner: the whole curation on one machine (multiprocessing over pools).
+
+Stages (each with a progress bar): read -> tokenise -> concepts -> route into pools ->
+assemble each pool (BM25, greedy batches, masked captions, labels; `num_workers` processes) ->
+one pool of leftovers -> write shards -> tokenizer -> manifest (last, atomic).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from collections import Counter
+from typing import Any
+
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from cclip_jax.curation import (
+    adapters,
+    batches,
+    concepts,
+    manifest,
+    neighbours,
+    settings,
+    shards,
+    stats,
+)
+from cclip_jax.curation import text as text_lib
+from cclip_jax.curation.concepts import Corpus
+
+# Corpus-wide arrays for forked workers (copy-on-write; nothing big is pickled per task).
+_SHARED: dict[str, Any] = {}
+
+
+def _assemble(task: tuple[tuple[int, int], np.ndarray]) -> tuple[list[batches.Batch], np.ndarray]:
+    pool_id, members = task
+    pool = batches.PoolData.from_global(members, _SHARED["words"], _SHARED["concepts"])
+    return batches.assemble_pool(pool, pool_id, _SHARED["opts"])
+
+
+def plan_pools(route: np.ndarray, pool_size: int) -> list[tuple[tuple[int, int], np.ndarray]]:
+    """Pool tasks `((pool, chunk), members)` in output order; members in ordinal order."""
+    pools = neighbours.num_pools(len(route), pool_size)
+    pid = neighbours.pool_of(route, pools)
+    order = np.argsort(pid, kind="stable")
+    bounds = np.searchsorted(pid[order], np.arange(pools + 1))
+    tasks = []
+    for p in range(pools):
+        members = order[bounds[p] : bounds[p + 1]]
+        for c, chunk in enumerate(neighbours.split_pool(route[members], pool_size)):
+            tasks.append(((p, c), members[chunk]))
+    return tasks
+
+
+def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, out_dir: str
+        ) -> dict[str, Any]:
+    """Curates `input_path` into `out_dir`; returns the manifest (also written to disk).
+
+    Raises:
+      adapters.InputError: wrong path, unknown format, or no usable example at all.
+    """
+    settings.validate(config)
+    opts = adapters.ReadOptions.from_config(config)
+    aopts = batches.AssemblyOptions.from_config(config)
+    units = adapters.list_units(input_path, input_format, opts)
+    shards.invalidate(out_dir)
+    quiet = not config.progress
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    keys: list[str] = []
+    captions: list[str] = []
+    images: list[bytes] = []
+    ordinals: list[tuple[int, int]] = []
+    skipped: Counter = Counter()
+    for ui, unit in enumerate(tqdm(units, desc="read", disable=quiet)):
+        for item in adapters.read_unit(ui, unit, input_format, opts):
+            if isinstance(item, adapters.Skip):
+                skipped[item.reason] += 1
+                continue
+            keys.append(item.key)
+            captions.append(item.caption)
+            images.append(item.image)
+            ordinals.append(item.ordinal)
+    if not captions:
+        raise adapters.InputError(
+            f"no usable example in {input_path}; skipped by reason: {dict(skipped)}")
+    timings["read"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    norm = [text_lib.normalize(c) for c in tqdm(captions, desc="tokenise", disable=quiet)]
+    words = concepts.encode(text_lib.tokenize(n) for n in norm)
+    timings["tokenise"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cons = concepts.extract_concepts(words, max_n=config.max_ngram, min_df=config.min_df,
+                                     max_df_frac=config.max_df_frac)
+    concept_rows = Corpus(cons.strings, cons.ids, cons.offsets)
+    route = neighbours.route_keys(cons.strings, concept_rows, norm, config.seed)
+    del norm
+    timings["concepts"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    tasks = plan_pools(route, config.pool_size)
+    _SHARED.update(words=words, concepts=concept_rows, opts=aopts)
+    results = _map(tasks, config.num_workers, quiet)
+    leftovers = np.sort(np.concatenate([r[1] for r in results]))
+    left_batches, dropped = _assemble(((len(tasks), 0), leftovers))
+    all_batches = [b for r in results for b in r[0]] + left_batches
+    timings["assemble"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    writer = shards.ShardWriter(out_dir, config.batches_per_shard, config.max_concepts,
+                                config.array_record_options)
+    acc = stats.BatchStats()
+    for b in tqdm(all_batches, desc="write", disable=quiet):
+        m = b.members.tolist()
+        writer.write([keys[i] for i in m], [captions[i] for i in m], [images[i] for i in m],
+                     b.concepts, b.labels)
+        acc.add(b)
+    shard_list = writer.close()
+    timings["write"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sample = int(min(len(captions), 64 * config.batch_size))
+    rkeys = np.array([batches.random_order_key(o, config.seed) for o in ordinals], np.int64)
+    first = np.lexsort((np.arange(len(rkeys)), rkeys))[:sample]
+    random_share = batches.random_sharing([cons.row(i) for i in first.tolist()],
+                                          config.batch_size)
+    counts = {"read": len(captions) + sum(skipped.values()), "accepted": len(captions),
+              "skipped": dict(sorted(skipped.items())), "leftover_dropped": len(dropped),
+              "written": acc.examples}
+    result = manifest.finish(
+        out_dir, config, runner="local", input_path=input_path, input_format=input_format,
+        units=units, shard_list=shard_list, counts=counts, batch_stats=acc.to_dict(),
+        concept_stats=stats.concept_summary(cons.strings, cons.df, len(captions),
+                                            np.diff(cons.offsets)),
+        random_sharing=random_share)
+    timings["tokenizer+manifest"] = time.perf_counter() - t
+    logging.info("curation stage times (s): %s", {k: round(v, 2) for k, v in timings.items()})
+    result["_timings"] = timings  # returned to callers (benchmark); not in manifest.json
+    return result
+
+
+def _map(tasks: list[tuple[tuple[int, int], np.ndarray]], workers: int, quiet: bool
+         ) -> list[tuple[list[batches.Batch], np.ndarray]]:
+    bar = tqdm(total=len(tasks), desc="assemble pools", disable=quiet)
+    if workers <= 1 or len(tasks) <= 1:
+        out = []
+        for task in tasks:
+            out.append(_assemble(task))
+            bar.update()
+        bar.close()
+        return out
+    # fork: workers inherit _SHARED without pickling the corpus.
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        out = []
+        for r in pool.imap(_assemble, tasks):
+            out.append(r)
+            bar.update()
+    bar.close()
+    return out

@@ -1,0 +1,75 @@
+"""The end of every run (both runners): tokenizer next to the shards, then the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from typing import Any
+
+import ml_collections
+
+from cclip_jax.curation import adapters, shards, tokenizer
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def describe_inputs(units: list[Any], hash_inputs: bool) -> list[dict[str, Any]]:
+    """One entry per input unit: path, size and (optionally) sha256 of the file."""
+    out = []
+    for unit in units:
+        d = adapters.unit_fingerprint(unit)
+        path = unit if isinstance(unit, str) else unit[0]
+        if hash_inputs and os.path.isfile(path):
+            d["sha256"] = _sha256(path)
+        out.append(d)
+    return out
+
+
+def make_tokenizer(out_dir: str, config: ml_collections.ConfigDict) -> str:
+    """Installs the given tokenizer, or trains one on the written captions (batch order)."""
+    path = os.path.join(out_dir, shards.TOKENIZER)
+    if config.tokenizer_model:
+        return tokenizer.install(config.tokenizer_model, path)
+    captions = (
+        cap
+        for name in sorted(f for f in os.listdir(out_dir) if f.startswith("batches-"))
+        for cap in shards.iter_captions(os.path.join(out_dir, name))
+    )
+    return tokenizer.train(itertools.islice(captions, config.tokenizer_sample), path,
+                           vocab_size=config.tokenizer_vocab_size)
+
+
+def finish(out_dir: str, config: ml_collections.ConfigDict, *, runner: str, input_path: str,
+           input_format: str, units: list[Any], shard_list: list[dict[str, Any]],
+           counts: dict[str, Any], batch_stats: dict[str, Any], concept_stats: dict[str, Any],
+           random_sharing: float) -> dict[str, Any]:
+    """Writes the tokenizer, then `manifest.json` (atomically, last). Returns the manifest."""
+    make_tokenizer(out_dir, config)
+    manifest = {
+        "format": shards.FORMAT,
+        "runner": runner,
+        "input": {"path": os.path.abspath(input_path), "format": input_format,
+                  "units": describe_inputs(units, config.hash_inputs)},
+        "settings": config.to_dict(),
+        "batch_size": config.batch_size,
+        "max_concepts": config.max_concepts,
+        "max_present": config.max_present,
+        "num_batches": sum(s["num_batches"] for s in shard_list),
+        "num_examples": sum(s["num_batches"] for s in shard_list) * config.batch_size,
+        "shards": shard_list,
+        "tokenizer": shards.TOKENIZER,
+        "counts": counts,
+        "concepts": concept_stats,
+        "batches": batch_stats,
+        "sharing": {"curated": batch_stats["curated_sharing"],
+                    "random": round(random_sharing, 4)},
+    }
+    shards.write_manifest(out_dir, manifest)
+    return manifest

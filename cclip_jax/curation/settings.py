@@ -1,0 +1,27 @@
+"""Validation of the curation config (`configs/curate.py`), run at start by both runners."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from cclip_jax.curation import labels
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Fails with a message naming the field when a value is unusable."""
+    def need(ok: bool, field: str, why: str) -> None:
+        if not ok:
+            raise ValueError(f"config.{field}={c[field]!r}: {why}")
+
+    for f in ("batch_size", "max_concepts", "max_present", "pool_size", "batches_per_shard",
+              "max_ngram", "min_df", "max_caption_chars", "tokenizer_vocab_size",
+              "tokenizer_sample", "num_workers", "tfds_unit_size"):
+        need(isinstance(c[f], int) and c[f] >= 1, f, "must be an int >= 1")
+    need(c.batch_size >= 2, "batch_size", "a batch needs at least 2 captions")
+    need(0 <= c.max_masked <= c.max_concepts, "max_masked", "must be in [0, max_concepts]")
+    need(c.max_present <= c.max_concepts, "max_present", "must be <= max_concepts")
+    need(c.pool_size >= c.batch_size, "pool_size", "must be >= batch_size")
+    need(0.0 < c.max_df_frac <= 1.0, "max_df_frac", "must be in (0, 1]")
+    need(c.min_batch_count >= 1, "min_batch_count", "must be >= 1")
+    need(c.label_rule in labels.RULES, "label_rule", f"must be one of {sorted(labels.RULES)}")
+    need(c.max_ngram <= 8, "max_ngram", "n-grams longer than 8 words are never shared")

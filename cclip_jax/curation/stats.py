@@ -1,0 +1,78 @@
+"""Run statistics for the manifest, as a mergeable accumulator (local and Beam use the same)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from cclip_jax.curation.batches import Batch
+
+
+@dataclasses.dataclass
+class BatchStats:
+    """Sums over written batches; `merge` combines partial sums from parallel writers."""
+
+    batches: int = 0
+    examples: int = 0
+    sharing_sum: float = 0.0
+    filler: int = 0
+    capped: int = 0
+    masked: int = 0
+    label_counts: Counter = dataclasses.field(default_factory=Counter)  # "+1" / "-1" / "0"
+    present_per_row: Counter = dataclasses.field(default_factory=Counter)
+    concepts_per_batch: Counter = dataclasses.field(default_factory=Counter)
+
+    def add(self, batch: Batch) -> None:
+        """Accounts one batch (only its K real concept columns count, not the padding)."""
+        k = len(batch.concepts)
+        lab = batch.labels[:, :k]
+        self.batches += 1
+        self.examples += len(batch.members)
+        self.sharing_sum += batch.stats["sharing"]
+        self.filler += int(batch.stats.get("filler", 0))
+        self.capped += int(batch.stats["capped"])
+        self.masked += int(batch.stats["num_masked"])
+        for name, value in (("+1", 1), ("-1", -1), ("0", 0)):
+            self.label_counts[name] += int((lab == value).sum())
+        self.present_per_row.update((lab == 1).sum(axis=1).tolist())
+        self.concepts_per_batch[k] += 1
+
+    def merge(self, other: BatchStats) -> BatchStats:
+        out = BatchStats()
+        for f in dataclasses.fields(self):
+            setattr(out, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        n = max(self.batches, 1)
+        return {
+            "batches": self.batches,
+            "examples": self.examples,
+            "filler": self.filler,
+            "present_capped": self.capped,
+            "masked_per_batch": round(self.masked / n, 4),
+            "labels": dict(sorted(self.label_counts.items())),
+            "present_per_row": {str(k): v for k, v in sorted(self.present_per_row.items())},
+            "concepts_per_batch": {str(k): v for k, v in sorted(self.concepts_per_batch.items())},
+            "curated_sharing": round(self.sharing_sum / n, 4),
+        }
+
+
+def concept_summary(strings: list[str], df: np.ndarray, num_captions: int,
+                    per_caption: np.ndarray) -> dict[str, Any]:
+    """Concept counts by n-gram order, a log2 document-frequency histogram, per-caption mean.
+
+    Args:
+      strings: C concept strings; df: int [C]; per_caption: int [N] concepts per caption.
+    """
+    orders = Counter(s.count(" ") + 1 for s in strings)
+    bins = Counter(int(np.log2(d)) for d in df.tolist())
+    return {
+        "num_concepts": len(strings),
+        "by_order": {str(k): v for k, v in sorted(orders.items())},
+        "df_log2_histogram": {f"[{2**b},{2**(b + 1)})": v for b, v in sorted(bins.items())},
+        "mean_per_caption": round(float(per_caption.mean()) if num_captions else 0.0, 4),
+    }

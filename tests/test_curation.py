@@ -1,0 +1,215 @@
+"""Curation building blocks: text, concepts, masked captions, labels, routing, BM25."""
+
+import glob
+import itertools
+import json
+from collections import Counter
+
+import bm25s
+import numpy as np
+import pytest
+
+from cclip_jax.curation import concepts, labels, masked, neighbours, text
+
+SUGARCREPE = "/work/shared/data/sugarcrepe"
+
+
+def _corpus(captions):
+    return concepts.encode([text.tokenize(text.normalize(c)) for c in captions])
+
+
+def _sugarcrepe(n):
+    caps = []
+    for f in sorted(glob.glob(f"{SUGARCREPE}/*.json")):
+        for v in json.load(open(f)).values():
+            caps += [v["caption"], v["negative_caption"]]
+    if not caps:
+        pytest.skip("sugarcrepe data not available")
+    return caps[:n]
+
+
+def test_normalize_and_tokenize():
+    assert text.normalize("  A  Grey\tCAT’s  toy ") == "a grey cat's toy"
+    assert text.tokenize("she's a left-handed writer.") == ["she's", "a", "left", "handed",
+                                                            "writer"]
+
+
+def test_concepts_band_and_stop_rules():
+    caps = ["a red square left of a blue circle", "a red square", "a big red square",
+            "the blue circle is left of a green square", "a unique hexagon of the night"]
+    c = concepts.extract_concepts(_corpus(caps), max_n=4, min_df=2, max_df_frac=1.0)
+    assert c.strings == ["blue", "blue circle", "circle", "left", "left of", "red",
+                         "red square", "square"]
+    assert c.df.tolist() == [2, 2, 2, 2, 2, 3, 3, 4]
+    assert [c.strings[i] for i in c.row(1)] == ["red", "red square", "square"]
+    assert len(c.row(4)) == 0  # rare words are never shared: no concepts
+    # max_df band: "square" is in 4 of 5 captions; 0.6 * 5 = 3 removes it.
+    c = concepts.extract_concepts(_corpus(caps), max_n=4, min_df=2, max_df_frac=0.6)
+    assert "square" not in c.strings and "red square" in c.strings
+
+
+def test_vectorised_concepts_equal_per_caption_rule():
+    caps = _sugarcrepe(3000)
+    corpus = _corpus(caps)
+    got = concepts.extract_concepts(corpus, max_n=4, min_df=2, max_df_frac=0.05)
+    toks = [text.tokenize(text.normalize(c)) for c in caps]
+    per = [concepts.caption_ngrams(t, 4) for t in toks]
+    df = Counter(g for s in per for g in s)
+    hi = concepts.max_df(len(caps), 2, 0.05)
+    kept = sorted(g for g, n in df.items() if 2 <= n <= hi)
+    assert got.strings == kept
+    assert got.df.tolist() == [df[g] for g in kept]
+    for i in range(0, len(caps), 97):
+        assert [got.strings[j] for j in got.row(i)] == sorted(set(kept) & per[i])
+
+
+def test_subset_equals_encode_of_rows():
+    caps = _sugarcrepe(200)
+    corpus = _corpus(caps)
+    rows = np.array([5, 17, 18, 150])
+    sub = concepts.subset(corpus, rows)
+    ref = _corpus([caps[i] for i in rows])
+    assert sub.vocab == ref.vocab
+    np.testing.assert_array_equal(sub.tokens, ref.tokens)
+    np.testing.assert_array_equal(sub.offsets, ref.offsets)
+
+
+def _masked(a, b, stop_weight=0.1):
+    c = _corpus([a, b])
+    w = np.array([stop_weight if t in text.STOP_WORDS else 2.0 for t in c.vocab])
+    pat = masked.masked_pattern(c.row(0), c.row(1), w)
+    return pat, c
+
+
+@pytest.mark.parametrize(
+    "a,b,want",
+    [
+        ("a car turning left", "she's a left-handed writer", "<M> a <M> left <M>"),
+        ("a grey cat sitting in front of a black dog",
+         "there is a grey wall in front of the black window",
+         "<M> a grey <M> in front of <M> black <M>"),
+    ],
+)
+def test_masked_caption_proposal_examples(a, b, want):
+    pat, c = _masked(a, b)
+    assert masked.pattern_string(pat, c.vocab) == want
+    assert masked.has_content(pat, c.vocab)
+    assert masked.matches(pat, c.row(0)) and masked.matches(pat, c.row(1))
+
+
+def test_idf_weights_prefer_content_words():
+    # Unweighted, the LCS could keep "a ... a ... the" (3 tokens); IDF keeps "red square".
+    a, b = "a red square on a mat by the door", "the red square"
+    c = _corpus([a, b])
+    w = np.array([0.05 if t in text.STOP_WORDS else 3.0 for t in c.vocab])
+    pairs = masked.align(c.row(0), c.row(1), w)
+    assert [c.vocab[c.row(0)[i]] for i in pairs[:, 0]] == ["red", "square"]
+
+
+def _brute_weighted_lcs(a, b, w):
+    best = 0.0
+    for r in range(len(a) + 1):
+        for idx in itertools.combinations(range(len(a)), r):
+            sub = [a[i] for i in idx]
+            it = iter(b)
+            if all(any(x == y for y in it) for x in sub):
+                best = max(best, sum(w[x] for x in sub))
+    return best
+
+
+def test_weighted_lcs_is_optimal_against_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        a = rng.integers(0, 4, size=rng.integers(1, 8))
+        b = rng.integers(0, 4, size=rng.integers(1, 8))
+        w = rng.uniform(0.1, 2.0, size=4)
+        pairs = masked.align(a, b, w)
+        assert np.all(a[pairs[:, 0]] == b[pairs[:, 1]])
+        assert np.all(np.diff(pairs, axis=0) > 0)
+        assert w[a[pairs[:, 0]]].sum() == pytest.approx(_brute_weighted_lcs(a, b, w))
+
+
+def test_masked_match_semantics():
+    c = _corpus(["red square left of blue circle", "x"])
+    v = {t: i for i, t in enumerate(c.vocab)}
+    g = masked.GAP
+    seq = c.row(0)
+    assert masked.matches(np.array([g, v["red"], g, v["blue"], g]), seq)
+    assert masked.matches(np.array([v["red"], v["square"], g]), seq)  # anchored at start
+    assert not masked.matches(np.array([v["square"], g]), seq)
+    assert masked.matches(np.array([g, v["blue"], v["circle"]]), seq)  # anchored at end
+    assert not masked.matches(np.array([g, v["blue"], g, v["red"], g]), seq)  # order matters
+
+
+def _view(rows, concept_names, present=None):
+    c = _corpus([*rows, " ".join(n.replace("<M>", "") for n in concept_names)])
+    k = len(concept_names)
+    is_m = np.array(["<M>" in n for n in concept_names])
+    if present is None:
+        present = np.zeros((len(rows), k), dtype=bool)
+        for b, r in enumerate(rows):
+            for j, n in enumerate(concept_names):
+                present[b, j] = (not is_m[j]) and f" {n} " in f" {text.normalize(r)} "
+    return labels.BatchView(
+        vocab=c.vocab, rows=[c.row(i) for i in range(len(rows))],
+        concepts=[n.split(" ") for n in concept_names], is_masked=is_m, present=present,
+        attr_class=labels.attribute_classes(c.vocab))
+
+
+def test_label_rules():
+    rows = ["a red car next to a tree", "a blue car on the road", "a big dog", "a red car"]
+    names = ["red car", "car", "dog", "<M> car <M>"]
+    view = _view(rows, names)
+    lab, info = labels.label_matrix(view, "none", max_present=8, width=6)
+    assert lab.dtype == np.int8 and lab.shape == (4, 6)
+    assert lab[:, :4].tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 1, 0, 0]]
+    assert not lab[:, 4:].any() and info["capped"] == 0
+    lab, _ = labels.label_matrix(view, "complete", max_present=8, width=4)
+    assert lab.tolist() == [[1, 1, -1, 0], [-1, 1, -1, 0], [-1, -1, 1, 0], [1, 1, -1, 0]]
+    lab, _ = labels.label_matrix(view, "attribute", max_present=8, width=4)
+    # Only "a blue car" contradicts "red car"; a dog says nothing about cars.
+    assert lab.tolist() == [[1, 1, 0, 0], [-1, 1, 0, 0], [0, 0, 1, 0], [1, 1, 0, 0]]
+
+
+def test_attribute_rule_sizes_and_no_false_contradiction():
+    rows = ["a small red square", "a large square and a small circle", "a red circle"]
+    view = _view(rows, ["small red square", "large square", "red square"])
+    neg = labels.RULES["attribute"](view)
+    assert neg.tolist() == [[False, True, False], [True, False, False], [False, False, False]]
+
+
+def test_present_cap_keeps_leftmost():
+    present = np.array([[1, 1, 1, 0, 1], [0, 1, 0, 0, 0]], dtype=bool)
+    capped, dropped = labels.cap_present(present, 2)
+    assert capped.astype(int).tolist() == [[1, 1, 0, 0, 0], [0, 1, 0, 0, 0]]
+    assert dropped == 2
+
+
+def test_routing_puts_shared_concepts_together_and_is_stable():
+    key = neighbours.route_key(["red square", "blue"], "x", seed=0)
+    assert key == neighbours.route_key(["blue", "red square"], "y", seed=0)
+    assert key != neighbours.route_key(["blue", "red square"], "y", seed=1)
+    rows = concepts.Corpus(["a", "b", "c"], np.array([0, 1, 1, 2], np.int32),
+                           np.array([0, 2, 3, 4, 4]))
+    keys = neighbours.route_keys(["a", "b", "c"], rows, ["p", "q", "r", "empty"], 0)
+    assert keys[0] == neighbours.route_key(["a", "b"], "p", 0)
+    assert keys[3] == neighbours.route_key([], "empty", 0)
+    chunks = neighbours.split_pool(np.array([5, 1, 5, 1, 9, 9, 9, 1]), pool_size=3)
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(8))
+    assert len(chunks) == 3
+
+
+def test_pool_index_scores_equal_bm25s_retrieve():
+    corpus = _corpus(_sugarcrepe(800))
+    index = neighbours.PoolIndex(corpus)
+    allowed = np.ones(len(corpus), np.float32)
+    allowed[[1, 5]] = 0
+    ref = bm25s.BM25(method="lucene")
+    ref.index([corpus.row(i).tolist() for i in range(len(corpus))], show_progress=False)
+    for q in (0, 10, 400):
+        query = np.unique(corpus.row(q))
+        want = ref.get_scores(query.tolist()) * allowed
+        np.testing.assert_allclose(index.scores(query, allowed), want, rtol=1e-5)
+        top = index.top(query, 10, allowed)
+        np.testing.assert_allclose(np.sort(want)[::-1][:10], want[top], rtol=1e-5)
+        assert 1 not in top and 5 not in top

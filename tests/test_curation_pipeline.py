@@ -1,0 +1,262 @@
+"""Curation end to end: adapters, bad input, shards + manifest + reader, determinism, CLI."""
+
+import csv
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+from PIL import Image
+
+from cclip_jax.curation import CuratedShards, adapters, local_runner, read_batches, shards
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLOURS = ["red", "blue", "green", "yellow"]
+SHAPES = ["square", "circle", "triangle"]
+RELATIONS = ["left of", "right of", "above", "below"]
+
+
+def load_config(arg=None):
+    spec = importlib.util.spec_from_file_location("curate_cfg", f"{ROOT}/configs/curate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config(arg)
+    c.progress = False
+    return c
+
+
+def scene_captions(n, seed=0):
+    """Captions in the synthetic world's style (1-2 objects, colour, size, relation)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        a = f"{rng.choice(['small ', 'large ', ''])}{rng.choice(COLOURS)} {rng.choice(SHAPES)}"
+        if rng.random() < 0.7:
+            b = f"{rng.choice(COLOURS)} {rng.choice(SHAPES)}"
+            out.append(f"a {a} {rng.choice(RELATIONS)} a {b}")
+        else:
+            out.append(f"a {a}")
+    return out
+
+
+def png(colour=(255, 0, 0)):
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _add(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+BAD = {  # webdataset samples that must be skipped, by reason
+    "bad_empty": ("   ", png()),
+    "bad_utf8": (b"a red \xff\xfe square", png()),
+    "bad_long": ("a red square " * 200, png()),
+    "bad_image": ("a red square", b"\x89PNG\r\n\x1a\nnot really a png"),
+    "bad_noimage": ("a red square", None),
+    "bad_nocaption": (None, png()),
+}
+
+
+@pytest.fixture(scope="module")
+def webdataset_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wds")
+    caps = scene_captions(70)
+    for shard in range(2):
+        with tarfile.open(root / f"{shard:05d}.tar", "w") as tar:
+            for i in range(35):
+                j = shard * 35 + i
+                key = f"{j:06d}"
+                _add(tar, f"{key}.png", png((j * 3 % 256, 0, 0)))
+                _add(tar, f"{key}.txt", caps[j].encode())
+                _add(tar, f"{key}.json", json.dumps({"id": j}).encode())
+            if shard == 1:
+                for key, (cap, img) in BAD.items():
+                    if img is not None:
+                        _add(tar, f"{key}.png", img)
+                    if cap is not None:
+                        _add(tar, f"{key}.txt", cap if isinstance(cap, bytes) else cap.encode())
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def csv_file(tmp_path_factory):
+    root = tmp_path_factory.mktemp("csv")
+    (root / "img").mkdir()
+    caps = scene_captions(30, seed=1)
+    with open(root / "train.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "caption"])
+        for i, cap in enumerate(caps):
+            (root / "img" / f"{i}.png").write_bytes(png())
+            w.writerow([f"img/{i}.png", cap])
+        w.writerow(["img/missing.png", "a red square"])
+        w.writerow(["img/0.png", "a blue \udcff circle"])  # an undecodable byte in the file
+        w.writerow(["img/1.png", ""])
+    return str(root / "train.csv")
+
+
+def test_webdataset_adapter_reads_and_accounts(webdataset_dir):
+    opts = adapters.ReadOptions()
+    units = adapters.list_units(webdataset_dir, "webdataset", opts)
+    assert [os.path.basename(u) for u in units] == ["00000.tar", "00001.tar"]
+    items = [x for i, u in enumerate(units) for x in adapters.read_unit(i, u, "webdataset", opts)]
+    ok = [x for x in items if isinstance(x, adapters.Example)]
+    skipped = {x.key: x.reason for x in items if isinstance(x, adapters.Skip)}
+    assert len(ok) == 70 and ok[0].key == "000000" and ok[0].ordinal == (0, 0)
+    assert ok[0].caption == scene_captions(70)[0] and ok[0].image == png((0, 0, 0))
+    assert skipped == {"bad_empty": "caption_empty", "bad_utf8": "caption_not_utf8",
+                       "bad_long": "caption_too_long", "bad_image": "image_corrupt",
+                       "bad_noimage": "image_missing", "bad_nocaption": "caption_missing"}
+
+
+def test_csv_adapter_reads_and_accounts(csv_file):
+    opts = adapters.ReadOptions()
+    (unit,) = adapters.list_units(csv_file, "csv", opts)
+    items = list(adapters.read_unit(0, unit, "csv", opts))
+    ok = [x for x in items if isinstance(x, adapters.Example)]
+    assert len(ok) == 30 and ok[3].key == "img/3.png" and ok[3].image == png()
+    assert [x.reason for x in items if isinstance(x, adapters.Skip)] == [
+        "image_missing", "caption_not_utf8", "caption_empty"]
+    # Caption-only runs need no image column and read no image.
+    items = list(adapters.read_unit(0, unit, "csv", adapters.ReadOptions(caption_only=True)))
+    assert sum(isinstance(x, adapters.Example) and x.image == b"" for x in items) == 31
+
+
+def test_wrong_path_and_empty_input_fail_at_start(tmp_path):
+    opts = adapters.ReadOptions()
+    with pytest.raises(adapters.InputError, match="does not exist"):
+        adapters.list_units(str(tmp_path / "nope"), "csv", opts)
+    with pytest.raises(adapters.InputError, match="empty input"):
+        adapters.list_units(str(tmp_path), "webdataset", opts)
+    with pytest.raises(adapters.InputError, match="input_format"):
+        adapters.list_units(str(tmp_path), "parquet", opts)
+    with pytest.raises(adapters.InputError, match="empty input"):
+        adapters.list_units(str(tmp_path), "tfds", opts)
+    (tmp_path / "empty.csv").write_text("image,caption\n")
+    with pytest.raises(adapters.InputError, match="no usable example"):
+        local_runner.run(load_config("small"), str(tmp_path / "empty.csv"), "csv",
+                         str(tmp_path / "out"))
+    c = load_config("small")
+    c.max_present = 100
+    with pytest.raises(ValueError, match=r"config\.max_present"):
+        local_runner.run(c, str(tmp_path / "empty.csv"), "csv", str(tmp_path / "out"))
+
+
+@pytest.fixture(scope="module")
+def curated(webdataset_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("out"))
+    manifest = local_runner.run(load_config("small"), webdataset_dir, "webdataset", out)
+    return out, manifest
+
+
+def test_local_run_writes_shards_manifest_tokenizer(curated, webdataset_dir):
+    out, m = curated
+    assert m["counts"]["skipped"] == {"caption_empty": 1, "caption_missing": 1,
+                                      "caption_not_utf8": 1, "caption_too_long": 1,
+                                      "image_corrupt": 1, "image_missing": 1}
+    assert m["counts"]["accepted"] == 70 and m["counts"]["read"] == 76
+    # 70 = 8 full batches + 6 leftover captions dropped (counted, not silent).
+    assert m["num_batches"] == 8 and m["counts"]["leftover_dropped"] == 6
+    assert m["counts"]["written"] + m["counts"]["leftover_dropped"] == 70
+    assert [s["num_batches"] for s in m["shards"]] == [4, 4]
+    assert all("sha256" in u for u in m["input"]["units"])
+    assert m["sharing"]["curated"] >= m["sharing"]["random"]
+    with open(os.path.join(out, shards.MANIFEST)) as f:
+        assert json.load(f)["num_batches"] == 8
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(out, shards.TOKENIZER))
+    assert sp.piece_to_id("<M>") != sp.unk_id()
+    assert sp.encode("<M> red <M>", out_type=str).count("<M>") == 2
+
+
+def test_reader_batches_and_random_access(curated, webdataset_dir):
+    out, _m = curated
+    batches = list(read_batches(out))
+    assert len(batches) == 8
+    keys = [k for b in batches for k in b["key"]]
+    assert len(set(keys)) == 64  # every caption used at most once
+    caps = dict(zip([f"{i:06d}" for i in range(70)], scene_captions(70), strict=True))
+    for b in batches:
+        assert b["labels"].dtype == np.int8 and b["labels"].shape == (8, 16)
+        assert len(b["concepts"]) == 16 and len(b["image"]) == 8
+        assert all(caps[k] == c for k, c in zip(b["key"], b["caption"], strict=True))
+        assert (b["labels"] == 1).sum(axis=1).max() <= 6  # max_present
+        k = b["num_concepts"]
+        assert not b["labels"][:, k:].any() and all(c == "" for c in b["concepts"][k:])
+        for j, concept in enumerate(b["concepts"][:k]):  # +1 means the caption has it
+            for row, cap in enumerate(b["caption"]):
+                if b["labels"][row, j] == 1 and "<M>" not in concept:
+                    assert f" {concept} " in f" {cap.lower()} "
+    ds = CuratedShards(out)
+    assert (ds.num_batches, ds.batch_size, ds.max_concepts, ds.max_present) == (8, 8, 16, 6)
+    part = ds.read_rows(5, 2, 6)
+    assert part["key"] == batches[5]["key"][2:6] and part["concepts"] == batches[5]["concepts"]
+    np.testing.assert_array_equal(part["labels"], batches[5]["labels"][2:6])
+    assert part["image"][0] == batches[5]["image"][2]
+    Image.open(io.BytesIO(part["image"][0])).verify()
+    with pytest.raises(IndexError):
+        ds.read_rows(8)
+
+
+def test_deterministic_and_idempotent(curated, webdataset_dir, tmp_path):
+    out, _ = curated
+    again = local_runner.run(load_config("small"), webdataset_dir, "webdataset", str(tmp_path))
+    for name in [s["file"] for s in again["shards"]] + [shards.TOKENIZER]:
+        with open(os.path.join(out, name), "rb") as a, open(tmp_path / name, "rb") as b:
+            assert a.read() == b.read(), name
+    # A re-run first removes the old manifest, so a crash mid-way never looks complete.
+    shards.invalidate(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="not a complete"):
+        CuratedShards(str(tmp_path))
+    c = load_config("small")
+    c.seed = 1
+    other = local_runner.run(c, webdataset_dir, "webdataset", str(tmp_path))
+    assert [b["key"] for b in read_batches(str(tmp_path))] != [b["key"] for b in read_batches(out)]
+    assert other["num_batches"] == 8
+
+
+def test_label_rules_change_only_negatives(webdataset_dir, tmp_path):
+    c = load_config("small")
+    results = {}
+    for rule in ("none", "complete", "attribute"):
+        c.label_rule = rule
+        local_runner.run(c, webdataset_dir, "webdataset", str(tmp_path / rule))
+        results[rule] = np.stack([b["labels"] for b in read_batches(str(tmp_path / rule))])
+    assert not (results["none"] == -1).any()
+    for rule in ("complete", "attribute"):
+        np.testing.assert_array_equal(results[rule] == 1, results["none"] == 1)
+        assert (results[rule] == -1).any()
+    # Attribute contradictions are a subset of complete-caption negatives on n-grams.
+    assert (results["attribute"] == -1).sum() < (results["complete"] == -1).sum()
+
+
+def test_csv_caption_only_run(csv_file, tmp_path):
+    c = load_config("small")
+    c.caption_only = True
+    m = local_runner.run(c, csv_file, "csv", str(tmp_path))
+    assert m["counts"]["skipped"] == {"caption_empty": 1, "caption_not_utf8": 1}
+    assert m["counts"]["accepted"] == 31  # the missing image does not matter here
+    assert all(img == b"" for b in read_batches(str(tmp_path)) for img in b["image"])
+
+
+def test_cli(csv_file, tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, "-m", "cclip_jax.curate", "--config=configs/curate.py:small",
+           f"--input={csv_file}", "--input_format=csv", f"--out={tmp_path}",
+           "--config.batch_size=4", "--config.progress=False"]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["num_batches"] == 7
+    assert CuratedShards(str(tmp_path)).batch_size == 4
+    bad = [*cmd[:4], f"--input={tmp_path}/missing", *cmd[5:]]
+    res = subprocess.run(bad, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "does not exist" in res.stderr
