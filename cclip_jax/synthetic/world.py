@@ -9,14 +9,17 @@ Layout of `out_dir`:
     eval/<split>/<kind>.jsonl        items; image paths relative to out_dir
     eval/<split>/images/<kind>/...   their PNGs
 
-Everything is first written under a private staging folder inside `out_dir`, moved into place,
-and `world.json` comes last, so half-written output never looks complete. Calling `write_world`
-again with the same settings is a no-op; with other settings it raises.
+Everything is first written under a private staging folder inside `out_dir`, moved into place
+under a file lock (`out_dir/.lock`), and `world.json` comes last, so half-written output never
+looks complete. Calling `write_world` again with the same settings is a no-op; with other
+settings it raises. The world is a pure function of its settings (any worker count gives the
+same bytes), so concurrent writers cannot disagree.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import math
 import multiprocessing
@@ -245,15 +248,19 @@ def write_world(
         write_csv(staging / "train.csv", (r for k in sorted(csv_rows) for r in csv_rows[k]))
         for (split, kind), rows in eval_rows.items():
             write_jsonl(staging / "eval" / split / f"{kind}.jsonl", sorted(rows, key=_index))
-        if (world := _existing(out, settings)) is not None:
-            return world  # another process finished the same world meanwhile
-        for name in _OUTPUTS:
-            # Leftovers of an interrupted run (no world.json, so never complete) are replaced.
-            _remove(out / name)
-            os.replace(staging / name, out / name)
-        world = _world_json(settings, num_shards=len(csv_rows))
-        write_json_atomic(out / WORLD_FILE, world)
-        return world
+        # Several processes may build the same world at once (e.g. every host of a job filling
+        # a shared cache): the lock lets exactly one of them move its files into place.
+        with open(out / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (world := _existing(out, settings)) is not None:
+                return world  # another process finished the same world meanwhile
+            for name in _OUTPUTS:
+                # Leftovers of an interrupted run (no world.json, so never complete) go.
+                _remove(out / name)
+                os.replace(staging / name, out / name)
+            world = _world_json(settings, num_shards=len(csv_rows))
+            write_json_atomic(out / WORLD_FILE, world)
+            return world
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
