@@ -200,8 +200,11 @@ def test_bad_presets_and_knobs_name_the_problem():
         ("a large blue circle right of a red square", True),
         ("a square and a circle", True),
         ("<M> red <M> left of <M> blue <M>", True),
+        ("<M> blue <M> right of <M> red <M>", True),
         ("<M> blue <M> left of <M> red <M>", False),
+        ("<M> large <M> left of <M> small <M>", False),
         ("<m> red <m> right of <m>", False),
+        ("<M> circle and <M> square", True),
         ("a <M> circle", True),
         ("A Red Square.", True),
         ("red small square", None),
@@ -212,6 +215,29 @@ def test_bad_presets_and_knobs_name_the_problem():
 )
 def test_oracle_on_a_hand_made_scene(phrase, expected):
     assert syn.holds(HAND_MADE, phrase) is expected
+
+
+def test_masked_gaps_stay_inside_a_clause_unless_asked_otherwise():
+    # "a blue circle and a square left of a blue circle and a red square" is a true caption, so
+    # the text pattern matches it; but within one clause nothing blue is left of anything red.
+    for pattern in ["<M> blue <M> left of <M> red <M>", "<M> large <M> left of <M> small <M>"]:
+        assert syn.holds(HAND_MADE, pattern) is False
+        assert syn.holds(HAND_MADE, pattern, within_clause=False) is True
+    assert syn.holds(HAND_MADE, "<M> red <M> left of <M> blue <M>") is True
+
+
+def test_every_pattern_of_a_true_caption_holds():
+    """Masking words of a caption true of its scene gives a phrase that holds (within one clause
+    when the caption has one clause; as text otherwise)."""
+    rng = np.random.default_rng(0)
+    for i, s in enumerate(_scenes("productivity", 30) + _scenes("train", 30)):
+        words = syn.make_caption(s, "clean", i).split()
+        for _ in range(5):
+            keep = rng.random(len(words)) < 0.5
+            pattern = " ".join(w if k else "<M>" for w, k in zip(words, keep, strict=True))
+            assert syn.holds(s, pattern, within_clause=False) is True, (s, pattern)
+            if "and" not in words:
+                assert syn.holds(s, pattern) is True, (s, pattern)
 
 
 def test_splits_hold_out_pairs_triples_and_three_object_scenes():

@@ -2,10 +2,8 @@
 
 `holds(scene, phrase)` answers for every phrase the grammar can produce: single words ("red",
 "circle", "left"), n-grams ("red square", "left of", "square left of a"), whole captions, and
-masked captions where `<M>` stands for any run of zero or more words within one clause
-(`<M> red <M> left of <M> blue <M>`: something red is left of something blue). A gap never
-swallows an "and", otherwise "a blue star and a square left of a red circle" would make
-"<M> blue <M> left of <M> red <M>" true.
+masked captions where `<M>` stands for any run of zero or more words
+(`<M> red <M> left of <M> blue <M>`).
 
 Semantics: a phrase holds iff it occurs (as a contiguous run of words, `<M>` matching any run)
 inside some caption of the grammar that is *true* of the scene, with clauses joined by "and"
@@ -14,13 +12,21 @@ iff some square is clearly left of some blue object; "of" iff some object is lef
 another. `None` means the phrase occurs in no caption of the grammar at all (unknown words,
 "red small circle", "left a").
 
+A gap stays inside one clause: it never spans an "and". So "<M> red <M> left of <M> blue <M>"
+means "something red is left of something blue", whatever else the caption says. That is the
+meaning a masked caption is meant to carry, and what curation labels are scored against. Text
+matching can disagree: the pattern matches the text "a red star and a square left of a blue
+circle" even when the red star is right of the blue circle; the oracle then says False, and that
+label counts as wrong. `within_clause=False` gives the purely textual reading instead (a gap may
+jump between clauses, so any pattern that matches a true caption's text holds).
+
 Implementation: captions true of a scene form a regular language. We build its automaton over
 words (states carry which object a noun phrase refers to), and run the phrase through it
 starting from every state (a phrase may start anywhere in a caption); `<M>` moves to every state
-reachable from the current ones without crossing an "and". The same construction over one "any
-object" that has every attribute and every relation with itself gives the whole grammar, which
-decides `None`. The automaton is cached per scene, so scoring many concepts against one scene
-is cheap.
+reachable from the current ones (without an "and" step, unless `within_clause=False`). The same
+construction over one "any object" that has every attribute and every relation with itself
+gives the whole grammar, which decides `None`. The automaton is cached per scene, so scoring
+many concepts against one scene is cheap.
 """
 
 from __future__ import annotations
@@ -58,7 +64,8 @@ class _Referent:
 @dataclasses.dataclass(frozen=True)
 class _Automaton:
     trans: Transitions
-    reach: dict[State, frozenset[State]]  # reachable in zero or more steps within a clause
+    reach: dict[State, frozenset[State]]  # reachable in zero or more steps
+    reach_in_clause: dict[State, frozenset[State]]  # the same, never taking an "and" step
 
 
 def _build(referents: Sequence[_Referent], related: Callable[[int, str, int], bool]) -> _Automaton:
@@ -111,20 +118,24 @@ def _build(referents: Sequence[_Referent], related: Callable[[int, str, int], bo
         trans[s] = edges
         todo.extend(t for ts in edges.values() for t in ts if t not in trans)
 
-    reach: dict[State, frozenset[State]] = {}
+    return _Automaton(trans, _closure(trans, cross_and=True), _closure(trans, cross_and=False))
+
+
+def _closure(trans: Transitions, cross_and: bool) -> dict[State, frozenset[State]]:
+    reach = {}
     for s in trans:
         seen = {s}
         stack = [s]
         while stack:
             for word, ts in trans[stack.pop()].items():
-                if word == "and":
-                    continue  # `<M>` stays inside one clause
+                if word == "and" and not cross_and:
+                    continue
                 for t in ts:
                     if t not in seen:
                         seen.add(t)
                         stack.append(t)
         reach[s] = frozenset(seen)
-    return _Automaton(trans, reach)
+    return reach
 
 
 @functools.cache
@@ -151,11 +162,12 @@ def tokenize(phrase: str) -> list[str]:
     return ["a" if w == "an" else w for w in text.split()]
 
 
-def _accepts(auto: _Automaton, tokens: Sequence[str]) -> bool:
+def _accepts(auto: _Automaton, tokens: Sequence[str], within_clause: bool = True) -> bool:
+    reach = auto.reach_in_clause if within_clause else auto.reach
     current: set[State] | frozenset[State] = frozenset(auto.trans)  # start anywhere
     for tok in tokens:
         if tok == MASK:
-            current = set().union(*(auto.reach[s] for s in current))
+            current = set().union(*(reach[s] for s in current))
         else:
             current = {t for s in current for t in auto.trans[s].get(tok, ())}
         if not current:
@@ -168,14 +180,15 @@ def _accepts(auto: _Automaton, tokens: Sequence[str]) -> bool:
 def in_grammar(phrase: str) -> bool:
     """Whether `phrase` occurs in some caption of the grammar (of any scene)."""
     tokens = tokenize(phrase)
-    return bool(tokens) and _accepts(_grammar(), tokens)
+    return bool(tokens) and _accepts(_grammar(), tokens, within_clause=False)
 
 
-def holds(scene: Scene, phrase: str) -> bool | None:
+def holds(scene: Scene, phrase: str, *, within_clause: bool = True) -> bool | None:
     """Whether `phrase` is true of `scene`; `None` if the phrase is outside the grammar.
 
     `phrase` may be a word, an n-gram, a whole caption, or a masked caption with `<M>` gaps.
+    A gap stays inside one clause unless `within_clause=False` (see the module docstring).
     """
     if not in_grammar(phrase):
         return None
-    return _accepts(_scene_automaton(scene), tokenize(phrase))
+    return _accepts(_scene_automaton(scene), tokenize(phrase), within_clause)
