@@ -30,16 +30,34 @@ def _sugarcrepe(n):
 
 def test_normalize_and_tokenize():
     assert text.normalize("  A  Grey\tCAT’s  toy ") == "a grey cat's toy"
-    assert text.tokenize("she's a left-handed writer.") == ["she's", "a", "left", "handed",
-                                                            "writer"]
+    assert text.tokenize("she's a left-handed writer.") == [
+        "she's",
+        "a",
+        "left",
+        "handed",
+        "writer",
+    ]
 
 
 def test_concepts_band_and_stop_rules():
-    caps = ["a red square left of a blue circle", "a red square", "a big red square",
-            "the blue circle is left of a green square", "a unique hexagon of the night"]
+    caps = [
+        "a red square left of a blue circle",
+        "a red square",
+        "a big red square",
+        "the blue circle is left of a green square",
+        "a unique hexagon of the night",
+    ]
     c = concepts.extract_concepts(_corpus(caps), max_n=4, min_df=2, max_df_frac=1.0)
-    assert c.strings == ["blue", "blue circle", "circle", "left", "left of", "red",
-                         "red square", "square"]
+    assert c.strings == [
+        "blue",
+        "blue circle",
+        "circle",
+        "left",
+        "left of",
+        "red",
+        "red square",
+        "square",
+    ]
     assert c.df.tolist() == [2, 2, 2, 2, 2, 3, 3, 4]
     assert [c.strings[i] for i in c.row(1)] == ["red", "red square", "square"]
     assert len(c.row(4)) == 0  # rare words are never shared: no concepts
@@ -85,9 +103,11 @@ def _masked(a, b, stop_weight=0.1):
     "a,b,want",
     [
         ("a car turning left", "she's a left-handed writer", "<M> a <M> left <M>"),
-        ("a grey cat sitting in front of a black dog",
-         "there is a grey wall in front of the black window",
-         "<M> a grey <M> in front of <M> black <M>"),
+        (
+            "a grey cat sitting in front of a black dog",
+            "there is a grey wall in front of the black window",
+            "<M> a grey <M> in front of <M> black <M>",
+        ),
     ],
 )
 def test_masked_caption_proposal_examples(a, b, want):
@@ -151,9 +171,13 @@ def _view(rows, concept_names, present=None):
             for j, n in enumerate(concept_names):
                 present[b, j] = (not is_m[j]) and f" {n} " in f" {text.normalize(r)} "
     return labels.BatchView(
-        vocab=c.vocab, rows=[c.row(i) for i in range(len(rows))],
-        concepts=[n.split(" ") for n in concept_names], is_masked=is_m, present=present,
-        attr_class=labels.attribute_classes(c.vocab))
+        vocab=c.vocab,
+        rows=[c.row(i) for i in range(len(rows))],
+        concepts=[n.split(" ") for n in concept_names],
+        is_masked=is_m,
+        present=present,
+        attr_class=labels.attribute_classes(c.vocab),
+    )
 
 
 def test_label_rules():
@@ -189,8 +213,9 @@ def test_routing_puts_shared_concepts_together_and_is_stable():
     key = neighbours.route_key(["red square", "blue"], "x", seed=0)
     assert key == neighbours.route_key(["blue", "red square"], "y", seed=0)
     assert key != neighbours.route_key(["blue", "red square"], "y", seed=1)
-    rows = concepts.Corpus(["a", "b", "c"], np.array([0, 1, 1, 2], np.int32),
-                           np.array([0, 2, 3, 4, 4]))
+    rows = concepts.Corpus(
+        ["a", "b", "c"], np.array([0, 1, 1, 2], np.int32), np.array([0, 2, 3, 4, 4])
+    )
     keys = neighbours.route_keys(["a", "b", "c"], rows, ["p", "q", "r", "empty"], 0)
     assert keys[0] == neighbours.route_key(["a", "b"], "p", 0)
     assert keys[3] == neighbours.route_key([], "empty", 0)

@@ -14,7 +14,14 @@ import pytest
 import sentencepiece as spm
 from PIL import Image
 
-from cclip_jax.curation import CuratedShards, adapters, local_runner, read_batches, shards
+from cclip_jax.curation import (
+    CuratedShards,
+    adapters,
+    beam_runner,
+    local_runner,
+    read_batches,
+    shards,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLOURS = ["red", "blue", "green", "yellow"]
@@ -114,9 +121,14 @@ def test_webdataset_adapter_reads_and_accounts(webdataset_dir):
     skipped = {x.key: x.reason for x in items if isinstance(x, adapters.Skip)}
     assert len(ok) == 70 and ok[0].key == "000000" and ok[0].ordinal == (0, 0)
     assert ok[0].caption == scene_captions(70)[0] and ok[0].image == png((0, 0, 0))
-    assert skipped == {"bad_empty": "caption_empty", "bad_utf8": "caption_not_utf8",
-                       "bad_long": "caption_too_long", "bad_image": "image_corrupt",
-                       "bad_noimage": "image_missing", "bad_nocaption": "caption_missing"}
+    assert skipped == {
+        "bad_empty": "caption_empty",
+        "bad_utf8": "caption_not_utf8",
+        "bad_long": "caption_too_long",
+        "bad_image": "image_corrupt",
+        "bad_noimage": "image_missing",
+        "bad_nocaption": "caption_missing",
+    }
 
 
 def test_csv_adapter_reads_and_accounts(csv_file):
@@ -126,7 +138,10 @@ def test_csv_adapter_reads_and_accounts(csv_file):
     ok = [x for x in items if isinstance(x, adapters.Example)]
     assert len(ok) == 30 and ok[3].key == "img/3.png" and ok[3].image == png()
     assert [x.reason for x in items if isinstance(x, adapters.Skip)] == [
-        "image_missing", "caption_not_utf8", "caption_empty"]
+        "image_missing",
+        "caption_not_utf8",
+        "caption_empty",
+    ]
     # Caption-only runs need no image column and read no image.
     items = list(adapters.read_unit(0, unit, "csv", adapters.ReadOptions(caption_only=True)))
     assert sum(isinstance(x, adapters.Example) and x.image == b"" for x in items) == 31
@@ -144,8 +159,9 @@ def test_wrong_path_and_empty_input_fail_at_start(tmp_path):
         adapters.list_units(str(tmp_path), "tfds", opts)
     (tmp_path / "empty.csv").write_text("image,caption\n")
     with pytest.raises(adapters.InputError, match="no usable example"):
-        local_runner.run(load_config("small"), str(tmp_path / "empty.csv"), "csv",
-                         str(tmp_path / "out"))
+        local_runner.run(
+            load_config("small"), str(tmp_path / "empty.csv"), "csv", str(tmp_path / "out")
+        )
     c = load_config("small")
     c.max_present = 100
     with pytest.raises(ValueError, match=r"config\.max_present"):
@@ -161,9 +177,14 @@ def curated(webdataset_dir, tmp_path_factory):
 
 def test_local_run_writes_shards_manifest_tokenizer(curated, webdataset_dir):
     out, m = curated
-    assert m["counts"]["skipped"] == {"caption_empty": 1, "caption_missing": 1,
-                                      "caption_not_utf8": 1, "caption_too_long": 1,
-                                      "image_corrupt": 1, "image_missing": 1}
+    assert m["counts"]["skipped"] == {
+        "caption_empty": 1,
+        "caption_missing": 1,
+        "caption_not_utf8": 1,
+        "caption_too_long": 1,
+        "image_corrupt": 1,
+        "image_missing": 1,
+    }
     assert m["counts"]["accepted"] == 70 and m["counts"]["read"] == 76
     # 70 = 8 full batches + 6 leftover captions dropped (counted, not silent).
     assert m["num_batches"] == 8 and m["counts"]["leftover_dropped"] == 6
@@ -250,9 +271,17 @@ def test_csv_caption_only_run(csv_file, tmp_path):
 
 def test_cli(csv_file, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, "-m", "cclip_jax.curate", "--config=configs/curate.py:small",
-           f"--input={csv_file}", "--input_format=csv", f"--out={tmp_path}",
-           "--config.batch_size=4", "--config.progress=False"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cclip_jax.curate",
+        "--config=configs/curate.py:small",
+        f"--input={csv_file}",
+        "--input_format=csv",
+        f"--out={tmp_path}",
+        "--config.batch_size=4",
+        "--config.progress=False",
+    ]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["num_batches"] == 7
@@ -260,3 +289,24 @@ def test_cli(csv_file, tmp_path):
     bad = [*cmd[:4], f"--input={tmp_path}/missing", *cmd[5:]]
     res = subprocess.run(bad, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+@pytest.mark.slow
+def test_beam_equals_local(webdataset_dir, tmp_path):
+    """The Beam pipeline (DirectRunner, for real) writes the same output as the local runner."""
+    c = load_config("small")
+    c.pool_size = 24  # several pools, leftovers from each, one leftover pool
+    local = local_runner.run(c, webdataset_dir, "webdataset", str(tmp_path / "local"))
+    beam = beam_runner.run(c, webdataset_dir, "webdataset", str(tmp_path / "beam"))
+    for m in (local, beam):
+        m.pop("_timings")
+    assert local.pop("runner") == "local" and beam.pop("runner") == "beam"
+    assert json.dumps(local, sort_keys=True) == json.dumps(beam, sort_keys=True)
+    for name in [s["file"] for s in local["shards"]] + [shards.TOKENIZER]:
+        with open(tmp_path / "local" / name, "rb") as a, open(tmp_path / "beam" / name, "rb") as b:
+            assert a.read() == b.read(), name
+    got = list(read_batches(str(tmp_path / "beam")))
+    assert len(got) == local["num_batches"] == 8
+    assert local["counts"]["skipped"]["image_corrupt"] == 1
+    assert sum(len(b["key"]) for b in got) + local["counts"]["leftover_dropped"] == 70
+    assert not os.path.exists(tmp_path / "beam" / "_beam_side")

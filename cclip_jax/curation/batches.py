@@ -23,6 +23,9 @@ from cclip_jax.curation import labels as labels_lib
 from cclip_jax.curation import masked, neighbours
 from cclip_jax.curation.concepts import Corpus
 
+# Pool id of the final pool of leftovers: sorts after every real pool, in both runners.
+LEFTOVER_POOL = (2**31 - 1, 0)
+
 
 @dataclasses.dataclass(frozen=True)
 class AssemblyOptions:

@@ -107,7 +107,7 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     _SHARED.update(words=words, concepts=concept_rows, opts=aopts)
     results = _map(tasks, config.num_workers, quiet)
     leftovers = np.sort(np.concatenate([r[1] for r in results]))
-    left_batches, dropped = _assemble(((len(tasks), 0), leftovers))
+    left_batches, dropped = _assemble((batches.LEFTOVER_POOL, leftovers))
     all_batches = [b for r in results for b in r[0]] + left_batches
     timings["assemble"] = time.perf_counter() - t
 
@@ -135,8 +135,7 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     result = manifest.finish(
         out_dir, config, runner="local", input_path=input_path, input_format=input_format,
         units=units, shard_list=shard_list, counts=counts, batch_stats=acc.to_dict(),
-        concept_stats=stats.concept_summary(cons.strings, cons.df, len(captions),
-                                            np.diff(cons.offsets)),
+        concept_stats=stats.concept_summary(cons.strings, cons.df, len(captions), len(cons.ids)),
         random_sharing=random_share)
     timings["tokenizer+manifest"] = time.perf_counter() - t
     logging.info("curation stage times (s): %s", {k: round(v, 2) for k, v in timings.items()})

@@ -85,7 +85,7 @@ class ShardWriter:
                  first_shard: int = 0):
         os.makedirs(out_dir, exist_ok=True)
         self._dir, self._per, self._width, self._opts = out_dir, batches_per_shard, width, options
-        self._shard = first_shard
+        self._shard = self._first = first_shard
         self._writer: ArrayRecordWriter | None = None
         self._in_shard = 0
         self.shards: list[dict[str, Any]] = []
@@ -98,7 +98,8 @@ class ShardWriter:
             name = shard_name(self._shard)
             self._writer = ArrayRecordWriter(os.path.join(self._dir, name), self._opts)
             self.shards.append({"file": name, "num_batches": 0})
-        self._writer.write(encode_batch_record(self.num_batches, concepts, self._width))
+        index = self._first * self._per + self.num_batches
+        self._writer.write(encode_batch_record(index, concepts, self._width))
         for key, cap, img, row in zip(keys, captions, images, labels, strict=True):
             self._writer.write(encode_example_record(key, cap, row, img))
         self.num_batches += 1

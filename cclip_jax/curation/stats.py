@@ -46,6 +46,18 @@ class BatchStats:
             setattr(out, f.name, getattr(self, f.name) + getattr(other, f.name))
         return out
 
+    def raw(self) -> dict[str, Any]:
+        """Exact, JSON-able state (for passing partial sums between processes)."""
+        return {f.name: (dict(v) if isinstance(v, Counter) else v)
+                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+    @classmethod
+    def from_raw(cls, d: dict[str, Any]) -> BatchStats:
+        counters = {"label_counts", "present_per_row", "concepts_per_batch"}
+        return cls(**{k: Counter({(int(a) if k != "label_counts" else a): b
+                                  for a, b in v.items()}) if k in counters else v
+                      for k, v in d.items()})
+
     def to_dict(self) -> dict[str, Any]:
         n = max(self.batches, 1)
         return {
@@ -62,11 +74,11 @@ class BatchStats:
 
 
 def concept_summary(strings: list[str], df: np.ndarray, num_captions: int,
-                    per_caption: np.ndarray) -> dict[str, Any]:
+                    num_pairs: int) -> dict[str, Any]:
     """Concept counts by n-gram order, a log2 document-frequency histogram, per-caption mean.
 
     Args:
-      strings: C concept strings; df: int [C]; per_caption: int [N] concepts per caption.
+      strings: C concept strings; df: int [C]; num_pairs: sum over captions of their concepts.
     """
     orders = Counter(s.count(" ") + 1 for s in strings)
     bins = Counter(int(np.log2(d)) for d in df.tolist())
@@ -74,5 +86,5 @@ def concept_summary(strings: list[str], df: np.ndarray, num_captions: int,
         "num_concepts": len(strings),
         "by_order": {str(k): v for k, v in sorted(orders.items())},
         "df_log2_histogram": {f"[{2**b},{2**(b + 1)})": v for b, v in sorted(bins.items())},
-        "mean_per_caption": round(float(per_caption.mean()) if num_captions else 0.0, 4),
+        "mean_per_caption": round(num_pairs / max(num_captions, 1), 4),
     }

@@ -1,0 +1,263 @@
+"""The Beam runner: the same curation as an Apache Beam pipeline (DirectRunner to clusters).
+
+Stages map one to one onto the local runner and call the same engine-free functions:
+
+  units --FlatMap(read)--> examples (+ tagged skips) --tokenise, n-grams--> Count.PerElement
+  --band filter--> kept concepts (side input) --> per caption: concepts, MinHash route
+  --GroupByKey(pool)--> assemble_pool (BM25, greedy batches, masked captions, labels)
+  leftovers --GroupByKey--> one leftover pool --> batches with their global order (side input)
+  --GroupByKey(shard)--> ArrayRecord shard files + per-shard stats
+  driver: tokenizer, manifest (last, atomic)
+
+Given the same input and config, the shards and manifest equal the local runner's (tested).
+Writers open plain file paths: on a cluster, `--out` must be a file system every worker and
+the driver mount (e.g. a GCS FUSE / NFS / HDFS mount); see docs/curation.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import ml_collections
+import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from cclip_jax.curation import (
+    adapters,
+    batches,
+    concepts,
+    manifest,
+    neighbours,
+    settings,
+    shards,
+    stats,
+)
+from cclip_jax.curation import text as text_lib
+
+_SIDE = "_beam_side"  # per-run side outputs (stats) the driver folds into the manifest
+
+
+class Record(NamedTuple):
+    """One accepted caption as it travels through the pipeline."""
+
+    ordinal: tuple[int, int]
+    key: str
+    caption: str
+    image: bytes
+    tokens: list[str]
+    concepts: list[str]
+    route: int
+
+
+def _read(unit: tuple[int, Any], fmt: str, opts: adapters.ReadOptions) -> Iterator[Any]:
+    index, spec = unit
+    for item in adapters.read_unit(index, spec, fmt, opts):
+        if isinstance(item, adapters.Skip):
+            yield beam.pvalue.TaggedOutput("skip", item.reason)
+        else:
+            yield item
+
+
+def _tokenise(ex: adapters.Example) -> tuple[adapters.Example, list[str]]:
+    return ex, text_lib.tokenize(text_lib.normalize(ex.caption))
+
+
+def _in_band(kv: tuple[str, int], n: int, min_df: int, max_df_frac: float) -> bool:
+    return min_df <= kv[1] <= concepts.max_df(n, min_df, max_df_frac)
+
+
+class _AttachConcepts(beam.DoFn):
+    def __init__(self, max_n: int, seed: int):
+        self._max_n, self._seed = max_n, seed
+
+    def process(self, item, kept):
+        ex, toks = item
+        cons = sorted(c for c in concepts.caption_ngrams(toks, self._max_n) if c in kept)
+        route = neighbours.route_key(cons, text_lib.normalize(ex.caption), self._seed)
+        yield Record(ex.ordinal, ex.key, ex.caption, ex.image, toks, cons, route)
+
+
+def _pool_key(rec: Record, n: int, pool_size: int) -> tuple[int, Record]:
+    return int(neighbours.pool_of(rec.route, neighbours.num_pools(n, pool_size))), rec
+
+
+def _assemble(records: list[Record], pool_id: tuple[int, int],
+              opts: batches.AssemblyOptions) -> Iterator[Any]:
+    pool = batches.PoolData.from_strings(
+        np.arange(len(records)), [r.tokens for r in records], [r.concepts for r in records])
+    out, left = batches.assemble_pool(pool, pool_id, opts)
+    for j, b in enumerate(out):
+        rows = [records[i] for i in b.members.tolist()]
+        yield (*pool_id, j), (rows, b)
+    for i in left.tolist():
+        yield beam.pvalue.TaggedOutput("left", records[i])
+
+
+def _assemble_pool(kv: tuple[int, list[Record]], pool_size: int,
+                   opts: batches.AssemblyOptions) -> Iterator[Any]:
+    pool, records = kv
+    records = sorted(records, key=lambda r: r.ordinal)
+    route = np.array([r.route for r in records], dtype=np.int64)
+    for c, chunk in enumerate(neighbours.split_pool(route, pool_size)):
+        yield from _assemble([records[i] for i in chunk.tolist()], (pool, c), opts)
+
+
+def _assemble_leftovers(kv: tuple[int, list[Record]], opts: batches.AssemblyOptions
+                        ) -> Iterator[Any]:
+    records = sorted(kv[1], key=lambda r: r.ordinal)
+    for item in _assemble(records, batches.LEFTOVER_POOL, opts):
+        if isinstance(item, beam.pvalue.TaggedOutput):
+            yield beam.pvalue.TaggedOutput("dropped", 1)
+        else:
+            yield item
+
+
+def _to_shard(item: tuple[tuple[int, ...], Any], order: dict, per_shard: int) -> tuple[int, Any]:
+    index = order[item[0]]
+    return index // per_shard, (index, item[1])
+
+
+def _write_shard(kv: tuple[int, list[Any]], out_dir: str, config: dict[str, Any]
+                 ) -> tuple[int, dict[str, Any], stats.BatchStats]:
+    shard, items = kv
+    writer = shards.ShardWriter(out_dir, config["batches_per_shard"], config["max_concepts"],
+                                config["array_record_options"], first_shard=shard)
+    acc = stats.BatchStats()
+    for _, (rows, b) in sorted(items, key=lambda x: x[0]):
+        writer.write([r.key for r in rows], [r.caption for r in rows], [r.image for r in rows],
+                     b.concepts, b.labels)
+        acc.add(b)
+    (desc,) = writer.close()
+    return shard, desc, acc
+
+
+def _random_sharing(rows: list[tuple[int, tuple[int, int], list[str]]], batch_size: int
+                    ) -> float:
+    rows = sorted(rows, key=lambda r: (r[0], r[1]))
+    vocab = {c: i for i, c in enumerate(sorted({c for r in rows for c in r[2]}))}
+    ids = [np.array([vocab[c] for c in r[2]], dtype=np.int64) for r in rows]
+    return batches.random_sharing(ids, batch_size)
+
+
+def _save(value: Any, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, default=lambda o: o.__dict__)
+
+
+def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, out_dir: str
+        ) -> dict[str, Any]:
+    """Curates with Beam (runner from `config.beam_options`, DirectRunner by default).
+
+    Returns:
+      The manifest (also written to `out_dir/manifest.json`, last).
+    """
+    settings.validate(config)
+    t0 = time.perf_counter()
+    opts = adapters.ReadOptions.from_config(config)
+    aopts = batches.AssemblyOptions.from_config(config)
+    units = adapters.list_units(input_path, input_format, opts)
+    shards.invalidate(out_dir)
+    side = os.path.join(out_dir, _SIDE)
+    os.makedirs(side, exist_ok=True)
+    cfg = config.to_dict()
+    args = shlex.split(config.beam_options) or ["--runner=DirectRunner"]
+    bsz = config.batch_size
+
+    with beam.Pipeline(options=PipelineOptions(args)) as p:
+        read = (p | "Units" >> beam.Create(list(enumerate(units)))
+                | "Read" >> beam.FlatMap(_read, input_format, opts).with_outputs("skip",
+                                                                                main="ex"))
+        (read.skip | "CountSkips" >> beam.combiners.Count.PerElement()
+         | "SkipList" >> beam.combiners.ToList()
+         | "SaveSkips" >> beam.Map(lambda kv: _save(dict(sorted(kv)), f"{side}/skipped.json")))
+        toks = read.ex | "Tokenise" >> beam.Map(_tokenise)
+        n = read.ex | "N" >> beam.combiners.Count.Globally()
+        max_n, seed = config.max_ngram, config.seed
+        kept = (toks | "Ngrams" >> beam.FlatMap(lambda et: concepts.caption_ngrams(et[1], max_n))
+                | "DF" >> beam.combiners.Count.PerElement()
+                | "Band" >> beam.Filter(_in_band, beam.pvalue.AsSingleton(n), config.min_df,
+                                        config.max_df_frac))
+        records = toks | "Concepts" >> beam.ParDo(
+            _AttachConcepts(config.max_ngram, config.seed), beam.pvalue.AsDict(kept))
+
+        (kept | "ConceptList" >> beam.combiners.ToList()
+         | "SaveConcepts" >> beam.Map(lambda kv: _save(sorted(kv), f"{side}/concepts.json")))
+        (records | "Pairs" >> beam.Map(lambda r: len(r.concepts))
+         | "SumPairs" >> beam.CombineGlobally(sum)
+         | "SavePairs" >> beam.Map(_save, f"{side}/pairs.json"))
+        (records | "RandomKey" >> beam.Map(lambda r: (
+            batches.random_order_key(r.ordinal, seed), r.ordinal, r.concepts))
+         | "RandomSample" >> beam.combiners.Top.Smallest(64 * bsz, key=lambda r: (r[0], r[1]))
+         | "RandomSharing" >> beam.Map(_random_sharing, bsz)
+         | "SaveRandom" >> beam.Map(_save, f"{side}/random.json"))
+
+        pools = (records | "Route" >> beam.Map(_pool_key, beam.pvalue.AsSingleton(n),
+                                               config.pool_size)
+                 | "GroupPools" >> beam.GroupByKey()
+                 | "Assemble" >> beam.FlatMap(_assemble_pool, config.pool_size,
+                                              aopts).with_outputs("left", main="batch"))
+        left = (pools.left | "LeftKey" >> beam.Map(lambda r: (0, r))
+                | "GroupLeft" >> beam.GroupByKey()
+                | "AssembleLeft" >> beam.FlatMap(_assemble_leftovers, aopts).with_outputs(
+                    "dropped", main="batch"))
+        (left.dropped | "CountDropped" >> beam.CombineGlobally(sum)
+         | "SaveDropped" >> beam.Map(_save, f"{side}/dropped.json"))
+        all_batches = (pools.batch, left.batch) | "AllBatches" >> beam.Flatten()
+        order = (all_batches | "BatchIds" >> beam.Map(lambda kv: kv[0])
+                 | "BatchIdList" >> beam.combiners.ToList()
+                 | "Order" >> beam.Map(lambda ids: {k: i for i, k in enumerate(sorted(ids))}))
+        written = (all_batches
+                   | "ToShard" >> beam.Map(_to_shard, beam.pvalue.AsSingleton(order),
+                                           config.batches_per_shard)
+                   | "GroupShards" >> beam.GroupByKey()
+                   | "WriteShards" >> beam.Map(_write_shard, out_dir, cfg))
+        (written | "ShardList" >> beam.combiners.ToList()
+         | "SaveShards" >> beam.Map(lambda xs: _save(
+             [[s, d, a.raw()] for s, d, a in sorted(xs, key=lambda x: x[0])],
+             f"{side}/shards.json")))
+
+    return _finish(config, input_path, input_format, out_dir, units, side, t0)
+
+
+def _load(side: str, name: str, default: Any) -> Any:
+    path = os.path.join(side, name)
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def _finish(config, input_path, input_format, out_dir, units, side, t0) -> dict[str, Any]:
+    skipped = _load(side, "skipped.json", {})
+    kept = _load(side, "concepts.json", [])
+    shard_rows = _load(side, "shards.json", [])
+    acc = stats.BatchStats()
+    for _, _, raw in shard_rows:
+        acc = acc.merge(stats.BatchStats.from_raw(raw))
+    accepted = acc.examples + _load(side, "dropped.json", 0)
+    counts = {"read": accepted + sum(skipped.values()), "accepted": accepted,
+              "skipped": skipped, "leftover_dropped": _load(side, "dropped.json", 0),
+              "written": acc.examples}
+    if accepted == 0:
+        raise adapters.InputError(
+            f"no usable example in {input_path}; skipped by reason: {skipped}")
+    strings = [k for k, _ in kept]
+    df = np.array([v for _, v in kept], dtype=np.int64)
+    result = manifest.finish(
+        out_dir, config, runner="beam", input_path=input_path, input_format=input_format,
+        units=units, shard_list=[d for _, d, _ in shard_rows], counts=counts,
+        batch_stats=acc.to_dict(),
+        concept_stats=stats.concept_summary(strings, df, accepted,
+                                            _load(side, "pairs.json", 0)),
+        random_sharing=_load(side, "random.json", 0.0))
+    for name in os.listdir(side):
+        os.remove(os.path.join(side, name))
+    os.rmdir(side)
+    result["_timings"] = {"beam_total": time.perf_counter() - t0}
+    return result
