@@ -1,0 +1,151 @@
+"""The CCLIP two-tower model: image tower, text tower (captions and concepts), temperatures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cclip_jax.models import config as model_config
+from cclip_jax.models import layers
+from cclip_jax.models.text import TextEncoder
+from cclip_jax.models.vit import ImageEncoder
+
+Array = jax.Array
+
+_GATE_FNS = {
+    "identity": lambda c: c,
+    "softplus": jax.nn.softplus,
+    "sigmoid": jax.nn.sigmoid,
+}
+
+
+@flax.struct.dataclass
+class TwoTowerOutput:
+    """What `TwoTower.apply` returns. Embeddings are float32 and NOT normalised.
+
+    Attributes:
+      image_emb: `[B, D]`, or None when no images were given.
+      text_emb: `[B, D]` caption embeddings, or None.
+      concept_emb: `[K, D]` concept embeddings after the gate, or None.
+      scale, bias: scalars of the plain SigLIP term (`scale = exp(t)`).
+      cond_scale, cond_bias: scalars of the conditional term.
+    """
+
+    image_emb: Array | None
+    text_emb: Array | None
+    concept_emb: Array | None
+    scale: Array
+    bias: Array
+    cond_scale: Array
+    cond_bias: Array
+
+    def __getitem__(self, key: str) -> Array | None:
+        return getattr(self, key)
+
+
+def _constant(value: float):
+    return lambda key, shape, dtype=jnp.float32: jnp.full(shape, value, dtype)
+
+
+class TwoTower(nn.Module):
+    """Image and text towers with learnable temperatures (build it with `build_model`).
+
+    `image` and `text` are keyword arguments of `ImageEncoder` and `TextEncoder` (the
+    resolved config); the towers are named `img` and `txt` as in big_vision.
+    Parameters `t`, `b` (plain term) and `cond_t`, `cond_b` (conditional term) are scalars in
+    the log-scale parametrisation: the loss uses `exp(t)` and `b`.
+    """
+
+    image: Mapping[str, Any]
+    text: Mapping[str, Any]
+    gate: str = "identity"
+    temperature_init: float = 10.0
+    bias_init: float = -10.0
+    cond_temperature_init: float = 10.0
+    cond_bias_init: float = -10.0
+
+    def _temperature(self, name: str, init: float) -> Array:
+        return self.param(name, layers.logical(_constant(init), ()), ())
+
+    @nn.compact
+    def __call__(
+        self,
+        images: Array | None = None,
+        texts: Array | None = None,
+        concepts: Array | None = None,
+    ) -> TwoTowerOutput:
+        """Embeds whatever is given.
+
+        Args:
+          images: `[B, S, S, C]` float.
+          texts: `[B, L]` int caption token ids (right-padded), `L <= max_len`.
+          concepts: `[K, Lc]` int concept token ids (n-grams or masked captions), `Lc <= max_len`.
+        """
+        if self.gate not in _GATE_FNS:
+            raise ValueError(f"Unknown gate {self.gate!r}; known: {tuple(_GATE_FNS)}")
+        image_emb = text_emb = concept_emb = None
+        if images is not None:
+            image_emb = ImageEncoder(**self.image, name="img")(images).astype(jnp.float32)
+        if texts is not None or concepts is not None:
+            txt = TextEncoder(**self.text, name="txt")
+            if texts is not None:
+                text_emb = txt(texts).astype(jnp.float32)
+            if concepts is not None:
+                concept_emb = _GATE_FNS[self.gate](txt(concepts).astype(jnp.float32))
+        t = self._temperature("t", float(np.log(self.temperature_init)))
+        b = self._temperature("b", self.bias_init)
+        cond_t = self._temperature("cond_t", float(np.log(self.cond_temperature_init)))
+        cond_b = self._temperature("cond_b", self.cond_bias_init)
+        return TwoTowerOutput(
+            image_emb=image_emb,
+            text_emb=text_emb,
+            concept_emb=concept_emb,
+            scale=jnp.exp(t),
+            bias=b,
+            cond_scale=jnp.exp(cond_t),
+            cond_bias=cond_b,
+        )
+
+    def dummy_inputs(self, batch: int = 1) -> dict[str, jax.ShapeDtypeStruct]:
+        """Zero inputs for `init`: images, texts and concepts, each `[batch, ...]`."""
+        s, c = self.image["image_size"], self.image["channels"]
+        length = self.text["max_len"]
+        return dict(
+            images=jnp.zeros((batch, s, s, c), jnp.float32),
+            texts=jnp.zeros((batch, length), jnp.int32),
+            concepts=jnp.zeros((batch, length), jnp.int32),
+        )
+
+    def init_params(self, rng: Array) -> Any:
+        """Initialises all variables (boxed with their logical axis names); `{'params': ...}`."""
+        return self.init(rng, **self.dummy_inputs())
+
+    def abstract_params(self) -> Any:
+        """Shapes and logical names of all variables without allocating them (`eval_shape`)."""
+        return jax.eval_shape(self.init_params, jax.random.key(0))
+
+
+def build_model(config: Mapping[str, Any] | None = None, **overrides: Any) -> TwoTower:
+    """Builds a `TwoTower` from `config.model` (see `cclip_jax.models.config` for the layout).
+
+    `overrides` replace top-level fields, e.g. `build_model(cfg, dtype='bfloat16')`.
+    With no config, the `mu` default is used.
+    """
+    cfg = dict(config if config is not None else model_config.get_default_model_config())
+    cfg.update(overrides)
+    image_kw, text_kw = model_config.tower_kwargs(cfg)
+    return TwoTower(
+        image=image_kw,
+        text=text_kw,
+        gate=cfg.get("gate", "identity"),
+        temperature_init=float(cfg.get("temperature_init", 10.0)),
+        bias_init=float(cfg.get("bias_init", -10.0)),
+        cond_temperature_init=float(cfg.get("cond_temperature_init", 10.0)),
+        cond_bias_init=float(cfg.get("cond_bias_init", -10.0)),
+    )
