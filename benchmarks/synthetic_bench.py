@@ -5,7 +5,12 @@
 Prints, per stage, the single-process cost of one training example (scene sampling, caption,
 rendering, PNG encoding, tar record), the in-memory rate that implies per core, and the
 end-to-end rate of `write_world` (tar shards + CSV + loose PNGs on disk) with `--workers`
-processes. Timings on a shared machine are noisy: the script prints the load average with them.
+processes.
+
+Wall-clock rates on a shared machine depend on what else runs, so the script prints the load
+average and also CPU time (this process and its workers, from `os.times()`): CPU seconds per
+image, and the rate that CPU cost would give on `--workers` otherwise idle cores. Stage costs are
+CPU time too.
 """
 
 from __future__ import annotations
@@ -25,10 +30,17 @@ from cclip_jax.synthetic.writers import ShardWriter, json_bytes
 
 
 def _per_call_us(fn: Callable[[int], object], n: int) -> float:
-    start = time.perf_counter()
+    """CPU microseconds per call (CPU time: less sensitive than wall time to other load)."""
+    start = time.process_time()
     for i in range(n):
         fn(i)
-    return (time.perf_counter() - start) / n * 1e6
+    return (time.process_time() - start) / n * 1e6
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the pool's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def stage_costs(n: int, image_size: int) -> dict[str, float]:
@@ -56,16 +68,17 @@ def stage_costs(n: int, image_size: int) -> dict[str, float]:
     return costs
 
 
-def end_to_end(num: int, image_size: int, workers: int) -> float:
-    """Images per second of `write_world` (training set only) with `workers` processes."""
+def end_to_end(num: int, image_size: int, workers: int, csv: bool) -> tuple[float, float]:
+    """`write_world` (training set only) with `workers` processes: (images/s, CPU s/image)."""
     out = tempfile.mkdtemp(prefix="synthetic_bench_")
     try:
-        start = time.perf_counter()
+        cpu, start = _cpu_seconds(), time.perf_counter()
         write_world(
             out, num_train=num, preset="natural", seed=0, image_size=image_size, num_eval=0,
-            workers=workers, shard_size=max(1, num // (4 * workers)), progress=False,
+            workers=workers, shard_size=max(1, num // (4 * workers)), csv=csv, progress=False,
         )  # fmt: skip
-        return num / (time.perf_counter() - start)
+        wall = time.perf_counter() - start
+        return num / wall, (_cpu_seconds() - cpu) / num
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -86,11 +99,21 @@ def main() -> None:
         print(f"  {name:<18} {us:8.1f} us  ({us / total:5.1%})")
     print(f"  {'total':<18} {total:8.1f} us  -> {1e6 / total:,.0f} images/s per core (in memory)")
 
-    rate = end_to_end(args.num, args.image_size, args.workers)
     print(
         f"\nwrite_world end to end: {args.num} examples, {args.image_size} px, "
-        f"{args.workers} workers: {rate:,.0f} images/s (tar shards + CSV + loose PNGs)"
+        f"{args.workers} workers"
     )
+    for csv, what in (
+        (False, "tar shards only (csv=False)"),
+        (True, "tar shards + CSV + loose PNGs"),
+    ):
+        rate, cpu = end_to_end(args.num, args.image_size, args.workers, csv)
+        print(
+            f"  {what}:\n"
+            f"    wall clock: {rate:,.0f} images/s\n"
+            f"    CPU: {cpu * 1e6:,.0f} us/image (incl. worker start-up) -> "
+            f"{args.workers / cpu:,.0f} images/s on {args.workers} idle cores"
+        )
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -200,6 +200,15 @@ def test_world_json_is_written_last_and_rewriting_is_a_no_op(world):
         syn.write_world(out, num_train=26, preset="natural", seed=3, image_size=SIZE, num_eval=3)
 
 
+def test_world_without_csv_has_only_shards(tmp_path):
+    meta = syn.write_world(
+        tmp_path, num_train=4, seed=1, image_size=SIZE, num_eval=0, csv=False, progress=False
+    )
+    assert meta["train"]["csv"] is None and meta["settings"]["csv"] is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "eval", "train", "world.json"]
+    assert len(writers.read_shard(tmp_path / "train" / "00000.tar")) == 4
+
+
 def test_interrupted_world_is_replaced(tmp_path):
     # Leftovers of a run that died before world.json: stale files must not survive.
     (tmp_path / "train").mkdir()

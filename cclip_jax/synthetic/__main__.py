@@ -27,6 +27,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--num_eval", type=int, default=100, help="items per kind and eval split")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     p.add_argument("--shard_size", type=int, default=1000, help="examples per tar shard")
+    p.add_argument(
+        "--no_csv", action="store_true", help="tar shards only: no train.csv / train_images"
+    )
     p.add_argument("--preview", action="store_true", help="also write OUT/preview.png")
     p.add_argument("--preview_count", type=int, default=16, help="scenes on the preview")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -48,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_eval=args.num_eval,
         workers=args.workers,
         shard_size=args.shard_size,
+        csv=not args.no_csv,
         progress=not args.no_progress,
     )
     elapsed = time.perf_counter() - start

@@ -99,6 +99,7 @@ class _Settings:
     image_size: int
     num_eval: int
     shard_size: int
+    csv: bool = True
 
     def check(self) -> None:
         knobs_for(self.preset)  # raises naming the known presets
@@ -116,13 +117,14 @@ class _Settings:
 
 
 def _train_shard(settings: _Settings, staging: str, shard: int) -> list[tuple[str, str]]:
-    """Writes shard `shard` (tar + loose PNGs); returns its CSV rows."""
+    """Writes shard `shard` (tar, and loose PNGs for the CSV); returns its CSV rows."""
     root = Path(staging)
     start = shard * settings.shard_size
     stop = min(start + settings.shard_size, settings.num_train)
     rows = []
     image_dir = root / "train_images" / f"{shard:05d}"
-    image_dir.mkdir(parents=True, exist_ok=True)
+    if settings.csv:
+        image_dir.mkdir(parents=True, exist_ok=True)
     with ShardWriter(root / "train" / f"{shard:05d}.tar") as tar:
         for index in range(start, stop):
             ex = training_example(settings.seed, index, settings.preset, settings.image_size)
@@ -137,8 +139,10 @@ def _train_shard(settings: _Settings, staging: str, shard: int) -> list[tuple[st
                 "index": index,
             }
             tar.add(key, {"png": png, "txt": ex.caption.encode(), "json": json_bytes(meta)})
-            write_bytes(image_dir / f"{key}.png", png)
-            rows.append((f"train_images/{shard:05d}/{key}.png", ex.caption))
+            if settings.csv:
+                # One small file per example is the costliest step on most file systems.
+                write_bytes(image_dir / f"{key}.png", png)
+                rows.append((f"train_images/{shard:05d}/{key}.png", ex.caption))
     return rows
 
 
@@ -207,6 +211,7 @@ def write_world(
     num_eval: int = 100,
     workers: int | None = None,
     shard_size: int = 1000,
+    csv: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Writes a world to `out_dir` (layout in the module docstring); returns `world.json`.
@@ -217,9 +222,11 @@ def write_world(
       num_eval: items per kind and evaluation split.
       workers: processes (default: all CPUs); 1 runs in this process.
       shard_size: examples per tar shard.
+      csv: also write `train.csv` and the loose PNGs it points to (the same examples as the
+        shards; skip them for large worlds, where one file per example is slow).
     Safe to call again: a finished world with the same settings is returned as is.
     """
-    settings = _Settings(seed, num_train, preset, image_size, num_eval, shard_size)
+    settings = _Settings(seed, num_train, preset, image_size, num_eval, shard_size, csv)
     settings.check()
     out = Path(out_dir)
     if (world := _existing(out, settings)) is not None:
@@ -228,7 +235,7 @@ def write_world(
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     try:
         (staging / "train").mkdir()
-        csv_rows: dict[int, list[tuple[str, str]]] = {}
+        shard_rows: dict[int, list[tuple[str, str]]] = {}
         eval_rows: dict[tuple[str, str], list[dict[str, Any]]] = {
             (split, kind): [] for split in EVAL_SPLITS for kind in KINDS
         }
@@ -241,11 +248,13 @@ def write_world(
         with tqdm(total=total, unit="img", disable=not progress, desc="synthetic world") as bar:
             for name, args, rows, count in _map(tasks, workers):
                 if name == "train":
-                    csv_rows[args[2]] = rows
+                    shard_rows[args[2]] = rows
                 else:
                     eval_rows[args[2], args[3]].extend(rows)
                 bar.update(count)
-        write_csv(staging / "train.csv", (r for k in sorted(csv_rows) for r in csv_rows[k]))
+        if csv:
+            lines = [r for k in sorted(shard_rows) for r in shard_rows[k]]
+            write_csv(staging / "train.csv", lines)
         for (split, kind), rows in eval_rows.items():
             write_jsonl(staging / "eval" / split / f"{kind}.jsonl", sorted(rows, key=_index))
         # Several processes may build the same world at once (e.g. every host of a job filling
@@ -257,8 +266,9 @@ def write_world(
             for name in _OUTPUTS:
                 # Leftovers of an interrupted run (no world.json, so never complete) go.
                 _remove(out / name)
-                os.replace(staging / name, out / name)
-            world = _world_json(settings, num_shards=len(csv_rows))
+                if (staging / name).exists():
+                    os.replace(staging / name, out / name)
+            world = _world_json(settings, num_shards=len(shard_rows))
             write_json_atomic(out / WORLD_FILE, world)
             return world
     finally:
@@ -291,7 +301,7 @@ def _world_json(settings: _Settings, num_shards: int) -> dict[str, Any]:
         "knobs": dataclasses.asdict(knobs_for(settings.preset)),
         "train": {
             "shards": [f"train/{s:05d}.tar" for s in range(num_shards)],
-            "csv": "train.csv",
+            "csv": "train.csv" if settings.csv else None,
             "num_examples": settings.num_train,
         },
         "eval": {
