@@ -163,12 +163,13 @@ def make_caption(
     k = 0
     while k < len(mentioned):
         i = mentioned[k]
-        if k + 1 < len(mentioned) and rng.random() < knobs.p_relation:
-            j = mentioned[k + 1]
-            # Any two objects are clearly apart on at least one axis, so this is never empty.
-            rels = holding_relations(scene.objects[i], scene.objects[j])
+        # In a valid scene any two objects are clearly apart on some axis, so `rels` is only
+        # empty for hand-made scenes; those get two plain noun phrases instead.
+        j = mentioned[k + 1] if k + 1 < len(mentioned) else None
+        rels = [] if j is None else holding_relations(scene.objects[i], scene.objects[j])
+        if rels and rng.random() < knobs.p_relation:
             rel = choose(rng, rels)
-            a, b = np_of(i), np_of(j)
+            a, b = np_of(i), np_of(j)  # type: ignore[arg-type]
             if rng.random() < knobs.p_paraphrase:
                 clauses.append(relation_clause(b, CONVERSE[rel], a))
             else:

@@ -109,6 +109,10 @@ class Scene:
     objects: tuple[SceneObject, ...]
     noise_seed: int = 0
 
+    def __post_init__(self) -> None:
+        # Accept any sequence but store a tuple, so that scenes stay hashable.
+        object.__setattr__(self, "objects", tuple(self.objects))
+
     def to_json(self) -> dict[str, Any]:
         """The scene graph as a JSON-serialisable dict (what `KEY.json` holds)."""
         return {
