@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +208,26 @@ def test_world_without_csv_has_only_shards(tmp_path):
     assert meta["train"]["csv"] is None and meta["settings"]["csv"] is False
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "eval", "train", "world.json"]
     assert len(writers.read_shard(tmp_path / "train" / "00000.tar")) == 4
+
+
+def test_concurrent_writers_agree(tmp_path):
+    kwargs = dict(num_train=6, seed=4, image_size=SIZE, num_eval=1, workers=1, progress=False)
+    with ThreadPoolExecutor(2) as pool:
+        worlds = list(pool.map(lambda _: syn.write_world(tmp_path, **kwargs), range(2)))
+    assert worlds[0] == worlds[1]
+    assert len(writers.read_csv(tmp_path / "train.csv")) == 6
+    assert not list(tmp_path.glob(".staging-*"))
+
+
+def test_contact_sheet_shows_scenes_and_captions():
+    sheet = syn.contact_sheet(seed=0, presets=("natural", "clean"), count=3, image_size=SIZE,
+                              columns=2, scale=2)  # fmt: skip
+    assert sheet.dtype == np.uint8 and sheet.shape[1] == 2 * (2 * SIZE + 12)
+    first = syn.training_example(0, 0, "natural", SIZE).image
+    tile = sheet[6 : 6 + 2 * SIZE : 2, 6 : 6 + 2 * SIZE : 2]
+    np.testing.assert_array_equal(tile, first)
+    with pytest.raises(ValueError, match="preset: unknown value 'x'"):
+        syn.contact_sheet(presets=("x",))
 
 
 def test_interrupted_world_is_replaced(tmp_path):
