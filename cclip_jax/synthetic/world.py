@@ -68,7 +68,7 @@ _OUTPUTS = ("train", "train.csv", "train_images", "eval")  # everything but worl
 _EVAL_CHUNK = 100  # items per evaluation task
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # eq would compare arrays ambiguously
 class Example:
     """One training example: its scene graph, caption and uint8 `[S, S, 3]` image."""
 
