@@ -161,23 +161,13 @@ def test_masked_match_semantics():
     assert not masked.matches(np.array([g, v["blue"], g, v["red"], g]), seq)  # order matters
 
 
-def _view(rows, concept_names, present=None):
+def _view(rows, concept_names):
     c = _corpus([*rows, " ".join(n.replace("<M>", "") for n in concept_names)])
-    k = len(concept_names)
-    is_m = np.array(["<M>" in n for n in concept_names])
-    if present is None:
-        present = np.zeros((len(rows), k), dtype=bool)
-        for b, r in enumerate(rows):
-            for j, n in enumerate(concept_names):
-                present[b, j] = (not is_m[j]) and f" {n} " in f" {text.normalize(r)} "
-    return labels.BatchView(
-        vocab=c.vocab,
-        rows=[c.row(i) for i in range(len(rows))],
-        concepts=[n.split(" ") for n in concept_names],
-        is_masked=is_m,
-        present=present,
-        attr_class=labels.attribute_classes(c.vocab),
-    )
+    present = np.zeros((len(rows), len(concept_names)), dtype=bool)
+    for b, r in enumerate(rows):
+        for j, n in enumerate(concept_names):
+            present[b, j] = "<M>" not in n and f" {n} " in f" {text.normalize(r)} "
+    return labels.batch_view(c, np.arange(len(rows)), concept_names, present)
 
 
 def test_label_rules():
@@ -196,10 +186,15 @@ def test_label_rules():
 
 
 def test_attribute_rule_sizes_and_no_false_contradiction():
-    rows = ["a small red square", "a large square and a small circle", "a red circle"]
+    rows = ["a small red square", "a large square and a small circle", "a red circle",
+            "a big blue and red square"]
     view = _view(rows, ["small red square", "large square", "red square"])
     neg = labels.RULES["attribute"](view)
-    assert neg.tolist() == [[False, True, False], [True, False, False], [False, False, False]]
+    assert neg.tolist() == [[False, True, False], [True, False, False], [False, False, False],
+                            [False, False, False]]
+    triples = labels.attribute_triples(_corpus(["a big blue and red square"]))
+    # "big blue" qualifies nothing ("and" is no content word); only red -> square.
+    assert len(triples.cls) == 1
 
 
 def test_present_cap_keeps_leftmost():

@@ -101,10 +101,13 @@ def check_caption(raw: bytes | str | None, opts: ReadOptions) -> tuple[str | Non
             raw = raw.decode("utf-8")
         except UnicodeDecodeError:
             return None, CAPTION_NOT_UTF8
-    elif any("\udc80" <= ch <= "\udcff" for ch in raw):  # surrogateescape'd bytes from CSV
-        return None, CAPTION_NOT_UTF8
+    else:
+        try:  # surrogateescape'd bytes from a CSV file do not encode back
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            return None, CAPTION_NOT_UTF8
     caption = text.clean_caption(raw)
-    if not text.tokenize(text.normalize(caption)):
+    if not text.has_token(caption):
         return None, CAPTION_EMPTY
     if len(caption) > opts.max_caption_chars:
         return None, CAPTION_TOO_LONG

@@ -15,6 +15,7 @@ fast path). `tests/test_curation_concepts.py` checks that they agree.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -63,31 +64,42 @@ class Concepts:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
 
-def encode(token_lists: Iterable[Sequence[str]]) -> Corpus:
+def encode(token_lists: Iterable[Sequence[str]], chunk: int = 65536) -> Corpus:
     """Maps token lists to a `Corpus` with a sorted vocabulary.
 
-    Streams: ids are first given in order of appearance and remapped to sorted order at the
-    end, so the caller's token lists can be generated lazily and dropped.
+    Streams in chunks (each chunk gets its own sorted vocabulary, merged at the end) so that
+    token lists can be generated lazily and memory holds one chunk of strings at a time; all
+    per-token work runs in C (set, dict lookups through `map`).
 
     Args:
       token_lists: N lists of tokens (any iterable).
+      chunk: captions per chunk.
 
     Returns:
       The corpus; `vocab[tokens[j]]` is the j-th token.
     """
-    index: dict[str, int] = {}
-    flat: list[int] = []
+    parts: list[tuple[list[str], np.ndarray]] = []
     lengths: list[int] = []
-    for toks in token_lists:
-        lengths.append(len(toks))
-        flat.extend(index.setdefault(t, len(index)) for t in toks)
-    vocab = sorted(index)
-    remap = np.empty(len(index), dtype=np.int32)
-    remap[[index[t] for t in vocab]] = np.arange(len(vocab), dtype=np.int32)
+    it = iter(token_lists)
+    while True:
+        lists = list(itertools.islice(it, chunk))
+        if not lists:
+            break
+        lengths.extend(map(len, lists))
+        local = sorted(set(itertools.chain.from_iterable(lists)))
+        index = dict(zip(local, range(len(local)), strict=True))
+        total = sum(map(len, lists))
+        ids = np.fromiter(map(index.__getitem__, itertools.chain.from_iterable(lists)),
+                          dtype=np.int32, count=total)
+        parts.append((local, ids))
+    vocab = sorted(set(itertools.chain.from_iterable(p[0] for p in parts)))
+    index = dict(zip(vocab, range(len(vocab)), strict=True))
+    pieces = [np.fromiter(map(index.__getitem__, local), np.int32, count=len(local))[ids]
+              for local, ids in parts]
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(np.asarray(lengths, dtype=np.int64), out=offsets[1:])
-    tokens = remap[np.asarray(flat, dtype=np.int64)] if flat else np.zeros(0, np.int32)
-    return Corpus(vocab, tokens.astype(np.int32), offsets)
+    tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    return Corpus(vocab, tokens.astype(np.int32, copy=False), offsets)
 
 
 def subset(corpus: Corpus, rows: np.ndarray) -> Corpus:
@@ -180,7 +192,8 @@ def extract_concepts(corpus: Corpus, *, max_n: int, min_df: int, max_df_frac: fl
 
     doc = np.concatenate(docs) if docs else np.zeros(0, np.int64)
     gid = np.concatenate(gids) if gids else np.zeros(0, np.int64)
-    pairs = np.unique(doc * max(offset, 1) + gid)  # one (caption, n-gram) pair per caption
+    pairs = np.sort(doc * max(offset, 1) + gid)  # one (caption, n-gram) pair per caption
+    pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])] if len(pairs) else pairs
     doc, gid = pairs // max(offset, 1), pairs % max(offset, 1)
     df = np.bincount(gid, minlength=offset)
     hi = max_df(n_docs, min_df, max_df_frac)

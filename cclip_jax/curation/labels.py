@@ -21,7 +21,54 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cclip_jax.curation import masked, text
+from cclip_jax.curation import text
+from cclip_jax.curation.concepts import Corpus
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributeTriples:
+    """Every (attribute word, its noun) occurrence of a corpus, grouped by caption (CSR).
+
+    Attributes:
+      offsets: int64 [N + 1]; caption i owns entries `offsets[i]:offsets[i + 1]`.
+      cls: int32 [M] attribute class; value: int64 [M] attribute token id; noun: int64 [M].
+    """
+
+    offsets: np.ndarray
+    cls: np.ndarray
+    value: np.ndarray
+    noun: np.ndarray
+
+    def take(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(batch position, cls, value, noun) arrays for captions `rows` (int [B])."""
+        starts, stops = self.offsets[rows], self.offsets[rows + 1]
+        counts = stops - starts
+        pos = np.repeat(np.arange(len(rows)), counts)
+        idx = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        return pos, self.cls[idx], self.value[idx], self.noun[idx]
+
+
+def attribute_triples(corpus: Corpus) -> AttributeTriples:
+    """Finds, vectorised, each attribute word and the noun it qualifies: the first content
+    word after its run of attribute words ("small red square": small->square, red->square)."""
+    tok = corpus.tokens.astype(np.int64)
+    n_tok = len(tok)
+    cls_of = attribute_classes(corpus.vocab)
+    content = np.array([text.is_content_word(t) for t in corpus.vocab], dtype=bool)
+    tok_cls = cls_of[tok] if n_tok else np.zeros(0, np.int32)
+    doc = np.repeat(np.arange(len(corpus)), np.diff(corpus.offsets))
+    # nxt[p]: first position >= p that is not an attribute word (n_tok when none).
+    non_attr = np.where(tok_cls < 0, np.arange(n_tok), n_tok)
+    nxt = np.minimum.accumulate(non_attr[::-1])[::-1] if n_tok else non_attr
+    p = np.flatnonzero(tok_cls >= 0)
+    q = nxt[p]
+    ok = q < n_tok
+    p, q = p[ok], q[ok]
+    ok = (doc[q] == doc[p]) & content[tok[q]]
+    p, q = p[ok], q[ok]
+    offsets = np.zeros(len(corpus) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(doc[p], minlength=len(corpus)), out=offsets[1:])
+    return AttributeTriples(offsets, tok_cls[p], tok[p], tok[q])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,19 +77,21 @@ class BatchView:
 
     Attributes:
       vocab: token strings (pool-local ids index into it).
+      token_id: token string -> id, for the same vocabulary.
       rows: B arrays of token ids, one per caption.
       concepts: K token lists (masked captions contain `text.MASK`).
       is_masked: bool [K].
       present: bool [B, K].
-      attr_class: int [V], attribute class index of each token (-1 when none).
+      attributes: `AttributeTriples.take` of the batch's captions.
     """
 
     vocab: list[str]
+    token_id: dict[str, int]
     rows: list[np.ndarray]
     concepts: list[list[str]]
     is_masked: np.ndarray
     present: np.ndarray
-    attr_class: np.ndarray
+    attributes: tuple[np.ndarray, ...]
 
 
 Rule = Callable[[BatchView], np.ndarray]
@@ -98,23 +147,18 @@ def _attribute_pairs(tokens: list[str]) -> list[tuple[int, str, str]]:
 def attribute_contradiction(view: BatchView) -> np.ndarray:
     """Same noun, another value of the same attribute class: surely absent."""
     neg = np.zeros_like(view.present)
-    wanted = [(k, _attribute_pairs(c)) for k, c in enumerate(view.concepts)
-              if not view.is_masked[k]]
-    wanted = [(k, p) for k, p in wanted if p]
-    if not wanted:
+    pos, cls, value, noun = view.attributes
+    wanted = [(k, c, view.token_id[v], view.token_id[n])
+              for k, toks in enumerate(view.concepts) if not view.is_masked[k]
+              for c, v, n in _attribute_pairs(toks)]
+    if not wanted or len(pos) == 0:
         return neg
-    # Index the batch's (class, noun) -> [(row, value)] once; concepts then look nouns up.
-    seen: dict[tuple[int, str], list[tuple[int, str]]] = {}
-    for b, row in enumerate(view.rows):
-        if not (view.attr_class[row] >= 0).any():  # most rows: no attribute word at all
-            continue
-        for c, value, noun in _attribute_pairs([view.vocab[t] for t in row.tolist()]):
-            seen.setdefault((c, noun), []).append((b, value))
-    for k, pairs in wanted:
-        for c, value, noun in pairs:
-            for b, other in seen.get((c, noun), ()):
-                if other != value:
-                    neg[b, k] = True
+    k, c, v, n = (np.array(x, dtype=np.int64) for x in zip(*wanted, strict=True))
+    # [pairs, triples]: the caption has this noun with another value of the same class.
+    hit = (cls[None, :] == c[:, None]) & (noun[None, :] == n[:, None]) & (
+        value[None, :] != v[:, None])
+    pi, ti = np.nonzero(hit)
+    neg[pos[ti], k[pi]] = True
     return neg & ~view.present
 
 
@@ -155,7 +199,20 @@ def label_matrix(view: BatchView, rule: str, max_present: int, width: int
     return labels, {"capped": capped}
 
 
-def masked_present(pattern: np.ndarray, tokens: np.ndarray, offsets: np.ndarray,
-                   rows: np.ndarray) -> np.ndarray:
-    """bool [B]: which captions contain the masked caption's segments in order."""
-    return masked.match_rows(pattern, tokens, offsets, rows)
+def batch_view(words: Corpus, rows: np.ndarray, concepts: list[str], present: np.ndarray,
+               triples: AttributeTriples | None = None,
+               token_id: dict[str, int] | None = None) -> BatchView:
+    """Builds the view of captions `rows` of `words` against concept strings.
+
+    Args:
+      words: the pool's captions; rows: int [B] captions of the batch.
+      concepts: K concept strings (masked ones contain `<M>`); present: bool [B, K].
+      triples, token_id: per-pool precomputations (computed here when not given).
+    """
+    triples = attribute_triples(words) if triples is None else triples
+    token_id = {t: i for i, t in enumerate(words.vocab)} if token_id is None else token_id
+    return BatchView(
+        vocab=words.vocab, token_id=token_id, rows=[words.row(r) for r in rows.tolist()],
+        concepts=[c.split(" ") for c in concepts],
+        is_masked=np.array([text.MASK in c for c in concepts], dtype=bool).reshape(-1),
+        present=present, attributes=triples.take(np.asarray(rows, np.int64)))

@@ -136,7 +136,8 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
         out_dir, config, runner="local", input_path=input_path, input_format=input_format,
         units=units, shard_list=shard_list, counts=counts, batch_stats=acc.to_dict(),
         concept_stats=stats.concept_summary(cons.strings, cons.df, len(captions), len(cons.ids)),
-        random_sharing=random_share)
+        random_sharing=random_share,
+        captions=(captions[i] for b in all_batches for i in b.members.tolist()))
     timings["tokenizer+manifest"] = time.perf_counter() - t
     logging.info("curation stage times (s): %s", {k: round(v, 2) for k, v in timings.items()})
     result["_timings"] = timings  # returned to callers (benchmark); not in manifest.json

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import ml_collections
@@ -32,12 +33,14 @@ def describe_inputs(units: list[Any], hash_inputs: bool) -> list[dict[str, Any]]
     return out
 
 
-def make_tokenizer(out_dir: str, config: ml_collections.ConfigDict) -> str:
-    """Installs the given tokenizer, or trains one on the written captions (batch order)."""
+def make_tokenizer(out_dir: str, config: ml_collections.ConfigDict,
+                   captions: Iterable[str] | None = None) -> str:
+    """Installs the given tokenizer, or trains one on the first `tokenizer_sample` written
+    captions in batch order (`captions` when the caller has them, else read from the shards)."""
     path = os.path.join(out_dir, shards.TOKENIZER)
     if config.tokenizer_model:
         return tokenizer.install(config.tokenizer_model, path)
-    captions = (
+    captions = captions if captions is not None else (
         cap
         for name in sorted(f for f in os.listdir(out_dir) if f.startswith("batches-"))
         for cap in shards.iter_captions(os.path.join(out_dir, name))
@@ -49,9 +52,9 @@ def make_tokenizer(out_dir: str, config: ml_collections.ConfigDict) -> str:
 def finish(out_dir: str, config: ml_collections.ConfigDict, *, runner: str, input_path: str,
            input_format: str, units: list[Any], shard_list: list[dict[str, Any]],
            counts: dict[str, Any], batch_stats: dict[str, Any], concept_stats: dict[str, Any],
-           random_sharing: float) -> dict[str, Any]:
+           random_sharing: float, captions: Iterable[str] | None = None) -> dict[str, Any]:
     """Writes the tokenizer, then `manifest.json` (atomically, last). Returns the manifest."""
-    make_tokenizer(out_dir, config)
+    make_tokenizer(out_dir, config, captions)
     manifest = {
         "format": shards.FORMAT,
         "runner": runner,

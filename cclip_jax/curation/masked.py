@@ -166,5 +166,5 @@ def matches(pattern: np.ndarray, seq: np.ndarray) -> bool:
 def match_rows(pattern: np.ndarray, tokens: np.ndarray, offsets: np.ndarray,
                rows: np.ndarray) -> np.ndarray:
     """`matches` for captions `rows` of a CSR corpus; returns bool [len(rows)]."""
-    return _match_rows(np.asarray(pattern, np.int64), tokens.astype(np.int64, copy=False),
-                       offsets, np.asarray(rows, np.int64))
+    return _match_rows(np.asarray(pattern, np.int64), tokens, offsets,
+                       np.asarray(rows, np.int64))

@@ -11,10 +11,11 @@ record* (its concept strings, padded with "" to `max_concepts`), then its B *exa
 in batch order (key, caption, label row int8 [max_concepts], image bytes). Reading rows
 `[r0, r1)` of batch i is therefore one contiguous ArrayRecord range read, with no index.
 
-Records are a 4-byte tag, then little-endian lengths, then JSON metadata, then raw bytes:
+Records are a 4-byte tag, then little-endian u32 lengths, then the fields:
 
   batch:   b"CCB1" | u32 len(json) | json {"batch", "concepts", "num_concepts"}
-  example: b"CCE1" | u32 len(json) | u32 K | json {"key", "caption"} | int8[K] | image bytes
+  example: b"CCE2" | u32 len(key) | u32 len(caption) | u32 K | key utf-8 | caption utf-8
+           | int8[K] labels | image bytes (the rest)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from array_record.python.array_record_module import ArrayRecordReader, ArrayReco
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.model"
 FORMAT = "cclip-curated-v1"
-_BATCH_TAG, _EXAMPLE_TAG = b"CCB1", b"CCE1"
+_BATCH_TAG, _EXAMPLE_TAG = b"CCB1", b"CCE2"
 
 
 def shard_name(index: int) -> str:
@@ -48,9 +49,10 @@ def encode_batch_record(batch_index: int, concepts: list[str], width: int) -> by
 
 def encode_example_record(key: str, caption: str, labels: np.ndarray, image: bytes) -> bytes:
     """One example record; `labels` is int8 [K]."""
-    meta = json.dumps({"key": key, "caption": caption}, ensure_ascii=False).encode()
-    row = np.ascontiguousarray(labels, dtype=np.int8)
-    return _EXAMPLE_TAG + struct.pack("<II", len(meta), len(row)) + meta + row.tobytes() + image
+    k, c = key.encode(), caption.encode()
+    row = labels.astype(np.int8, copy=False).tobytes()
+    return b"".join((_EXAMPLE_TAG, struct.pack("<III", len(k), len(c), len(row)), k, c, row,
+                     image))
 
 
 def decode_batch_record(record: bytes) -> dict[str, Any]:
@@ -61,12 +63,15 @@ def decode_batch_record(record: bytes) -> dict[str, Any]:
 
 
 def decode_example_record(record: bytes) -> tuple[dict[str, str], np.ndarray, bytes]:
+    """`({"key", "caption"}, labels int8 [K], image bytes)` of one example record."""
     if record[:4] != _EXAMPLE_TAG:
         raise ValueError("not an example record: the shard layout is broken")
-    n, k = struct.unpack_from("<II", record, 4)
-    meta = json.loads(record[12 : 12 + n])
-    labels = np.frombuffer(record, dtype=np.int8, count=k, offset=12 + n)
-    return meta, labels, record[12 + n + k :]
+    nk, nc, k = struct.unpack_from("<III", record, 4)
+    a = 16 + nk
+    b = a + nc
+    meta = {"key": record[16:a].decode(), "caption": record[a:b].decode()}
+    labels = np.frombuffer(record, dtype=np.int8, count=k, offset=b)
+    return meta, labels, record[b + k :]
 
 
 class ShardWriter:

@@ -18,6 +18,7 @@ class BatchStats:
     batches: int = 0
     examples: int = 0
     sharing_sum: float = 0.0
+    sharing_batches: int = 0  # batches whose sharing was measured (a spaced sample)
     filler: int = 0
     capped: int = 0
     masked: int = 0
@@ -31,7 +32,9 @@ class BatchStats:
         lab = batch.labels[:, :k]
         self.batches += 1
         self.examples += len(batch.members)
-        self.sharing_sum += batch.stats["sharing"]
+        if "sharing" in batch.stats:
+            self.sharing_sum += batch.stats["sharing"]
+            self.sharing_batches += 1
         self.filler += int(batch.stats.get("filler", 0))
         self.capped += int(batch.stats["capped"])
         self.masked += int(batch.stats["num_masked"])
@@ -69,7 +72,8 @@ class BatchStats:
             "labels": dict(sorted(self.label_counts.items())),
             "present_per_row": {str(k): v for k, v in sorted(self.present_per_row.items())},
             "concepts_per_batch": {str(k): v for k, v in sorted(self.concepts_per_batch.items())},
-            "curated_sharing": round(self.sharing_sum / n, 4),
+            "curated_sharing": round(self.sharing_sum / max(self.sharing_batches, 1), 4),
+            "sharing_sampled_batches": self.sharing_batches,
         }
 
 

@@ -12,7 +12,6 @@ import unicodedata
 # Words kept inside tokens: "she's", "t-shirt" splits into "t", "shirt" on purpose so that
 # "left-handed" shares the token "left" (the proposal's false-friend example).
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_SPACE_RE = re.compile(r"\s+")
 
 # Function words: an n-gram made only of these is never a concept ("of the", "in a").
 STOP_WORDS = frozenset(
@@ -57,9 +56,9 @@ def normalize(caption: str) -> str:
     Returns:
       The normalised caption (what tokenisation and the tokenizer corpus see).
     """
-    text = unicodedata.normalize("NFKC", caption).lower()
-    text = text.replace("\u2019", "'")
-    return _SPACE_RE.sub(" ", text).strip()
+    if not caption.isascii():  # NFKC is the identity on ASCII; skip its cost there
+        caption = unicodedata.normalize("NFKC", caption).replace("\u2019", "'")
+    return " ".join(caption.lower().split())
 
 
 def tokenize(text: str) -> list[str]:
@@ -81,4 +80,9 @@ def is_content_word(token: str) -> bool:
 
 def clean_caption(caption: str) -> str:
     """The caption as stored in the shards: original casing, whitespace collapsed."""
-    return _SPACE_RE.sub(" ", caption).strip()
+    return " ".join(caption.split())
+
+
+def has_token(caption: str) -> bool:
+    """True when the caption has at least one word token (cheaper than `tokenize`)."""
+    return _TOKEN_RE.search(normalize(caption)) is not None
