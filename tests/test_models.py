@@ -117,6 +117,15 @@ def test_b16_image_encoder_has_86m_parameters():
     assert n_img == 16 * 16 * 3 * 768 + 768 + 196 * 768 + 768 + 12 * block + 2 * 768
 
 
+def test_image_size_not_a_multiple_of_patch_uses_the_floor_grid():
+    # SigLIP So400m/14 at 384 px: VALID patches give a 27x27 grid, as in big_vision.
+    cfg = models.siglip_config("So400m/14", 384)
+    cfg.scan_layers = True  # one traced block per tower
+    shapes = nn.unbox(models.build_model(cfg).abstract_params())["params"]
+    assert shapes["img"]["pos_embedding"].shape == (1, 27 * 27, 1152)
+    assert shapes["img"]["embedding"]["kernel"].shape == (14, 14, 3, 1152)
+
+
 def test_every_parameter_has_logical_names():
     cfg = models.get_default_model_config("mu")
     cfg.scan_layers = True

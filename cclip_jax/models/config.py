@@ -166,9 +166,9 @@ def tower_kwargs(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
         out_dim=outs["text"],
         **common,
     )
-    if image_kw["image_size"] % image_kw["patch_size"]:
+    if image_kw["image_size"] < image_kw["patch_size"]:
         raise ValueError(
-            f"config.model.image.image_size={image_kw['image_size']} is not a multiple of the "
+            f"config.model.image.image_size={image_kw['image_size']} is smaller than the "
             f"patch size {image_kw['patch_size']}"
         )
     return image_kw, text_kw

@@ -112,7 +112,7 @@ class TwoTower(nn.Module):
             cond_bias=cond_b,
         )
 
-    def dummy_inputs(self, batch: int = 1) -> dict[str, jax.ShapeDtypeStruct]:
+    def dummy_inputs(self, batch: int = 1) -> dict[str, Array]:
         """Zero inputs for `init`: images, texts and concepts, each `[batch, ...]`."""
         s, c = self.image["image_size"], self.image["channels"]
         length = self.text["max_len"]

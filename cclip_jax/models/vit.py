@@ -56,10 +56,6 @@ class ImageEncoder(nn.Module):
     scan: bool = False
     remat_policy: str = "none"
 
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
-
     def _check_input(self, images: Array) -> None:
         expected = (self.image_size, self.image_size, self.channels)
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:
@@ -77,13 +73,11 @@ class ImageEncoder(nn.Module):
     @nn.compact
     def __call__(self, images: Array) -> Array:
         self._check_input(images)
-        if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
-            )
         if self.pool_type not in POOL_TYPES:
             raise ValueError(f"Unknown image pool_type {self.pool_type!r}; known: {POOL_TYPES}")
         p = self.patch_size
+        # A VALID conv drops the last image_size % p pixels, as big_vision does (So400m/14 at
+        # 384 px sees a 27x27 grid).
         x = nn.Conv(
             self.width,
             (p, p),
