@@ -1,0 +1,54 @@
+"""Float64 numpy references for the losses, written directly from the formulas in design §2.
+
+They materialise the full `[B, B]` / `[B, B, K]` tensors, so they are only for small shapes.
+"""
+
+import numpy as np
+
+EPS = 1e-6
+
+
+def _softplus(z):
+    return np.logaddexp(0.0, z)
+
+
+def _cos(u, v):
+    """`cos(u_i, v_j)` for all pairs of the last-axis vectors: `[..., B, D] x [..., B, D]`."""
+    nu = np.maximum(np.linalg.norm(u, axis=-1), EPS)
+    nv = np.maximum(np.linalg.norm(v, axis=-1), EPS)
+    return (u @ np.swapaxes(v, -1, -2)) / (nu[..., :, None] * nv[..., None, :])
+
+
+def sigmoid_loss(x, t, scale, bias):
+    x, t = np.asarray(x, np.float64), np.asarray(t, np.float64)
+    z = scale * _cos(x, t) + bias
+    y = 2.0 * np.eye(len(x)) - 1.0
+    return _softplus(-y * z).sum() / len(x)
+
+
+def conditional_sigmoid_loss(x, t, c, labels, scale, bias, unknown_weight=1.0):
+    x, t, c = (np.asarray(a, np.float64) for a in (x, t, c))
+    labels = np.asarray(labels)
+    xg = x[None, :, :] * c[:, None, :]  # [K, B, D]: x_i ⊙ g_k
+    tg = t[None, :, :] * c[:, None, :]
+    z = scale * _cos(xg, tg) + bias  # [K, B(i), B(j)]
+    a = labels.T[:, :, None]  # L[i, k]
+    b = labels.T[:, None, :]  # L[j, k]
+    pos = (a == 1) & (b == 1)
+    neg1 = ((a == 1) & (b == -1)) | ((a == -1) & (b == 1))
+    negu = ((a == 1) & (b == 0)) | ((a == 0) & (b == 1))
+    loss = pos * _softplus(-z) + neg1 * _softplus(z) + unknown_weight * negu * _softplus(z)
+    return loss.sum() / len(x)
+
+
+def numeric_grad(f, args, index, h=1e-6):
+    """Central-difference gradient of scalar `f(*args)` w.r.t. `args[index]`, in float64."""
+    args = [np.array(a, np.float64) if np.ndim(a) or isinstance(a, float) else a for a in args]
+    base = np.array(args[index], np.float64)
+    grad = np.zeros_like(base)
+    for pos in np.ndindex(base.shape):
+        for sign in (1.0, -1.0):
+            bumped = base.copy()
+            bumped[pos] += sign * h
+            grad[pos] += sign * f(*args[:index], bumped, *args[index + 1 :])
+    return grad / (2 * h)

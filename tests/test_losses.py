@@ -1,0 +1,197 @@
+"""Values and gradients of `cclip_jax.losses` against float64 numpy references."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import loss_reference as ref
+from cclip_jax import losses
+
+SCALE, BIAS, UW = 3.0, -1.5, 0.7
+
+
+def _case(b, k, d, seed=0, p=(0.3, 0.4, 0.3), no_present_rows=(), unknown_cols=()):
+    """Random embeddings and labels; chosen rows get no `+1`, chosen columns are all `0`."""
+    rng = np.random.default_rng(seed)
+    x, t, c = rng.normal(size=(b, d)), rng.normal(size=(b, d)), rng.normal(size=(k, d))
+    labels = rng.choice([-1, 0, 1], size=(b, k), p=p).astype(np.int8)
+    for row in no_present_rows:
+        labels[row][labels[row] == 1] = -1
+    for col in unknown_cols:
+        labels[:, col] = 0
+    return x, t, c, labels
+
+
+CASES = {
+    "b6_k4": _case(6, 4, 5),
+    "k1": _case(5, 1, 3, seed=1, p=(0.2, 0.2, 0.6)),
+    "b8_k11_sparse_rows": _case(8, 11, 4, seed=2, no_present_rows=(0, 3), unknown_cols=(5,)),
+    "b4_k9_all_unknown_cols": _case(4, 9, 6, seed=3, unknown_cols=(0, 1, 2)),
+}
+
+
+def _max_present(labels):
+    return max(1, int((labels == 1).sum(1).max()))
+
+
+def _jax_conditional(max_present):
+    def f(x, t, c, labels, scale, bias):
+        return losses.conditional_sigmoid_loss(
+            x, t, c, labels, scale=scale, bias=bias, unknown_weight=UW, max_present=max_present
+        )
+
+    return f
+
+
+def _ref_conditional(x, t, c, labels, scale, bias):
+    return ref.conditional_sigmoid_loss(x, t, c, labels, scale, bias, UW)
+
+
+def _grads_f32(f, x, t, c, labels):
+    """Value and gradients w.r.t. (x, t, c, scale, bias), jitted as a training step would be."""
+    args = [jnp.asarray(a, jnp.float32) for a in (x, t, c)]
+    fn = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 4, 5)))
+    return fn(*args, jnp.asarray(labels), jnp.float32(SCALE), jnp.float32(BIAS))
+
+
+def _ref_grads(f, x, t, c, labels):
+    value = f(x, t, c, labels, SCALE, BIAS)
+    args = [x, t, c, labels, SCALE, BIAS]
+    grads = [ref.numeric_grad(f, args, i) for i in (0, 1, 2, 4, 5)]
+    return value, grads
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("path", ["dense", "sparse", "sparse_loose_bound"])
+def test_conditional_matches_float64_reference(name, path):
+    x, t, c, labels = CASES[name]
+    max_present = {
+        "dense": None,
+        "sparse": _max_present(labels),
+        "sparse_loose_bound": _max_present(labels) + 3,
+    }[path]
+    value, grads = _grads_f32(_jax_conditional(max_present), x, t, c, labels)
+    ref_value, ref_grads = _ref_grads(_ref_conditional, x, t, c, labels)
+    np.testing.assert_allclose(value, ref_value, rtol=2e-5)
+    for got, want in zip(grads, ref_grads, strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["b6_k4", "k1"])
+def test_sigmoid_matches_float64_reference(name):
+    x, t, c, labels = CASES[name]
+
+    def f(x, t, c, labels, scale, bias):
+        return losses.sigmoid_loss(x, t, scale=scale, bias=bias)
+
+    def f_ref(x, t, c, labels, scale, bias):
+        return ref.sigmoid_loss(x, t, scale, bias)
+
+    value, grads = _grads_f32(f, x, t, c, labels)
+    ref_value, ref_grads = _ref_grads(f_ref, x, t, c, labels)
+    np.testing.assert_allclose(value, ref_value, rtol=2e-5)
+    for got, want in zip(grads[:2] + grads[3:], ref_grads[:2] + ref_grads[3:], strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+    np.testing.assert_array_equal(grads[2], 0.0)  # concepts are unused by the plain loss
+
+
+def test_tiles_and_concept_chunks_match_reference(monkeypatch):
+    """Small tile budget: several caption tiles, concept chunks with padding, row chunks."""
+    monkeypatch.setattr(losses, "_TILE_ELEMENTS", 64)
+    x, t, c, labels = _case(12, 7, 3, seed=5)
+    want = _ref_conditional(x, t, c, labels, SCALE, BIAS)
+    for max_present in (None, _max_present(labels)):
+        f = jax.jit(_jax_conditional(max_present))
+        got = f(*(jnp.float32(a) for a in (x, t, c)), labels, SCALE, BIAS)
+        np.testing.assert_allclose(got, want, rtol=2e-5)
+    got = losses.sigmoid_loss(jnp.float32(x), jnp.float32(t), scale=SCALE, bias=BIAS)
+    np.testing.assert_allclose(got, ref.sigmoid_loss(x, t, SCALE, BIAS), rtol=2e-5)
+
+
+@pytest.mark.parametrize("max_present", [None, 1, 4])
+def test_identity_gates_and_eye_labels_equal_sigmoid_loss(max_present):
+    x, t, _, _ = _case(7, 7, 5, seed=4)
+    x, t = jnp.float32(x), jnp.float32(t)
+    plain = losses.sigmoid_loss(x, t, scale=SCALE, bias=BIAS)
+    cond = losses.conditional_sigmoid_loss(
+        x, t, jnp.ones((7, 5)), jnp.eye(7, dtype=jnp.int8),
+        scale=SCALE, bias=BIAS, unknown_weight=0.5, max_present=max_present,
+    )  # fmt: skip
+    np.testing.assert_allclose(cond, plain, rtol=1e-6)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_check_grads_in_float64(sparse):
+    x, t, c, labels = CASES["b8_k11_sparse_rows"]
+    max_present = _max_present(labels) if sparse else None
+    with jax.enable_x64(True):
+        f = functools.partial(_jax_conditional(max_present), labels=jnp.asarray(labels))
+        g = jax.jit(lambda x, t, c, s, b: f(x, t, c, scale=s, bias=b))
+        args = [jnp.asarray(a, jnp.float64) for a in (x, t, c, SCALE, BIAS)]
+        assert g(*args).dtype == jnp.float64
+        np.testing.assert_allclose(
+            g(*args), _ref_conditional(x, t, c, labels, SCALE, BIAS), rtol=1e-12
+        )
+        check_grads(g, args, order=1, modes=["rev"], eps=1e-6)
+
+
+@pytest.mark.parametrize("max_present", [None, 2])
+def test_zero_gates_and_zero_embeddings_have_finite_gradients(max_present):
+    x, t, c, labels = _case(5, 4, 3, seed=6)
+    x[0] = 0.0  # a zero image embedding
+    c[1] = 0.0  # a zero (padding) concept that is still present in some rows
+    labels[:, 1] = np.where(labels[:, 1] == 1, 1, 0)
+    labels[(labels == 1).sum(1) > 2] = 0
+    value, grads = _grads_f32(_jax_conditional(max_present), x, t, c, labels)
+    assert np.isfinite(value)
+    for g in grads:
+        assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(value, _ref_conditional(x, t, c, labels, SCALE, BIAS), rtol=2e-5)
+
+
+def test_more_present_than_max_present_is_nan():
+    x, t, c, labels = _case(6, 5, 4, seed=7)
+    bound = _max_present(labels)
+    ok = jax.jit(_jax_conditional(bound))(*(jnp.float32(a) for a in (x, t, c)), labels, SCALE, BIAS)
+    assert np.isfinite(ok)
+    value, grads = _grads_f32(_jax_conditional(bound - 1), x, t, c, labels)
+    assert np.isnan(value)
+    assert all(np.isnan(g).any() for g in grads)  # the update is poisoned, not just the loss
+
+
+def test_bfloat16_inputs_are_computed_in_float32():
+    x, t, c, labels = _case(6, 4, 8, seed=8)
+    bf = [jnp.asarray(a, jnp.bfloat16) for a in (x, t, c)]
+    got = _jax_conditional(None)(*bf, labels, SCALE, BIAS)
+    assert got.dtype == jnp.float32
+    want = _ref_conditional(*(np.asarray(a, np.float64) for a in bf), labels, SCALE, BIAS)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"text_emb": np.zeros((5, 4))}, "image_emb and text_emb"),
+        ({"concept_emb": np.zeros((3, 5))}, "concept_emb must be"),
+        ({"concept_labels": np.zeros((6, 4), np.int8)}, "concept_labels must be"),
+        ({"concept_labels": np.zeros((6, 3), np.float32)}, "must be integer"),
+        ({"max_present": 0}, "max_present"),
+        ({"scale": np.ones(2)}, "scale must be a scalar"),
+        ({"axis_name": "data"}, "not split over that mesh axis"),
+    ],
+)
+def test_bad_input_names_the_argument(kwargs, message):
+    args = {
+        "image_emb": np.zeros((6, 4)), "text_emb": np.zeros((6, 4)),
+        "concept_emb": np.zeros((3, 4)), "concept_labels": np.zeros((6, 3), np.int8),
+        "scale": 1.0, "bias": 0.0,
+    }  # fmt: skip
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        losses.conditional_sigmoid_loss(
+            **{k: v if isinstance(v, str) else jnp.asarray(v) for k, v in args.items()}
+        )
