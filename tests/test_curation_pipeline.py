@@ -1,7 +1,6 @@
 """Curation end to end: adapters, bad input, shards + manifest + reader, determinism, CLI."""
 
 import csv
-import importlib.util
 import io
 import json
 import os
@@ -20,6 +19,7 @@ from cclip_jax.curation import (
     beam_runner,
     local_runner,
     read_batches,
+    settings,
     shards,
 )
 
@@ -30,10 +30,7 @@ RELATIONS = ["left of", "right of", "above", "below"]
 
 
 def load_config(arg=None):
-    spec = importlib.util.spec_from_file_location("curate_cfg", f"{ROOT}/configs/curate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config(arg)
+    c = settings.load_config(arg=arg)
     c.progress = False
     return c
 
@@ -310,3 +307,48 @@ def test_beam_equals_local(webdataset_dir, tmp_path):
     assert local["counts"]["skipped"]["image_corrupt"] == 1
     assert sum(len(b["key"]) for b in got) + local["counts"]["leftover_dropped"] == 70
     assert not os.path.exists(tmp_path / "beam" / "_beam_side")
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    caps = scene_captions(20, seed=2)
+
+    class CurationTestCaptions(tfds.core.GeneratorBasedBuilder):
+        # Images as uint8 tensors: preparing an Image feature needs TensorFlow, which this
+        # environment (like training hosts) does not have; the adapter handles both.
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(8, 8, 3), dtype=np.uint8),
+                "caption": tfds.features.Text()}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for i, cap in enumerate([*caps, "   "]):
+                yield i, {"image": np.full((8, 8, 3), i, np.uint8), "caption": cap}
+
+    builder = CurationTestCaptions(data_dir=str(tmp_path_factory.mktemp("tfds")),
+                                   file_format="array_record")
+    builder.download_and_prepare()
+    return builder.data_dir, caps
+
+
+def test_tfds_adapter(tfds_dir, tmp_path):
+    path, caps = tfds_dir
+    opts = adapters.ReadOptions(tfds_unit_size=8)
+    units = adapters.list_units(path, "tfds", opts)
+    assert len(units) == 3  # 21 records in units of 8
+    items = [x for i, u in enumerate(units) for x in adapters.read_unit(i, u, "tfds", opts)]
+    ok = [x for x in items if isinstance(x, adapters.Example)]
+    assert sorted(x.caption for x in ok) == sorted(caps)
+    assert [x.reason for x in items if isinstance(x, adapters.Skip)] == ["caption_empty"]
+    pixels = np.asarray(Image.open(io.BytesIO(ok[0].image)))
+    assert pixels.shape == (8, 8, 3) and len(np.unique(pixels)) == 1  # lossless PNG
+    c = load_config("small")
+    c.batch_size = 4
+    m = local_runner.run(c, path, "tfds", str(tmp_path))
+    assert m["num_batches"] == 5 and m["counts"]["skipped"] == {"caption_empty": 1}

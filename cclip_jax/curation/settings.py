@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 from cclip_jax.curation import labels
@@ -25,3 +28,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.min_batch_count >= 1, "min_batch_count", "must be >= 1")
     need(c.label_rule in labels.RULES, "label_rule", f"must be one of {sorted(labels.RULES)}")
     need(c.max_ngram <= 8, "max_ngram", "n-grams longer than 8 words are never shared")
+
+
+DEFAULT_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "configs", "curate.py")
+
+
+def load_config(path: str = DEFAULT_CONFIG, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of a config file, for callers without absl flags (tests, benchmarks)."""
+    spec = importlib.util.spec_from_file_location("curate_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
