@@ -279,8 +279,8 @@ def _sparse_sum(x, t, g2, labels, consts, max_present, axis_name):
     block = {"x": x, "t": t, "lab": labels}
     # Tiles of the visiting rows bound the [K, c] per-concept tables; chunks of local rows
     # bound the [e·R, c] logits and the [e·R, D] gated entries.
-    tile_rows = _divisor_at_most(b, min(512, _TILE_ELEMENTS // k))
-    chunk_rows = _divisor_at_most(b, _TILE_ELEMENTS // (r * max(tile_rows, d)))
+    tile_rows = _divisor_at_most(b, min(256, _TILE_ELEMENTS // k))
+    chunk_rows = _divisor_at_most(b, _TILE_ELEMENTS // (2 * r * max(tile_rows, d)))
     tile_fn = functools.partial(_sparse_tile, chunk_rows=chunk_rows)
     return _ring_sum(tile_fn, tile_rows, axis_name, x.dtype, local, block), overflow
 
@@ -292,7 +292,9 @@ def _present_slots(labels: jax.Array, max_present: int, r: int):
     n: `r` passes of O(b·K), where `lax.top_k` would sort every row on CPU.
     """
     present = labels == 1
-    rank = jnp.cumsum(present, axis=1, dtype=jnp.int32) * present  # 1, 2, ... at each +1
+    # 1, 2, ... at each +1. int16 halves the largest [b, K] temporary; K < 2^15 keeps it exact.
+    rank_dtype = jnp.int16 if labels.shape[1] < 2**15 else jnp.int32
+    rank = jnp.cumsum(present, axis=1, dtype=rank_dtype) * present
     hits = [rank == n for n in range(1, r + 1)]
     gidx = jnp.stack([jnp.argmax(h, axis=1) for h in hits], axis=1).astype(jnp.int32)
     valid = jnp.stack([jnp.any(h, axis=1) for h in hits], axis=1)

@@ -4,11 +4,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import loss_reference as ref
 import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-import loss_reference as ref
 from cclip_jax import losses
 
 SCALE, BIAS, UW = 3.0, -1.5, 0.7
