@@ -66,12 +66,13 @@ def test_concepts_band_and_stop_rules():
     assert "square" not in c.strings and "red square" in c.strings
 
 
-def test_vectorised_concepts_equal_per_caption_rule():
+@pytest.mark.parametrize("max_n", [4, 6])  # 6: V^6 > 2^62, the densely re-indexed path
+def test_vectorised_concepts_equal_per_caption_rule(max_n):
     caps = _sugarcrepe(3000)
     corpus = _corpus(caps)
-    got = concepts.extract_concepts(corpus, max_n=4, min_df=2, max_df_frac=0.05)
+    got = concepts.extract_concepts(corpus, max_n=max_n, min_df=2, max_df_frac=0.05)
     toks = [text.tokenize(text.normalize(c)) for c in caps]
-    per = [concepts.caption_ngrams(t, 4) for t in toks]
+    per = [concepts.caption_ngrams(t, max_n) for t in toks]
     df = Counter(g for s in per for g in s)
     hi = concepts.max_df(len(caps), 2, 0.05)
     kept = sorted(g for g, n in df.items() if 2 <= n <= hi)

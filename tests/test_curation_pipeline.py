@@ -227,6 +227,15 @@ def test_reader_batches_and_random_access(curated, webdataset_dir):
 
 def test_deterministic_and_idempotent(curated, webdataset_dir, tmp_path):
     out, _ = curated
+    c = load_config("small")
+    c.num_workers = 2  # the fixture used 1: the worker count must not change the output
+    c.pool_size = 24
+    again = local_runner.run(c, webdataset_dir, "webdataset", str(tmp_path / "w2"))
+    c.num_workers = 1
+    one = local_runner.run(c, webdataset_dir, "webdataset", str(tmp_path / "w1"))
+    assert again["counts"] == one["counts"]
+    for name in [s["file"] for s in again["shards"]] + [shards.TOKENIZER]:
+        assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes()
     again = local_runner.run(load_config("small"), webdataset_dir, "webdataset", str(tmp_path))
     for name in [s["file"] for s in again["shards"]] + [shards.TOKENIZER]:
         with open(os.path.join(out, name), "rb") as a, open(tmp_path / name, "rb") as b:

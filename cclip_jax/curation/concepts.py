@@ -64,12 +64,36 @@ class Concepts:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
 
+def encode_chunk(token_lists: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray,
+                                                                 np.ndarray]:
+    """One chunk of `encode`: (sorted chunk vocabulary, int32 [T] ids into it, int64 [n]
+    lengths). Chunks can be encoded in parallel and combined with `merge`."""
+    local = sorted(set(itertools.chain.from_iterable(token_lists)))
+    index = dict(zip(local, range(len(local)), strict=True))
+    lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
+    ids = np.fromiter(map(index.__getitem__, itertools.chain.from_iterable(token_lists)),
+                      dtype=np.int32, count=int(lengths.sum()))
+    return local, ids, lengths
+
+
+def merge(parts: Sequence[tuple[list[str], np.ndarray, np.ndarray]]) -> Corpus:
+    """Combines encoded chunks (in order) into one `Corpus` with a sorted vocabulary."""
+    vocab = sorted(set(itertools.chain.from_iterable(p[0] for p in parts)))
+    index = dict(zip(vocab, range(len(vocab)), strict=True))
+    pieces = [np.fromiter(map(index.__getitem__, local), np.int32, count=len(local))[ids]
+              for local, ids, _ in parts]
+    lengths = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    return Corpus(vocab, tokens.astype(np.int32, copy=False), offsets)
+
+
 def encode(token_lists: Iterable[Sequence[str]], chunk: int = 65536) -> Corpus:
     """Maps token lists to a `Corpus` with a sorted vocabulary.
 
-    Streams in chunks (each chunk gets its own sorted vocabulary, merged at the end) so that
-    token lists can be generated lazily and memory holds one chunk of strings at a time; all
-    per-token work runs in C (set, dict lookups through `map`).
+    Streams in chunks (each with its own sorted vocabulary, merged at the end), so memory holds
+    one chunk of token strings at a time; per-token work runs in C (set, `map` over a dict).
 
     Args:
       token_lists: N lists of tokens (any iterable).
@@ -78,28 +102,11 @@ def encode(token_lists: Iterable[Sequence[str]], chunk: int = 65536) -> Corpus:
     Returns:
       The corpus; `vocab[tokens[j]]` is the j-th token.
     """
-    parts: list[tuple[list[str], np.ndarray]] = []
-    lengths: list[int] = []
     it = iter(token_lists)
-    while True:
-        lists = list(itertools.islice(it, chunk))
-        if not lists:
-            break
-        lengths.extend(map(len, lists))
-        local = sorted(set(itertools.chain.from_iterable(lists)))
-        index = dict(zip(local, range(len(local)), strict=True))
-        total = sum(map(len, lists))
-        ids = np.fromiter(map(index.__getitem__, itertools.chain.from_iterable(lists)),
-                          dtype=np.int32, count=total)
-        parts.append((local, ids))
-    vocab = sorted(set(itertools.chain.from_iterable(p[0] for p in parts)))
-    index = dict(zip(vocab, range(len(vocab)), strict=True))
-    pieces = [np.fromiter(map(index.__getitem__, local), np.int32, count=len(local))[ids]
-              for local, ids in parts]
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(np.asarray(lengths, dtype=np.int64), out=offsets[1:])
-    tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
-    return Corpus(vocab, tokens.astype(np.int32, copy=False), offsets)
+    parts = []
+    while lists := list(itertools.islice(it, chunk)):
+        parts.append(encode_chunk(lists))
+    return merge(parts)
 
 
 def subset(corpus: Corpus, rows: np.ndarray) -> Corpus:
@@ -174,19 +181,29 @@ def extract_concepts(corpus: Corpus, *, max_n: int, min_df: int, max_df_frac: fl
     np.cumsum(stop_flags[tok] if n_tok else stop_flags[:0], out=stop_cum[1:])
 
     pos = np.arange(n_tok, dtype=np.int64)
-    prev = tok.copy()  # dense id of the n-gram starting at each position, order n - 1
+    prev = tok.copy()  # id of the n-gram of order n - 1 starting at each position
     docs, gids, first_pos, first_n = [], [], [], []
     offset = 0
+    # Small vocabularies (V^max_n < 2^62): the key `sum tok_i * V^i` of an n-gram is exact, so
+    # only candidate positions need sorting; otherwise keys are re-indexed densely per order.
+    direct = vocab_size**max_n < 2**62
     for n in range(1, max_n + 1):
         pos = pos[pos + n <= end_of[pos]]
         key = tok[pos] if n == 1 else prev[pos] * vocab_size + tok[pos + n - 1]
-        uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
-        prev = np.full(n_tok, -1, dtype=np.int64)
-        prev[pos] = inv
         keep = ~is_edge[pos] & ~is_edge[pos + n - 1] & (stop_cum[pos + n] - stop_cum[pos] < n)
-        docs.append(doc_of[pos[keep]])
-        gids.append(inv[keep] + offset)
-        first_pos.append(pos[first])
+        prev = np.full(n_tok, -1, dtype=np.int64)
+        if direct:
+            prev[pos] = key
+            at = pos[keep]
+            uniq, first, inv = np.unique(key[keep], return_index=True, return_inverse=True)
+            starts = at[first]
+        else:
+            uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+            prev[pos] = inv
+            at, inv, starts = pos[keep], inv[keep], pos[first]
+        docs.append(doc_of[at])
+        gids.append(inv + offset)
+        first_pos.append(starts)
         first_n.append(np.full(len(uniq), n, dtype=np.int64))
         offset += len(uniq)
 

@@ -11,7 +11,8 @@ import logging
 import multiprocessing
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import ml_collections
 import numpy as np
@@ -32,6 +33,14 @@ from cclip_jax.curation.concepts import Corpus
 
 # Corpus-wide arrays for forked workers (copy-on-write; nothing big is pickled per task).
 _SHARED: dict[str, Any] = {}
+_CHUNK = 65536  # captions per tokenisation task
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _tokenise(span: tuple[int, int]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    captions = _SHARED["captions"][span[0] : span[1]]
+    return concepts.encode_chunk([text_lib.tokenize(text_lib.normalize(c)) for c in captions])
 
 
 def _assemble(task: tuple[tuple[int, int], np.ndarray]) -> tuple[list[batches.Batch], np.ndarray]:
@@ -90,22 +99,22 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     timings["read"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    norm = [text_lib.normalize(c) for c in tqdm(captions, desc="tokenise", disable=quiet)]
-    words = concepts.encode(text_lib.tokenize(n) for n in norm)
+    _SHARED["captions"] = captions
+    spans = [(a, min(a + _CHUNK, len(captions))) for a in range(0, len(captions), _CHUNK)]
+    words = concepts.merge(_map(_tokenise, spans, config.num_workers, quiet, "tokenise"))
     timings["tokenise"] = time.perf_counter() - t
 
     t = time.perf_counter()
     cons = concepts.extract_concepts(words, max_n=config.max_ngram, min_df=config.min_df,
                                      max_df_frac=config.max_df_frac)
     concept_rows = Corpus(cons.strings, cons.ids, cons.offsets)
-    route = neighbours.route_keys(cons.strings, concept_rows, norm, config.seed)
-    del norm
+    route = neighbours.route_keys(cons.strings, concept_rows, captions, config.seed)
     timings["concepts"] = time.perf_counter() - t
 
     t = time.perf_counter()
     tasks = plan_pools(route, config.pool_size)
     _SHARED.update(words=words, concepts=concept_rows, opts=aopts)
-    results = _map(tasks, config.num_workers, quiet)
+    results = _map(_assemble, tasks, config.num_workers, quiet, "assemble pools")
     leftovers = np.sort(np.concatenate([r[1] for r in results]))
     left_batches, dropped = _assemble((batches.LEFTOVER_POOL, leftovers))
     all_batches = [b for r in results for b in r[0]] + left_batches
@@ -144,21 +153,19 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     return result
 
 
-def _map(tasks: list[tuple[tuple[int, int], np.ndarray]], workers: int, quiet: bool
-         ) -> list[tuple[list[batches.Batch], np.ndarray]]:
-    bar = tqdm(total=len(tasks), desc="assemble pools", disable=quiet)
-    if workers <= 1 or len(tasks) <= 1:
-        out = []
-        for task in tasks:
-            out.append(_assemble(task))
-            bar.update()
-        bar.close()
-        return out
-    # fork: workers inherit _SHARED without pickling the corpus.
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        out = []
-        for r in pool.imap(_assemble, tasks):
-            out.append(r)
-            bar.update()
-    bar.close()
+def _map(fn: Callable[[T], R], tasks: list[T], workers: int, quiet: bool, desc: str
+         ) -> list[R]:
+    """`[fn(t) for t in tasks]`, in order, on `workers` forked processes (they inherit
+    `_SHARED` without pickling the corpus)."""
+    out: list[R] = []
+    with tqdm(total=len(tasks), desc=desc, disable=quiet) as bar:
+        if workers <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                out.append(fn(task))
+                bar.update()
+            return out
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for r in pool.imap(fn, tasks):
+                out.append(r)
+                bar.update()
     return out

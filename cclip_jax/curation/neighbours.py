@@ -18,6 +18,7 @@ import bm25s
 import numba
 import numpy as np
 
+from cclip_jax.curation import text
 from cclip_jax.curation.concepts import Corpus
 
 _MASK64 = (1 << 63) - 1  # keep hashes in int64 range so numpy and Python agree
@@ -50,7 +51,13 @@ def route_key(concepts: list[str], caption: str, seed: int) -> int:
 
 def route_keys(concept_strings: list[str], rows: Corpus, captions: list[str], seed: int
                ) -> np.ndarray:
-    """`route_key` for every caption at once (int64 [N]); `rows` holds concept ids per caption."""
+    """`route_key` for every caption at once (int64 [N]).
+
+    Args:
+      concept_strings: C concept strings; rows: concept ids per caption (N rows).
+      captions: the N raw captions (normalised here, only for captions without concepts).
+      seed: curation seed.
+    """
     h = np.fromiter((stable_hash(c, seed) for c in concept_strings), dtype=np.int64,
                     count=len(concept_strings))
     lengths = np.diff(rows.offsets)
@@ -60,7 +67,7 @@ def route_keys(concept_strings: list[str], rows: Corpus, captions: list[str], se
         mins = np.minimum.reduceat(h[rows.tokens], rows.offsets[:-1][has])
         keys[has] = mins
     for i in np.flatnonzero(~has).tolist():
-        keys[i] = stable_hash("\x00" + captions[i], seed)
+        keys[i] = stable_hash("\x00" + text.normalize(captions[i]), seed)
     return keys
 
 
