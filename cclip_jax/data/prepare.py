@@ -1,0 +1,60 @@
+"""The demo's data: a synthetic world and its curation, generated once into a cache folder.
+
+`ensure_demo_data(config)` returns `config.data.curated_dir` when it is set; otherwise it writes
+the synthetic world described by `config.data.synthetic` (idempotent, `write_world`) and curates
+it with `config.data.curation` overrides of `configs/curate.py` (batch size = `config.batch_size`)
+under `config.data.cache_dir`. Both folders are named by a hash of their settings, so a changed
+config never reuses stale data, and a finished curation (manifest present) is reused as is.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from cclip_jax.curation import local_runner, settings, shards
+from cclip_jax.synthetic import write_world
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def curation_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`configs/curate.py` with `config.data.curation` overrides and `config.batch_size`."""
+    cur = settings.load_config()
+    for key, value in config.data.curation.items():
+        if key not in cur:
+            raise ValueError(f"config.data.curation.{key} is not a curation setting "
+                             f"(see configs/curate.py)")
+        cur[key] = value
+    cur.batch_size = config.batch_size
+    cur.progress = False
+    return cur
+
+
+def ensure_demo_data(config: ml_collections.ConfigDict) -> str:
+    """The curated folder to train on (generating the demo world and curation if needed)."""
+    if config.data.curated_dir:
+        return config.data.curated_dir
+    cache = os.path.expanduser(config.data.cache_dir)
+    world_settings = dict(config.data.synthetic)
+    world_dir = os.path.join(cache, f"world-{_digest(world_settings)}")
+    cur = curation_config(config)
+    cur_dir = os.path.join(cache, f"curated-{_digest([world_settings, cur.to_dict()])}")
+    os.makedirs(cache, exist_ok=True)
+    # One writer at a time (parallel tests, several local processes); the others then reuse.
+    with open(os.path.join(cache, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        write_world(world_dir, num_train=world_settings["num_train"],
+                    preset=world_settings["preset"], seed=world_settings["seed"],
+                    image_size=world_settings["image_size"], num_eval=world_settings["num_eval"],
+                    workers=1, csv=False, progress=False)
+        if not os.path.exists(os.path.join(cur_dir, shards.MANIFEST)):
+            local_runner.run(cur, os.path.join(world_dir, "train"), "webdataset", cur_dir)
+    return cur_dir

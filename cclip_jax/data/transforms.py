@@ -1,0 +1,112 @@
+"""Per-slice transforms: image decode, resize, light augmentation; SentencePiece tokenization.
+
+`ProcessSlice` turns what `BatchSliceSource` reads (bytes and strings) into arrays. It is a Grain
+random map: its numpy Generator is derived by Grain from the pipeline seed and the element
+index, so a resumed run augments step `s` exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Any
+
+import numpy as np
+import sentencepiece as spm
+from PIL import Image
+
+
+@dataclasses.dataclass
+class Tokenizer:
+    """SentencePiece ids, right-padded with `pad_id` and cut to `max_len`.
+
+    The processor is loaded lazily (and dropped when pickled) so Grain workers build their own.
+    """
+
+    model_path: str
+    max_len: int
+    pad_id: int = 0
+    _sp: Any = dataclasses.field(default=None, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_sp": None}
+
+    @property
+    def processor(self) -> spm.SentencePieceProcessor:
+        if self._sp is None:
+            self._sp = spm.SentencePieceProcessor(model_file=self.model_path)
+        return self._sp
+
+    def vocab_size(self) -> int:
+        return int(self.processor.get_piece_size())
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        """`[N]` strings -> int32 `[N, max_len]`; "" gives a row of `pad_id`."""
+        out = np.full((len(texts), self.max_len), self.pad_id, np.int32)
+        for i, ids in enumerate(self.processor.encode(list(texts))):
+            ids = ids[: self.max_len]
+            out[i, : len(ids)] = ids
+        return out
+
+
+def decode_image(data: bytes, size: int, key: str = "?") -> np.ndarray:
+    """Encoded image bytes -> float32 `[size, size, 3]` in [-1, 1] (SigLIP's input range)."""
+    try:
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+    except Exception as e:  # any decoder failure: name the example
+        raise ValueError(f"example {key!r}: cannot decode image ({e})") from e
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img, np.float32) / 127.5 - 1.0
+
+
+def shift_crop(image: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Random translation by up to `max_shift` px (edge padding, then a crop of the same size).
+
+    No flips and no aggressive crops: captions name left/right relations and objects, which a
+    mirror would falsify and a tight crop could cut out.
+    """
+    if max_shift <= 0:
+        return image
+    s = image.shape[0]
+    padded = np.pad(image, ((max_shift, max_shift), (max_shift, max_shift), (0, 0)), mode="edge")
+    dy, dx = rng.integers(0, 2 * max_shift + 1, size=2)
+    return padded[dy : dy + s, dx : dx + s]
+
+
+@dataclasses.dataclass
+class ProcessSlice:
+    """Grain random map: a raw batch slice -> arrays.
+
+    Output: `images` float32 `[b, S, S, 3]`, `text` int32 `[b, L]`, `concepts` int32 `[k, L]`
+    (this process's `k = K / P` concept rows: concepts are split over devices like captions),
+    `labels` int8 `[b, K]`, `batch` int32 `[]` (the global batch index read).
+    """
+
+    tokenizer: Tokenizer
+    image_size: int
+    max_shift: int
+    brightness: float
+    process_index: int
+    process_count: int
+
+    def __call__(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        images = np.stack([
+            decode_image(data, self.image_size, key)
+            for data, key in zip(raw["image"], raw["key"], strict=True)
+        ])
+        if self.max_shift or self.brightness:
+            for i in range(len(images)):
+                images[i] = shift_crop(images[i], self.max_shift, rng)
+            images += rng.uniform(-self.brightness, self.brightness, (len(images), 1, 1, 1))
+            np.clip(images, -1.0, 1.0, out=images)
+        concepts = raw["concepts"]
+        k = len(concepts) // self.process_count
+        mine = concepts[self.process_index * k : (self.process_index + 1) * k]
+        return {
+            "images": images.astype(np.float32),
+            "text": self.tokenizer(raw["caption"]),
+            "concepts": self.tokenizer(mine),
+            "labels": np.asarray(raw["labels"], np.int8),
+            "batch": np.int32(raw["batch"]),
+        }

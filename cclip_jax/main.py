@@ -1,0 +1,27 @@
+"""Training entry point: `python -m cclip_jax.main --config=configs/demo.py --workdir=DIR`.
+
+Only parses flags (`--config.key=value` overrides any config field) and hands over to
+`cclip_jax.train.train_and_evaluate`.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, TensorBoard.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from cclip_jax import train  # after flag parsing: Grain workers need parsed absl flags
+
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,98 @@
+"""The training config layout shared by every `configs/*.py` training config.
+
+Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `log_every_steps`,
+`seed`, `batch_size` (the GLOBAL batch; curated data must have been curated at this size).
+
+    loss            'sigmoid' (SigLIP + cond_weight · CCLIP) | 'softmax' (CLIP)
+    cond_weight     λ of the conditional term (0 = SigLIP baseline)
+    unknown_weight  weight of (+1, 0) triples
+    max_present     R of the loss: -1 = the manifest's max_present, 0 = dense (no bound)
+    mesh            {data, fsdp, tensor} sizes; one may be -1 (fills the remaining devices)
+    sharding_rules  'dp' | 'fsdp' | 'tp' | 'fsdp_tp' (cclip_jax.sharding.RULES)
+    model           cclip_jax.models config (towers, embed_dim, dtype, gate, ...)
+    optim           AdamW: lr, warmup_steps, end_lr_frac, b1, b2, eps, weight_decay,
+                    grad_clip_norm, lr_mults {img, txt, head} (0 freezes a group)
+    data            curated_dir ('' = generate the synthetic demo data into cache_dir),
+                    mode ('curated' | 'baseline'), synthetic {...}, curation {...} (overrides of
+                    configs/curate.py), tokenizer ('' = the curated one), max_shift,
+                    brightness, num_workers (Grain processes), prefetch
+    init_from       '' | a SigLIP .npz | a cclip checkpoint folder (ignored when resuming)
+    distributed     call jax.distributed.initialize() (multi-host GPU/TPU)
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from cclip_jax import models
+
+
+def base_config(size: str = "mu") -> ml_collections.ConfigDict:
+    """Defaults for every training config; callers override what differs."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.total_steps = 1000
+    c.batch_size = 256
+    c.log_every_steps = 10
+    c.checkpoint_every_steps = 500
+    c.max_checkpoints = 3
+    c.async_checkpoints = True
+    c.init_from = ""
+    c.distributed = False
+    c.progress = True
+
+    c.loss = "sigmoid"
+    c.cond_weight = 1.0
+    c.unknown_weight = 1.0
+    c.max_present = -1
+
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.sharding_rules = "fsdp_tp"
+    c.model = models.get_default_model_config(size)
+
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=1e-3, warmup_steps=100, end_lr_frac=0.0, b1=0.9, b2=0.95, eps=1e-8,
+        weight_decay=1e-4, grad_clip_norm=1.0,
+        lr_mults=ml_collections.ConfigDict({"img": 1.0, "txt": 1.0, "head": 1.0})))
+
+    c.data = ml_collections.ConfigDict(dict(
+        curated_dir="",
+        mode="curated",
+        cache_dir="~/.cache/cclip_jax",
+        synthetic=ml_collections.ConfigDict(dict(
+            num_train=4096, preset="natural", seed=0, image_size=32, num_eval=0)),
+        curation=ml_collections.ConfigDict(dict(
+            max_concepts=16, max_masked=4, max_present=8, pool_size=1024,
+            batches_per_shard=16, tokenizer_vocab_size=512, num_workers=1)),
+        tokenizer="",
+        max_shift=2,
+        brightness=0.05,
+        num_workers=1,
+        prefetch=2,
+    ))
+    return c
+
+
+def b16_config(platform: str) -> ml_collections.ConfigDict:
+    """B/16 at 224 px, bfloat16 activations, for `gpu` or `tpu` (batch 32k as in SigLIP)."""
+    c = base_config("B")
+    c.model = models.get_default_model_config("B", patch_size=16, image_size=224)
+    c.model.dtype = "bfloat16"
+    c.model.remat_policy = "dots_with_no_batch_dims_saveable"
+    c.batch_size = 32_768 if platform == "tpu" else 4096
+    c.total_steps = 100_000
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 1000
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = 5000
+    c.data.num_workers = 16
+    c.data.prefetch = 4
+    c.data.max_shift = 8
+    c.data.curated_dir = "/data/cclip/curated"  # set with --config.data.curated_dir=...
+    c.data.curation = ml_collections.ConfigDict()
+    c.distributed = True
+    if platform == "gpu":
+        c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 8, "tensor": 1})
+    else:
+        c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+    return c
