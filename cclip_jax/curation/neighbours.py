@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 
-import bm25s
 import numba
 import numpy as np
 
@@ -120,6 +119,10 @@ class PoolIndex:
     """
 
     def __init__(self, corpus: Corpus):
+        # Imported here: bm25s imports JAX when installed, which the local runner's parent
+        # process should not have started before it forks its workers.
+        import bm25s
+
         self._size = len(corpus)
         bm25 = bm25s.BM25(method="lucene")
         docs = [corpus.row(i).tolist() for i in range(len(corpus))]
@@ -135,7 +138,9 @@ class PoolIndex:
 
     def scores(self, query: np.ndarray, allowed: np.ndarray) -> np.ndarray:
         """float32 [P] BM25 score of every caption for a query (0 where not allowed)."""
-        q = np.unique(np.asarray(query, dtype=np.int64))
+        q = np.sort(np.asarray(query, dtype=np.int64))
+        # Distinct tokens, sort-based: np.unique costs ~0.5 ms even on 10 elements.
+        q = q[np.concatenate([[True], q[1:] != q[:-1]])]
         return _scores(q, self._data, self._indices, self._indptr, allowed)
 
     def top(self, query: np.ndarray, k: int, allowed: np.ndarray) -> np.ndarray:
