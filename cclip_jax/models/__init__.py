@@ -11,7 +11,12 @@
 """
 
 from cclip_jax.models.config import get_default_model_config, tower_kwargs
-from cclip_jax.models.siglip_npz import LoadReport, load_siglip_npz, siglip_config
+from cclip_jax.models.siglip_npz import (
+    LoadReport,
+    load_siglip_npz,
+    save_siglip_npz,
+    siglip_config,
+)
 from cclip_jax.models.sizes import SIZES, TowerSize, decode_variant
 from cclip_jax.models.text import TextEncoder
 from cclip_jax.models.two_towers import TwoTower, TwoTowerOutput, build_model
@@ -29,6 +34,7 @@ __all__ = [
     "decode_variant",
     "get_default_model_config",
     "load_siglip_npz",
+    "save_siglip_npz",
     "siglip_config",
     "tower_kwargs",
 ]

@@ -15,6 +15,28 @@ Array = jax.Array
 POOL_TYPES = ("last", "first", "map", "gap")
 
 
+class TokenEmbed(nn.Module):
+    """Token embedding `[B, L]` int -> `[B, L, width]`, big_vision's `Embed_0/embedding`."""
+
+    vocab_size: int
+    width: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens: Array) -> Array:
+        init = nn.initializers.normal(stddev=self.width**-0.5)
+        table = self.param(
+            "embedding", layers.logical(init, ("vocab", "embed")), (self.vocab_size, self.width)
+        )
+        # Gather the FSDP shards of the table before the lookup: a gather from a table split
+        # along `embed` yields rows split along `embed`, which SPMD can only turn into the
+        # batch-split activation by replicating it. A `vocab` (tensor) split stays: a masked
+        # local lookup plus one all-reduce.
+        table = layers.constrain(table, ("vocab", None))
+        x = jnp.take(table, tokens, axis=0).astype(self.dtype)
+        return layers.constrain(x, ("batch", "act_seq", "act_embed"))
+
+
 class TextEncoder(nn.Module):
     """Transformer encoder: `tokens [B, L]` int (L <= max_len) -> `[B, out_dim or width]`.
 
@@ -61,16 +83,7 @@ class TextEncoder(nn.Module):
         if self.pool_type not in POOL_TYPES:
             raise ValueError(f"Unknown text pool_type {self.pool_type!r}; known: {POOL_TYPES}")
         length = tokens.shape[1]
-        embed = nn.Embed(
-            self.vocab_size,
-            self.width,
-            dtype=self.dtype,
-            embedding_init=layers.logical(
-                nn.initializers.normal(stddev=self.width**-0.5), ("vocab", "embed")
-            ),
-            name="Embed_0",
-        )
-        x = embed(tokens)
+        x = TokenEmbed(self.vocab_size, self.width, self.dtype, name="Embed_0")(tokens)
         pos = self.param(
             "pos_embedding",
             layers.logical(nn.initializers.normal(stddev=self.width**-0.5), (None, None, "embed")),
