@@ -101,7 +101,7 @@ def test_sigmoid_matches_float64_reference(name):
 
 def test_tiles_and_concept_chunks_match_reference(monkeypatch):
     """Small tile budget: several caption tiles, concept chunks with padding, row chunks."""
-    monkeypatch.setattr(losses, "_TILE_ELEMENTS", 64)
+    monkeypatch.setattr(losses._engine, "TILE_ELEMENTS", 64)
     x, t, c, labels = _case(12, 7, 3, seed=5)
     want = _ref_conditional(x, t, c, labels, SCALE, BIAS)
     for max_present in (None, _max_present(labels)):

@@ -1,0 +1,36 @@
+"""Sigmoid (SigLIP) and conditional sigmoid (CCLIP) losses: exact, ring-sharded, memory-bounded.
+
+SigLIP (Zhai et al., 2023, "Sigmoid Loss for Language Image Pre-Training") scores every image
+against every caption with an independent sigmoid. CCLIP (the proposal this project implements,
+"Conditional Contrastive Language-Image Pre-training") adds a concept axis: a concept embedding
+`c_k` gates the image and caption embeddings element-wise and the pair is scored by
+`cos(x_i ⊙ c_k, t_j ⊙ c_k)`, so an image and another image's caption can be a conditional
+positive when both have the concept.
+
+This package is pure `jax.numpy`; it imports nothing else from `cclip_jax` (nor flax, grain,
+...) so that other projects can use it as it is.
+
+How it is computed. No path materialises the logit tensor (`[B, B]` or `[B, B, K]`): the batch
+is visited in tiles of rows, so peak temporaries are one tile. The gradient of a scalar loss is
+linear in its cotangent, so each tile computes its gradient contributions on the way forward
+and the backward pass only scales them: nothing is recomputed and no activation is kept beyond
+one tile (a custom VJP; a plain evaluation computes no gradients). With `axis_name`, the batch
+is split over a mesh axis and blocks of rows travel once round a ring of `ppermute`s, each
+block's gradient travelling with it back home. A device holds its own block and one visiting
+block, so its memory does not grow with the number of devices, as it would if autodiff kept
+every visiting block.
+
+The conditional loss rests on `cos(x ⊙ g, t ⊙ g) = (x ⊙ g²)·t / (‖x ⊙ g‖ ‖t ⊙ g‖)` with
+`‖x ⊙ g‖² = (x ⊙ x)·(g ⊙ g)`: the gated norms of a tile are one matmul, the logits of one concept
+are one matmul. With `max_present=R`, only triples with a `+1` side count, and they are enumerated
+from the (at most `R`) present concepts of each row: work is `O(B·R·B·D)` instead of `O(B·B·K·D)`.
+
+The package has three modules: `sigmoid` and `conditional` define the losses as tile functions,
+and `_engine` sums tile functions over the batch (tiles, the ring and their custom VJPs).
+"""
+
+from cclip_jax.losses._engine import EPS
+from cclip_jax.losses.conditional import conditional_sigmoid_loss
+from cclip_jax.losses.sigmoid import sigmoid_loss
+
+__all__ = ["EPS", "conditional_sigmoid_loss", "sigmoid_loss"]

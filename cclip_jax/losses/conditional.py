@@ -1,0 +1,219 @@
+"""CCLIP's conditional sigmoid loss: dense and support-bounded (`max_present`) paths."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from cclip_jax.losses import _engine as E
+
+
+def conditional_sigmoid_loss(
+    image_emb: jax.Array,
+    text_emb: jax.Array,
+    concept_emb: jax.Array,
+    concept_labels: jax.Array,
+    *,
+    scale: jax.Array | float,
+    bias: jax.Array | float,
+    unknown_weight: jax.Array | float = 1.0,
+    max_present: int | None = None,
+    axis_name: E.AxisName = None,
+) -> jax.Array:
+    """CCLIP loss over the image × caption × concept tensor of gated logits.
+
+    `z_ijk = scale·cos(x_i ⊙ g_k, t_j ⊙ g_k) + bias` with the gate `g_k = c_k`. With
+    `a = L[i, k]` and `b = L[j, k]`: `(+1, +1)` is a positive of weight 1; `(+1, -1)` and
+    `(-1, +1)` are negatives of weight 1; `(+1, 0)` and `(0, +1)` are negatives of weight
+    `unknown_weight`; every other triple (and any label outside {-1, 0, +1}) is ignored. The
+    loss is `Σ_ijk w_ijk softplus(-y_ijk z_ijk) / B`.
+
+    Args:
+      image_emb: `[B, D]` raw image embeddings.
+      text_emb: `[B, D]` raw caption embeddings; caption `j` belongs to image `j`.
+      concept_emb: `[K, D]` concept embeddings (replicated when sharded). A zero row (padding)
+        contributes nothing if its label column holds no `+1`.
+      concept_labels: integer `[B, K]`: `+1` row `b` (image `b` through its caption) has concept
+        `k`, `-1` known not to have it, `0` unknown.
+      scale: scalar logit scale.
+      bias: scalar logit bias.
+      unknown_weight: weight of the `(+1, 0)` / `(0, +1)` negatives.
+      max_present: static bound `R` on the `+1` entries of a row. Work and memory then scale
+        with `B·R·B·D` instead of `B·B·K·D`. A row with more than `R` present concepts makes
+        the loss (and its gradients) NaN: loud, never silently wrong.
+      axis_name: as in `sigmoid_loss`; `concept_labels` is split along `B` like the embeddings.
+
+    Returns:
+      The scalar loss. With every `c_k = 1`, `L = I` (`K = B`) and `unknown_weight = 0.5` it
+      equals `sigmoid_loss` exactly.
+
+    Example:
+      >>> x, t, c = jnp.ones((4, 8)), jnp.ones((4, 8)), jnp.ones((3, 8))
+      >>> labels = jnp.zeros((4, 3), jnp.int8).at[0, 1].set(1)
+      >>> conditional_sigmoid_loss(x, t, c, labels, scale=10.0, bias=-10.0).shape
+      ()
+    """
+    x, t = E.check_pair(image_emb, text_emb, axis_name)
+    b, d = x.shape
+    if concept_emb.ndim != 2 or concept_emb.shape[1] != d:
+        raise ValueError(f"concept_emb must be [K, D={d}], got shape {concept_emb.shape}")
+    k = concept_emb.shape[0]
+    if concept_labels.shape != (b, k):
+        raise ValueError(f"concept_labels must be [B={b}, K={k}], got {concept_labels.shape}")
+    if not jnp.issubdtype(concept_labels.dtype, jnp.integer):
+        raise ValueError(f"concept_labels must be integer (int8), got {concept_labels.dtype}")
+    if max_present is not None and (not isinstance(max_present, int) or max_present < 1):
+        raise ValueError(f"max_present must be a positive int or None, got {max_present!r}")
+    dtype = x.dtype
+    g2 = jnp.square(concept_emb.astype(dtype))  # gate g = c (identity, as the proposal writes)
+    labels = concept_labels.astype(jnp.int8)
+    consts = E.scalars(dtype, scale=scale, bias=bias, uw=unknown_weight)
+    if max_present is None:
+        total = _dense_sum(x, t, g2, labels, consts, axis_name)
+        return E.global_mean(total, b, axis_name)
+    total, overflow = _sparse_sum(x, t, g2, labels, consts, max_present, axis_name)
+    if axis_name is not None:
+        overflow = lax.pmax(overflow.astype(jnp.int32), axis_name) > 0
+    # Multiplying (not `where`) makes the gradients NaN too, so a training step cannot
+    # quietly apply a wrong update.
+    return E.global_mean(total, b, axis_name) * jnp.where(overflow, jnp.nan, 1.0).astype(dtype)
+
+
+def _pair_weights(a: jax.Array, b: jax.Array, uw: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Weights of the positive and negative terms for label pairs `(a, b)` (broadcast)."""
+    pa, na, ua = a == 1, a == -1, a == 0
+    pb, nb, ub = b == 1, b == -1, b == 0
+    w_pos = (pa & pb).astype(uw.dtype)
+    w_neg = ((pa & nb) | (na & pb)).astype(uw.dtype) + uw * ((pa & ub) | (ua & pb))
+    return w_pos, w_neg
+
+
+def _conditional_terms(z, w_pos, w_neg) -> jax.Array:
+    # softplus(-z) = softplus(z) - z saves a transcendental per element.
+    return jnp.sum((w_pos + w_neg) * jax.nn.softplus(z) - w_pos * z)
+
+
+def _dense_tile(local: dict, tile: dict) -> jax.Array:
+    """All local images × a caption tile × every concept, one chunk of concepts at a time."""
+    n_chunks, kc, _ = local["g2"].shape
+    lab_t = tile["lab"].reshape(-1, n_chunks, kc).transpose(1, 0, 2)  # [n, c, kc]
+    shared = {name: local[name] for name in ("x", "scale", "bias", "uw")} | {"t": tile["t"]}
+    chunks = (local["g2"], local["lab"], lab_t)
+    return E.scan_sum(_dense_chunk, shared["x"].dtype, shared, chunks)
+
+
+def _dense_chunk(shared: dict, chunk: tuple) -> jax.Array:
+    x, t = shared["x"], shared["t"]  # [bi, D], [c, D]
+    g2, a, b = chunk  # [kc, D], labels [bi, kc] and [c, kc]
+    inv_x = E.inv_norm((x * x) @ g2.T).T  # [kc, bi]
+    inv_t = E.inv_norm((t * t) @ g2.T).T  # [kc, c]
+    num = (x[None, :, :] * g2[:, None, :]) @ t.T  # [kc, bi, c]: one matmul per concept
+    z = shared["scale"] * num * inv_x[:, :, None] * inv_t[:, None, :] + shared["bias"]
+    w_pos, w_neg = _pair_weights(a.T[:, :, None], b.T[:, None, :], shared["uw"])
+    return _conditional_terms(z, w_pos, w_neg)
+
+
+def _sparse_tile(local: dict, tile: dict, *, chunk_rows: int) -> jax.Array:
+    """Present entries of the local rows × a tile of rows, both directions.
+
+    Part 1: image entries `(i, k)` with `L[i,k] = +1` against the tile's captions `j`.
+    Part 2: caption entries `(j, k)` with `L[j,k] = +1` against the tile's images `i`, for
+    `L[i,k] ≠ +1` only (the `(+1, +1)` triples were counted by part 1). In both, the other
+    side's label is `L_tile[j, k_e]`, so the two parts share their weights. Local rows are
+    taken `chunk_rows` at a time so that their gated entries `[chunk_rows·R, D]` stay small.
+    """
+    g2 = local["g2"]
+    shared = {  # per-concept tables [K, c]: all that entries look up about the tile
+        "lab": tile["lab"].T,
+        "inv_t": E.inv_norm(g2 @ (tile["t"] * tile["t"]).T),
+        "inv_x": E.inv_norm(g2 @ (tile["x"] * tile["x"]).T),
+        "tile_x": tile["x"],
+        "tile_t": tile["t"],
+    } | {name: local[name] for name in ("g2", "scale", "bias", "uw")}
+    rows = {name: local[name] for name in ("x", "t", "gidx", "valid")}
+    return E.scan_sum(_sparse_rows, g2.dtype, shared, E.split_rows(rows, chunk_rows))
+
+
+def _sparse_rows(shared: dict, rows: dict) -> jax.Array:
+    """Entries of `e` local rows (`x, t [e, D]`, `gidx, valid [e, R]`) × the tile's rows."""
+    r = rows["gidx"].shape[1]
+    gidx = rows["gidx"].reshape(-1)
+    gates = _rows_of(shared["g2"], gidx)  # [E, D], E = e·R
+    w_pos, w_neg = _pair_weights(_rows_of(shared["lab"], gidx), jnp.int8(1), shared["uw"])
+    valid = rows["valid"].reshape(-1, 1).astype(w_pos.dtype)
+    w_pos, w_neg = w_pos * valid, w_neg * valid
+
+    def logits(v_local, v_tile, inv_tile):  # entries of one side × tile rows of the other
+        v = jnp.repeat(v_local, r, axis=0)
+        u = v * gates
+        inv_u = E.inv_norm(jnp.sum(u * v, axis=-1))
+        num = u @ v_tile.T  # [E, c]
+        return shared["scale"] * num * inv_u[:, None] * _rows_of(inv_tile, gidx) + shared["bias"]
+
+    z_img = logits(rows["x"], shared["tile_t"], shared["inv_t"])
+    z_txt = logits(rows["t"], shared["tile_x"], shared["inv_x"])
+    return _conditional_terms(z_img, w_pos, w_neg) + jnp.sum(w_neg * jax.nn.softplus(z_txt))
+
+
+def _rows_of(table: jax.Array, index: jax.Array) -> jax.Array:
+    """`table[index]` for in-range indices. Skipping the clamp XLA's default gather does is
+    ~25% of a sparse tile on CPU, where the gather is fused into the elementwise loop."""
+    return table.at[index].get(mode="promise_in_bounds")
+
+
+# ----------------------------------------------------------------------------------------------
+# The two conditional paths: local precomputation, then the (ring) sum over tiles.
+
+
+def _dense_sum(x, t, g2, labels, consts, axis_name) -> jax.Array:
+    b, d = x.shape
+    k = g2.shape[0]
+    tile_rows = E.divisor_at_most(b, E.TILE_ELEMENTS // b)
+    kc = max(1, min(k, E.TILE_ELEMENTS // (b * tile_rows)))
+    pad = -k % kc  # zero gates with label 0 have zero weight everywhere
+    g2 = jnp.pad(g2, ((0, pad), (0, 0)))
+    labels = jnp.pad(labels, ((0, 0), (0, pad)))
+    n_chunks = (k + pad) // kc
+    local = {
+        "x": x,
+        "g2": g2.reshape(n_chunks, kc, d),
+        "lab": labels.reshape(b, n_chunks, kc).transpose(1, 0, 2),
+        **consts,
+    }
+    block = {"t": t, "lab": labels}
+    return E.ring_sum(_dense_tile, tile_rows, axis_name, x.dtype, local, block)
+
+
+def _sparse_sum(x, t, g2, labels, consts, max_present, axis_name):
+    b, d = x.shape
+    k = g2.shape[0]
+    r = min(max_present, k)
+    gidx, valid, overflow = _present_slots(labels, max_present, r)
+    local = {"x": x, "t": t, "gidx": gidx, "valid": valid, "g2": g2, **consts}
+    block = {"x": x, "t": t, "lab": labels}
+    # Tiles of the visiting rows bound the [K, c] per-concept tables; chunks of local rows
+    # bound the [e·R, c] logits and the [e·R, D] gated entries.
+    tile_rows = E.divisor_at_most(b, min(256, E.TILE_ELEMENTS // k))
+    chunk_rows = E.divisor_at_most(b, E.TILE_ELEMENTS // (2 * r * max(tile_rows, d)))
+    tile_fn = functools.partial(_sparse_tile, chunk_rows=chunk_rows)
+    return E.ring_sum(tile_fn, tile_rows, axis_name, x.dtype, local, block), overflow
+
+
+def _present_slots(labels: jax.Array, max_present: int, r: int):
+    """Column indices of each row's `+1` entries, `[b, r]`, their validity, and overflow.
+
+    The n-th present concept of a row is where the row's running count of `+1`s first reaches
+    n: `r` passes of O(b·K), where `lax.top_k` would sort every row on CPU.
+    """
+    present = labels == 1
+    # 1, 2, ... at each +1. int16 halves the largest [b, K] temporary; K < 2^15 keeps it exact.
+    rank_dtype = jnp.int16 if labels.shape[1] < 2**15 else jnp.int32
+    rank = jnp.cumsum(present, axis=1, dtype=rank_dtype) * present
+    hits = [rank == n for n in range(1, r + 1)]
+    gidx = jnp.stack([jnp.argmax(h, axis=1) for h in hits], axis=1).astype(jnp.int32)
+    valid = jnp.stack([jnp.any(h, axis=1) for h in hits], axis=1)
+    overflow = jnp.any(rank > max_present)
+    return gidx, valid, overflow
