@@ -5,7 +5,8 @@
   python benchmarks/curation_bench.py --skip_generated  # only the SugarCrepe (COCO) report
 
 Part 1 curates N caption-only examples end to end with the local runner (read CSV -> shards +
-tokenizer + manifest) and prints stage times and peak RSS (this process and its workers).
+tokenizer + manifest) and prints stage times (wall), total CPU time (independent of other load
+on the machine) and peak RSS (this process and its workers).
 Part 2 curates the real COCO captions of SugarCrepe (true captions and hard negatives) and prints
 concept counts, sharing in curated versus random batches, and example masked captions.
 """
@@ -68,6 +69,13 @@ def write_csv(path: str, captions: list[str]) -> None:
         w.writerows(([f"{i}.png", c] for i, c in enumerate(captions)))
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (load-independent)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def peak_rss_gib() -> tuple[float, float]:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
@@ -86,14 +94,16 @@ def bench_generated(num: int, workers: int, tmp: str) -> None:
     c.num_workers = workers
     c.progress = False
     c.hash_inputs = True
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), cpu_seconds()
     m = local_runner.run(c, path, "csv", os.path.join(tmp, "out_generated"))
-    total = time.perf_counter() - t
+    total, cpu = time.perf_counter() - t, cpu_seconds() - cpu
     own, kids = peak_rss_gib()
     print(f"\n== {num:,} generated captions, local runner, {workers} workers ==")
     for k, v in m["_timings"].items():
         print(f"  {k:22s} {v:7.1f} s")
     print(f"  {'total':22s} {total:7.1f} s   ({num / total:,.0f} captions/s)")
+    print(f"  CPU time, all processes: {cpu:.1f} s (wall is higher when other jobs share the "
+          f"cores; see `uptime`: load {os.getloadavg()[0]:.1f} now)")
     print(f"  peak RSS: main {own:.2f} GiB, largest worker {kids:.2f} GiB")
     print(f"  batches {m['num_batches']:,} of {m['batch_size']}, dropped leftovers "
           f"{m['counts']['leftover_dropped']}, concepts {m['concepts']['num_concepts']:,}")

@@ -233,7 +233,9 @@ def _load(side: str, name: str, default: Any) -> Any:
         return json.load(f)
 
 
-def _finish(config, input_path, input_format, out_dir, units, side, t0) -> dict[str, Any]:
+def _finish(config: ml_collections.ConfigDict, input_path: str, input_format: str, out_dir: str,
+            units: list[Any], side: str, t0: float) -> dict[str, Any]:
+    """Driver side, after the pipeline: folds the side outputs into tokenizer + manifest."""
     skipped = _load(side, "skipped.json", {})
     kept = _load(side, "concepts.json", [])
     shard_rows = _load(side, "shards.json", [])
