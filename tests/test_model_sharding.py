@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -136,3 +137,36 @@ def test_sharded_embeddings_equal_single_device(mu):
         assert out[name].sharding.spec[0] == ("data", "fsdp"), out[name].sharding
         np.testing.assert_allclose(out[name], reference[name], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out.scale, reference.scale)
+
+
+@pytest.mark.slow
+def test_sharded_gradients_equal_single_device_with_scan_and_remat():
+    cfg = models.get_default_model_config("mu")
+    cfg.image.depth = cfg.text.depth = 2
+    cfg.scan_layers, cfg.remat_policy = True, "full"
+    model = models.build_model(cfg)
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    rules = sharding.get_rules("fsdp_tp")
+    variables = random_variables(model, seed=7)
+    x = make_inputs(model, seed=8, batch=8, concepts=4)
+
+    def loss(v, x):
+        out = model.apply(v, **x)
+        return jnp.sum(out.image_emb * out.text_emb) + out.scale * jnp.mean(out.concept_emb**2)
+
+    reference = jax.jit(jax.grad(loss))(variables, x)
+    shardings = sharding.param_shardings(model.abstract_params(), mesh, rules)
+    sharded_x = {
+        k: jax.device_put(v, sharding.batch_sharding(mesh, rules, v.ndim)) for k, v in x.items()
+    }
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        grads = jax.jit(jax.grad(loss), out_shardings=shardings)(
+            jax.device_put(variables, shardings), sharded_x
+        )
+    kernel = grads["params"]["img"]["Transformer"]["encoderblock"]["MlpBlock_0"]["Dense_0"][
+        "kernel"
+    ]
+    assert kernel.sharding.spec == P(None, "fsdp", "tensor")
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-4), grads, reference
+    )
