@@ -187,7 +187,7 @@ def check_pair(image_emb, text_emb, axis_name: AxisName) -> tuple[jax.Array, jax
             "loss inside jax.shard_map (check_vma=True) with the batch split along it."
         )
     dtype = jnp.promote_types(jnp.result_type(image_emb, text_emb), jnp.float32)
-    return image_emb.astype(dtype), text_emb.astype(dtype)
+    return jnp.asarray(image_emb, dtype), jnp.asarray(text_emb, dtype)
 
 
 def scalars(dtype, **values) -> dict[str, jax.Array]:
