@@ -9,8 +9,8 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-from absl import flags  # noqa: E402
+import jax
+from absl import flags
 
 jax.config.update("jax_num_cpu_devices", 8)
 
