@@ -26,7 +26,7 @@ from cclip_jax import data as data_lib
 from cclip_jax import models, optim, sharding
 from cclip_jax.checkpointing import Checkpointer
 from cclip_jax.metrics_writer import MetricsWriter
-from cclip_jax.train_step import TrainState, make_loss_fn, make_train_step
+from cclip_jax.train_step import LOSSES, TrainState, make_loss_fn, make_train_step
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -40,6 +40,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.{field}={config[field]!r} must be an int >= 1")
     if config.data.mode not in data_lib.MODES:
         raise ValueError(f"config.data.mode={config.data.mode!r} is not one of {data_lib.MODES}")
+    if config.loss not in LOSSES:
+        raise ValueError(f"config.loss={config.loss!r} is not one of {LOSSES}")
     if config.data.mode == "baseline" and config.cond_weight != 0:
         raise ValueError("config.cond_weight must be 0 with config.data.mode='baseline' "
                          "(i.i.d. batches carry no concept labels)")
@@ -106,7 +108,10 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
         tokenizer=config.data.tokenizer, pad_id=config.model.text.pad_id,
         max_shift=config.data.max_shift, brightness=config.data.brightness,
         num_workers=config.data.num_workers, prefetch=config.data.prefetch)
-    source = data_lib.BatchSliceSource(curated_dir, config.data.mode)
+    try:
+        source = data_lib.BatchSliceSource(curated_dir, config.data.mode)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"config.data.curated_dir={curated_dir!r}: {e}") from None
     tokenizer = data_lib.Tokenizer(spec.tokenizer or source.tokenizer_path, spec.max_len)
     check_data(config, source, tokenizer.vocab_size(), ways)
     max_present = {-1: source.max_present, 0: None}.get(config.max_present, config.max_present)
@@ -208,6 +213,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Trains to `config.total_steps`, resuming from `workdir`; returns the last metrics."""
     if config.distributed:
         jax.distributed.initialize()
+    if config.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir",
+                          os.path.expanduser(config.compilation_cache_dir))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     setup = build(config)
     os.makedirs(workdir, exist_ok=True)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.max_checkpoints,

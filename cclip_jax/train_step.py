@@ -152,8 +152,10 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads),
-                   "param_norm": optax.global_norm(params), "lr": lr_fn(state.step)}
+        tower_norms = {f"grad_norm_{name}": optax.tree.norm(sub) for name, sub in grads.items()
+                       if isinstance(sub, dict)}  # per tower: img, txt
+        metrics = {"loss": loss, **aux, **tower_norms, "grad_norm": optax.tree.norm(grads),
+                   "param_norm": optax.tree.norm(params), "lr": lr_fn(state.step)}
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return step

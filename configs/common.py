@@ -17,6 +17,7 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
                     configs/curate.py), tokenizer ('' = the curated one), max_shift,
                     brightness, num_workers (Grain processes), prefetch
     init_from       '' | a SigLIP .npz | a cclip checkpoint folder (ignored when resuming)
+    compilation_cache_dir  XLA persistent compilation cache ('' = off)
     distributed     call jax.distributed.initialize() (multi-host GPU/TPU)
 """
 
@@ -40,6 +41,8 @@ def base_config(size: str = "mu") -> ml_collections.ConfigDict:
     c.init_from = ""
     c.distributed = False
     c.progress = True
+    # XLA's persistent compilation cache ("" = off): a restarted or repeated run skips compiling.
+    c.compilation_cache_dir = ""
 
     c.loss = "sigmoid"
     c.cond_weight = 1.0

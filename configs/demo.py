@@ -28,6 +28,7 @@ def get_config(arg: str | None = None):
     c.optim.lr = 3e-3
     c.optim.warmup_steps = 50
     c.mesh.data = -1
+    c.compilation_cache_dir = "~/.cache/cclip_jax/xla"
     if arg == "smoke":  # tests: tiny world, few steps, no Grain workers
         c.batch_size = 16
         c.total_steps = 2
@@ -39,5 +40,7 @@ def get_config(arg: str | None = None):
         c.data.curation.batches_per_shard = 4
         c.data.curation.tokenizer_vocab_size = 128
         c.data.num_workers = 0
+        c.model.image.depth = c.model.text.depth = 1
         c.progress = False
+        c.compilation_cache_dir = ""
     return c

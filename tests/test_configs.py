@@ -1,0 +1,93 @@
+"""Every training config loads and validates; invalid values fail at start naming the field."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import ml_collections
+import pytest
+
+from cclip_jax import models, optim, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = [
+    ("demo.py", None), ("demo.py", "smoke"), ("siglip_demo.py", None),
+    ("siglip_demo.py", "baseline"), ("clip_demo.py", None), ("clip_demo.py", "curated"),
+    ("cclip_b16_gpu.py", None), ("cclip_b16_tpu.py", None), ("siglip_b16.py", "gpu"),
+    ("siglip_b16.py", "tpu,baseline"), ("clip_b16.py", "tpu"), ("finetune_siglip.py", "gpu"),
+]
+
+
+def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(ROOT, "configs", name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.mark.parametrize(("name", "arg"), CONFIGS)
+def test_configs_load_and_validate(name, arg):
+    c = load(name, arg)
+    train.validate_config(c)
+    for field in ("total_steps", "checkpoint_every_steps", "log_every_steps", "seed",
+                  "batch_size"):
+        assert isinstance(c[field], int), field
+    models.build_model(c.model)
+    optim.make_optimizer(c)
+    if "b16" in name or "finetune" in name:
+        assert c.model.image.image_size == 224 and c.model.image.variant == "B/16"
+        assert c.model.dtype == "bfloat16"
+    if name.startswith(("siglip", "clip")):
+        assert c.cond_weight == 0
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("total_steps", 0, "config.total_steps=0"),
+    ("cond_weight", -1.0, "config.cond_weight"),
+    ("loss", "hinge", "config.loss='hinge'"),
+])
+def test_invalid_top_level_fields_are_named(field, value, match):
+    c = load("demo.py")
+    c[field] = value
+    with pytest.raises(ValueError, match=match):
+        train.validate_config(c)
+
+
+def test_invalid_nested_fields_are_named(tmp_path):
+    c = load("demo.py")
+    c.model.image.variant = "XXL/16"
+    with pytest.raises(ValueError, match=r"config\.model.image.variant"):
+        train.validate_config(c)
+    c = load("demo.py")
+    c.data.mode = "baseline"
+    with pytest.raises(ValueError, match=r"config\.cond_weight must be 0"):
+        train.validate_config(c)
+    c = load("demo.py")
+    c.optim.lr_mults.proj = 1.0
+    with pytest.raises(ValueError, match=r"config\.optim.lr_mults"):
+        optim.make_optimizer(c)
+    c = load("demo.py")
+    c.data.curated_dir = str(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match=r"config\.data.curated_dir"):
+        train.build(c)
+    c = load("demo.py")
+    c.data.curation.bm25 = 1
+    with pytest.raises(ValueError, match=r"config\.data.curation.bm25"):
+        train.build(c)
+
+
+class _Source:
+    curated_dir, batch_size, max_concepts = "/x", 16, 16
+
+
+def test_data_checks_name_batch_size_and_mesh():
+    c = load("demo.py", "smoke")
+    with pytest.raises(ValueError, match=r"config\.batch_size=16 is not divisible by the 3"):
+        train.check_data(c, _Source(), 100, 3)
+    c.batch_size = 32
+    with pytest.raises(ValueError, match=r"config\.batch_size=32 differs from the curated"):
+        train.check_data(c, _Source(), 100, 1)
+    c.batch_size = 16
+    with pytest.raises(ValueError, match=r"config\.model.text.vocab_size=1024"):
+        train.check_data(c, _Source(), 5000, 1)

@@ -1,0 +1,146 @@
+"""The Grain pipeline: determinism, whole batches, per-process slices, baseline mode, state."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from cclip_jax import data as data_lib
+from cclip_jax import sharding
+from cclip_jax.curation import CuratedShards
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
+import demo
+
+
+def smoke_config(cache_dir):
+    c = demo.get_config("smoke")
+    c.data.cache_dir = str(cache_dir)
+    return c
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory):
+    """A small curated folder (synthetic world + curation), made once."""
+    return data_lib.ensure_demo_data(smoke_config(tmp_path_factory.mktemp("cache")))
+
+
+def spec(curated_dir, **kw):
+    base = data_lib.DataSpec(curated_dir=curated_dir, image_size=32, max_len=16, seed=3)
+    return dataclasses.replace(base, **kw)
+
+
+def take(ds, n, it=None):
+    it = it if it is not None else iter(ds)
+    return [next(it) for _ in range(n)], it
+
+
+def test_demo_data_is_cached_and_matches_config(curated, tmp_path_factory):
+    shards = CuratedShards(curated)
+    assert shards.batch_size == 16 and shards.max_concepts == 16
+    assert shards.num_batches >= 4
+    # A second call with the same config reuses the folder (no rewrite: same mtime).
+    mtime = os.path.getmtime(os.path.join(curated, "manifest.json"))
+    cache = os.path.dirname(curated)
+    c = demo.get_config("smoke")
+    c.data.cache_dir = cache
+    assert data_lib.ensure_demo_data(c) == curated
+    assert os.path.getmtime(os.path.join(curated, "manifest.json")) == mtime
+
+
+def test_pipeline_is_deterministic_and_seeded(curated):
+    a, _ = take(data_lib.build_dataset(spec(curated)), 3)
+    b, _ = take(data_lib.build_dataset(spec(curated)), 3)
+    for x, y in zip(a, b, strict=True):
+        for field in (*data_lib.ARRAY_FIELDS, "batch"):
+            np.testing.assert_array_equal(x[field], y[field])
+    n = CuratedShards(curated).num_batches
+    order = [int(e["batch"]) for e in take(data_lib.build_dataset(spec(curated)), n)[0]]
+    other = [int(e["batch"]) for e in take(data_lib.build_dataset(spec(curated, seed=4)), n)[0]]
+    assert sorted(order) == sorted(other) == list(range(n))  # one epoch = every batch once
+    assert order != other
+
+
+def test_batches_arrive_whole_with_their_labels(curated):
+    shards = CuratedShards(curated)
+    n = shards.num_batches
+    ds = data_lib.build_dataset(spec(curated, max_shift=0, brightness=0.0))
+    elements, _ = take(ds, n + 2)
+    tok = data_lib.Tokenizer(shards.tokenizer_path, 16)
+    for e in elements:
+        raw = shards.read_rows(int(e["batch"]))
+        np.testing.assert_array_equal(e["labels"], raw["labels"])
+        np.testing.assert_array_equal(e["text"], tok(raw["caption"]))
+        np.testing.assert_array_equal(e["concepts"], tok(raw["concepts"]))
+        first = data_lib.transforms.decode_image(raw["image"][0], 32)
+        np.testing.assert_array_equal(e["images"][0], first)
+        assert e["images"].shape == (16, 32, 32, 3) and e["images"].dtype == np.float32
+        assert e["text"].dtype == np.int32 and e["labels"].dtype == np.int8
+    # Epoch 2 is a new permutation of the same batches.
+    epoch2 = [int(e["batch"]) for e in take(ds, 2 * n)[0][n:]]
+    assert sorted(epoch2) == list(range(n))
+
+
+def test_each_process_reads_its_slice(curated):
+    kw = dict(max_shift=0, brightness=0.0)
+    whole, _ = take(data_lib.build_dataset(spec(curated, **kw)), 2)
+    parts = [take(data_lib.build_dataset(spec(curated, **kw), process_index=p,
+                                         process_count=2), 2)[0] for p in range(2)]
+    for step in range(2):
+        assert int(parts[0][step]["batch"]) == int(parts[1][step]["batch"]) == \
+            int(whole[step]["batch"])
+        for field in data_lib.ARRAY_FIELDS:
+            joined = np.concatenate([parts[0][step][field], parts[1][step][field]])
+            np.testing.assert_array_equal(joined, whole[step][field])
+        assert parts[0][step]["text"].shape[0] == 8 and parts[0][step]["concepts"].shape[0] == 8
+
+
+def test_baseline_mode_draws_iid_batches_of_the_same_pairs(curated):
+    shards = CuratedShards(curated)
+    src = data_lib.BatchSliceSource(curated, "baseline", seed=1)
+    n, b = shards.num_batches, shards.batch_size
+    keys = [k for i in range(n) for k in src[i]["key"]]
+    all_keys = [k for i in range(n) for k in shards.read_rows(i)["key"]]
+    assert sorted(keys) == sorted(all_keys)  # an epoch is every pair exactly once
+    curated_sets = {frozenset(shards.read_rows(i)["key"]) for i in range(n)}
+    assert frozenset(keys[:b]) not in curated_sets  # not a curated batch
+    assert not src[0]["labels"].any()
+    assert [k for k in src[n]["key"]] != keys[:b]  # epoch 2: a new permutation
+
+
+def test_iterator_state_restores_mid_epoch_with_workers(curated):
+    ds = data_lib.build_dataset(spec(curated, num_workers=1))
+    _, it = take(ds, 3)
+    state = it.get_state()
+    after, _ = take(ds, 2, it)
+    fresh = iter(data_lib.build_dataset(spec(curated, num_workers=1)))
+    fresh.set_state(state)
+    again, _ = take(ds, 2, fresh)
+    for x, y in zip(after, again, strict=True):
+        assert int(x["batch"]) == int(y["batch"])
+        np.testing.assert_array_equal(x["images"], y["images"])  # augmentation too
+
+
+def test_global_batch_is_split_over_the_batch_axes(curated):
+    mesh = sharding.make_mesh({"data": 4, "fsdp": 2})
+    local = take(data_lib.build_dataset(spec(curated)), 1)[0][0]
+    batch = data_lib.make_global_batch(local, mesh, ("data", "fsdp"))
+    assert batch["images"].shape == (16, 32, 32, 3)
+    assert batch["concepts"].shape == (16, 16)
+    assert batch["labels"].sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"))
+    np.testing.assert_array_equal(np.asarray(batch["labels"]), local["labels"])
+    assert len(batch["text"].addressable_shards) == 8
+
+
+def test_bad_inputs_are_named(tmp_path, curated):
+    with pytest.raises(FileNotFoundError, match=r"manifest\.json"):
+        data_lib.BatchSliceSource(str(tmp_path))
+    with pytest.raises(ValueError, match=r"config\.data.mode"):
+        data_lib.BatchSliceSource(curated, "random")
+    with pytest.raises(ValueError, match="example 'k1'"):
+        data_lib.transforms.decode_image(b"not an image", 32, "k1")
