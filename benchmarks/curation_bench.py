@@ -22,6 +22,7 @@ import resource
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -34,8 +35,14 @@ COLOURS = "red blue green yellow purple orange black white grey brown pink cyan"
 SIZES = ["", "small ", "large ", "tiny ", "big "]
 SHAPES = "square circle triangle star hexagon cross heart diamond ring arrow".split()
 RELATIONS = ["left of", "right of", "above", "below", "next to", "in front of", "behind"]
-PLACES = ["", " on a white background", " on a dark background", " in the corner",
-          " near the edge", " in the middle"]
+PLACES = [
+    "",
+    " on a white background",
+    " on a dark background",
+    " in the corner",
+    " near the edge",
+    " in the middle",
+]
 
 
 def generate(n: int, seed: int = 0) -> list[str]:
@@ -43,8 +50,10 @@ def generate(n: int, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
 
     def obj(k):
-        return np.char.add(np.char.add(rng.choice(SIZES, k), rng.choice(COLOURS, k)),
-                           np.char.add(" ", rng.choice(SHAPES, k)))
+        return np.char.add(
+            np.char.add(rng.choice(SIZES, k), rng.choice(COLOURS, k)),
+            np.char.add(" ", rng.choice(SHAPES, k)),
+        )
 
     a, b, c = obj(n), obj(n), obj(n)
     r1, r2 = rng.choice(RELATIONS, n), rng.choice(RELATIONS, n)
@@ -102,14 +111,20 @@ def bench_generated(num: int, workers: int, tmp: str) -> None:
     for k, v in m["_timings"].items():
         print(f"  {k:22s} {v:7.1f} s")
     print(f"  {'total':22s} {total:7.1f} s   ({num / total:,.0f} captions/s)")
-    print(f"  CPU time, all processes: {cpu:.1f} s (wall is higher when other jobs share the "
-          f"cores; see `uptime`: load {os.getloadavg()[0]:.1f} now)")
+    print(
+        f"  CPU time, all processes: {cpu:.1f} s (wall is higher when other jobs share the "
+        f"cores; see `uptime`: load {os.getloadavg()[0]:.1f} now)"
+    )
     print(f"  peak RSS: main {own:.2f} GiB, largest worker {kids:.2f} GiB")
-    print(f"  batches {m['num_batches']:,} of {m['batch_size']}, dropped leftovers "
-          f"{m['counts']['leftover_dropped']}, concepts {m['concepts']['num_concepts']:,}")
-    print(f"  sharing: curated {m['sharing']['curated']:.1f} vs random "
-          f"{m['sharing']['random']:.1f} batch-mates sharing >= 1 concept (of "
-          f"{m['batch_size'] - 1})")
+    print(
+        f"  batches {m['num_batches']:,} of {m['batch_size']}, dropped leftovers "
+        f"{m['counts']['leftover_dropped']}, concepts {m['concepts']['num_concepts']:,}"
+    )
+    print(
+        f"  sharing: curated {m['sharing']['curated']:.1f} vs random "
+        f"{m['sharing']['random']:.1f} batch-mates sharing >= 1 concept (of "
+        f"{m['batch_size'] - 1})"
+    )
     print(f"  labels: {m['batches']['labels']}")
 
 
@@ -129,16 +144,21 @@ def bench_sugarcrepe(tmp: str, data: str) -> None:
     out = os.path.join(tmp, "out_sugarcrepe")
     t = time.perf_counter()
     m = local_runner.run(c, path, "csv", out)
-    print(f"\n== SugarCrepe COCO captions ({len(caps):,} unique), B={c.batch_size}, "
-          f"{time.perf_counter() - t:.1f} s ==")
+    print(
+        f"\n== SugarCrepe COCO captions ({len(caps):,} unique), B={c.batch_size}, "
+        f"{time.perf_counter() - t:.1f} s =="
+    )
     k = m["concepts"]
-    print(f"  concepts: {k['num_concepts']:,} (by n-gram order {k['by_order']}), "
-          f"{k['mean_per_caption']:.1f} per caption")
-    print(f"  sharing: curated {m['sharing']['curated']:.1f} vs random "
-          f"{m['sharing']['random']:.1f} batch-mates sharing >= 1 concept (of "
-          f"{c.batch_size - 1})")
-    print(f"  labels: {m['batches']['labels']}; +1 capped by R: "
-          f"{m['batches']['present_capped']}")
+    print(
+        f"  concepts: {k['num_concepts']:,} (by n-gram order {k['by_order']}), "
+        f"{k['mean_per_caption']:.1f} per caption"
+    )
+    print(
+        f"  sharing: curated {m['sharing']['curated']:.1f} vs random "
+        f"{m['sharing']['random']:.1f} batch-mates sharing >= 1 concept (of "
+        f"{c.batch_size - 1})"
+    )
+    print(f"  labels: {m['batches']['labels']}; +1 capped by R: {m['batches']['present_capped']}")
     shown = 0
     for b in read_batches(out):
         for concept in b["concepts"]:
@@ -156,7 +176,11 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=1_000_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip_generated", action="store_true")
-    ap.add_argument("--sugarcrepe", default="/work/shared/data/sugarcrepe")
+    ap.add_argument(
+        "--sugarcrepe",
+        default=str(Path(__file__).resolve().parents[2] / "shared/data/sugarcrepe"),
+        help="folder of SugarCrepe JSON files (default: ../shared beside the checkout)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_generated:

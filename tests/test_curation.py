@@ -3,7 +3,9 @@
 import glob
 import itertools
 import json
+import os
 from collections import Counter
+from pathlib import Path
 
 import bm25s
 import numpy as np
@@ -11,7 +13,10 @@ import pytest
 
 from cclip_jax.curation import concepts, labels, masked, neighbours, text
 
-SUGARCREPE = "/work/shared/data/sugarcrepe"
+# The team's shared data lies beside the checkout (`../shared`), in CI too.
+SUGARCREPE = os.environ.get(
+    "CCLIP_SUGARCREPE", str(Path(__file__).resolve().parents[2] / "shared/data/sugarcrepe")
+)
 
 
 def _corpus(captions):
@@ -187,12 +192,20 @@ def test_label_rules():
 
 
 def test_attribute_rule_sizes_and_no_false_contradiction():
-    rows = ["a small red square", "a large square and a small circle", "a red circle",
-            "a big blue and red square"]
+    rows = [
+        "a small red square",
+        "a large square and a small circle",
+        "a red circle",
+        "a big blue and red square",
+    ]
     view = _view(rows, ["small red square", "large square", "red square"])
     neg = labels.RULES["attribute"](view)
-    assert neg.tolist() == [[False, True, False], [True, False, False], [False, False, False],
-                            [False, False, False]]
+    assert neg.tolist() == [
+        [False, True, False],
+        [True, False, False],
+        [False, False, False],
+        [False, False, False],
+    ]
     triples = labels.attribute_triples(_corpus(["a big blue and red square"]))
     # "big blue" qualifies nothing ("and" is no content word); only red -> square.
     assert len(triples.cls) == 1
