@@ -75,14 +75,15 @@ class Checkpointer:
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
     def restore_params(self, step: int, abstract_params: Any) -> Any:
-        """Only the parameters of checkpoint `step` (for `init_from` a cclip checkpoint)."""
-        meta = self.manager.item_metadata(step)
-        del meta  # the params subtree is addressed by a partial restore target below
+        """Only the parameters of checkpoint `step` (for `init_from` a cclip checkpoint).
+
+        Call it on a fresh `Checkpointer` (one that has not saved `state` with another handler).
+        """
+        restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding),
+                                    abstract_params)
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(
-                item={"params": abstract_params},
-                restore_args=jax.tree.map(
-                    lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params),
+            state=ocp.args.PyTreeRestore(  # only `params`: the optimizer state is not read
+                item={"params": abstract_params}, restore_args={"params": restore_args},
                 partial_restore=True)))
         return restored["state"]["params"]
 

@@ -12,18 +12,21 @@ import subprocess
 import sys
 import time
 
+import grain
+import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from cclip_jax import data as data_lib
+from cclip_jax.checkpointing import Checkpointer, abstract_like
 from cclip_jax.metrics_writer import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
 import demo  # noqa: E402
 
-pytestmark = pytest.mark.slow
 _TIMING = ("steps_per_s", "examples_per_s")
 
 
@@ -79,6 +82,7 @@ def params(workdir, step):
     return tree["params"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_is_exact(env, tmp_path):
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     finish(start(straight, env, 6))
@@ -96,6 +100,7 @@ def test_sigkill_then_restart_is_exact(env, tmp_path):
         np.testing.assert_array_equal(flat_a[key], flat_b[key], err_msg=str(key))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_partial_checkpoints_are_ignored(env, tmp_path):
     workdir = str(tmp_path / "run")
     proc = start(workdir, env, 1000, every=1000)
@@ -112,3 +117,27 @@ def test_sigterm_saves_and_partial_checkpoints_are_ignored(env, tmp_path):
     steps = [r["step"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))]
     assert steps == list(range(1, logged + 2))
     assert str(logged + 1) in os.listdir(ckpts)
+
+
+def test_checkpointer_round_trip_with_data_iterator_and_params_only(tmp_path):
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    state = {"params": {"w": jax.device_put(jnp.arange(16.0), split), "b": jnp.ones(3)},
+             "opt": {"mu": jnp.full((16,), 2.0)}}
+    it = iter(grain.MapDataset.range(100).to_iter_dataset())
+    for _ in range(7):
+        next(it)
+    ckpt = Checkpointer(str(tmp_path / "c"), async_save=True)
+    ckpt.save(5, state, it, None)
+    ckpt.wait()
+    assert ckpt.latest_step() == 5
+    fresh = iter(grain.MapDataset.range(100).to_iter_dataset())
+    back = ckpt.restore(5, abstract_like(state), fresh)
+    assert next(fresh) == 7  # the iterator continues where it was saved
+    np.testing.assert_array_equal(back["params"]["w"], np.arange(16.0))
+    assert back["params"]["w"].sharding == split
+    ckpt.close()
+    # `init_from` another run: a fresh reader, parameters only.
+    only = Checkpointer(str(tmp_path / "c")).restore_params(5, abstract_like(state["params"]))
+    assert set(only) == {"w", "b"}
+    np.testing.assert_array_equal(only["b"], np.ones(3))

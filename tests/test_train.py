@@ -74,6 +74,11 @@ def test_demo_smoke_run_writes_everything_and_resumes(cache, tmp_path):
 
 def test_sharded_step_equals_single_device_step(cache):
     config = smoke(cache)
+    # Adam's first update is lr·g/(|g| + eps): with the default eps, gradients that are pure
+    # rounding noise (directions the cosine similarity is blind to, which the ring's summation
+    # order changes) become updates of up to ±lr. A larger eps keeps updates proportional to
+    # the gradients, so comparing parameters compares gradients.
+    config.optim.eps = 1e-3
     sharded = train.build(config)
     assert dict(sharded.mesh.shape) == {"data": 4, "fsdp": 2, "tensor": 1}
     assert sharded.axes == ("data", "fsdp")
@@ -93,11 +98,7 @@ def test_sharded_step_equals_single_device_step(cache):
                     "grad_norm_txt", "logit_pos"):
             np.testing.assert_allclose(m8[key], m1[key], rtol=2e-5, err_msg=key)
     p8, p1 = jax.device_get(state8.params), jax.device_get(state1.params)
-    # Adam's first update is about lr·sign(g) for every gradient: entries whose gradient is
-    # ~0 (rounding noise, which the ring's summation order changes) may move by a fraction of
-    # lr either way; gradients themselves are compared above (norms per tower, rtol 2e-5).
-    atol = 0.05 * config.optim.lr
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=atol), p8, p1)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p8, p1)
     moved = jax.device_get(sharded.init_state(jax.random.key(0)).params)
     assert not np.allclose(moved["img"]["embedding"]["kernel"], p8["img"]["embedding"]["kernel"])
 
