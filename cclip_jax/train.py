@@ -256,4 +256,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         ckpt.wait()
         ckpt.close()
         writer.close()
+        data_iter.close()  # stops Grain's worker processes and frees their shared memory
     return {k: float(v) for k, v in last.items()}
