@@ -1,6 +1,6 @@
 """Training throughput: SigLIP vs CCLIP step time at the demo batch, and the input pipeline.
 
-    python benchmarks/train_bench.py [--steps 30] [--batches 40] [--config configs/demo.py]
+    python benchmarks/train_bench.py [--steps 10] [--rounds 7] [--batches 40] [--config ...]
 
 Prints one JSON object: steps/s and examples/s of the jitted train step for λ = 0 (SigLIP) and
 λ = config.cond_weight (CCLIP) on the same towers, batch and data; the CCLIP/SigLIP step-time
@@ -22,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from cclip_jax import data as data_lib  # noqa: E402
@@ -35,22 +36,39 @@ def load_config(path: str, arg: str | None):
     return module.get_config(arg)
 
 
-def time_steps(config, steps: int) -> dict[str, float]:
-    setup = train.build(config)
-    state = setup.init_state(jax.random.key(0))
-    local = next(iter(data_lib.build_dataset(setup.spec)))
-    batch = data_lib.make_global_batch(local, setup.mesh, setup.axes)
-    t0 = time.perf_counter()
-    state, metrics = setup.step(state, batch)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = setup.step(state, batch)
-    jax.block_until_ready(metrics)
-    per_step = (time.perf_counter() - t0) / steps
-    return {"compile_s": compile_s, "step_s": per_step, "steps_per_s": 1 / per_step,
-            "examples_per_s": config.batch_size / per_step}
+class StepTimer:
+    """One config's jitted step on one fixed batch; `run(n)` times n steps."""
+
+    def __init__(self, config):
+        self.setup = train.build(config)
+        self.state = self.setup.init_state(jax.random.key(0))
+        local = next(iter(data_lib.build_dataset(self.setup.spec)))
+        self.batch = data_lib.make_global_batch(local, self.setup.mesh, self.setup.axes)
+        self.compile_s = self.run(1)
+        self.samples: list[float] = []
+
+    def run(self, steps: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.state, metrics = self.setup.step(self.state, self.batch)
+        jax.block_until_ready(metrics)
+        return (time.perf_counter() - t0) / steps
+
+
+def time_interleaved(configs: dict, steps: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Alternates blocks of steps between the configs (so a shared machine's load changes hit
+    both alike) and reports each one's median block."""
+    timers = {name: StepTimer(c) for name, c in configs.items()}
+    for _ in range(rounds):
+        for timer in timers.values():
+            timer.samples.append(timer.run(steps))
+    out = {}
+    for name, timer in timers.items():
+        per_step = float(np.median(timer.samples))
+        out[name] = {"compile_s": timer.compile_s, "step_s": per_step,
+                     "steps_per_s": 1 / per_step,
+                     "examples_per_s": configs[name].batch_size / per_step}
+    return out
 
 
 def time_pipeline(config, batches: int) -> float:
@@ -68,7 +86,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=os.path.join(ROOT, "configs", "demo.py"))
     parser.add_argument("--config_arg", default=None)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
+    parser.add_argument("--rounds", type=int, default=7, help="blocks per config")
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--cache_dir", default=None)
     args = parser.parse_args()
@@ -81,8 +100,7 @@ def main() -> None:
     siglip.cond_weight = 0.0
     out = {"devices": [str(d) for d in jax.devices()], "batch_size": config.batch_size,
            "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}
-    out["siglip"] = time_steps(siglip, args.steps)
-    out["cclip"] = time_steps(config, args.steps)
+    out.update(time_interleaved({"siglip": siglip, "cclip": config}, args.steps, args.rounds))
     out["cclip_over_siglip_step_time"] = out["cclip"]["step_s"] / out["siglip"]["step_s"]
     out["pipeline_examples_per_s_per_core"] = time_pipeline(config, args.batches)
     out["pipeline_over_cclip_consumption"] = (out["pipeline_examples_per_s_per_core"]
