@@ -60,18 +60,20 @@ def decode_image(data: bytes, size: int, key: str = "?") -> np.ndarray:
     return np.asarray(img, np.float32) / 127.5 - 1.0
 
 
-def shift_crop(image: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Random translation by up to `max_shift` px (edge padding, then a crop of the same size).
+def shift_crop(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Random translation of each image by up to `max_shift` px: `[N, S, S, C]` -> same shape
+    (edge padding of the whole batch at once, then one crop per image).
 
     No flips and no aggressive crops: captions name left/right relations and objects, which a
     mirror would falsify and a tight crop could cut out.
     """
     if max_shift <= 0:
-        return image
-    s = image.shape[0]
-    padded = np.pad(image, ((max_shift, max_shift), (max_shift, max_shift), (0, 0)), mode="edge")
-    dy, dx = rng.integers(0, 2 * max_shift + 1, size=2)
-    return padded[dy : dy + s, dx : dx + s]
+        return images
+    m, s = max_shift, images.shape[1]
+    padded = np.pad(images, ((0, 0), (m, m), (m, m), (0, 0)), mode="edge")
+    offsets = rng.integers(0, 2 * m + 1, size=(len(images), 2))
+    return np.stack([p[dy : dy + s, dx : dx + s]
+                     for p, (dy, dx) in zip(padded, offsets, strict=True)])
 
 
 @dataclasses.dataclass
@@ -96,8 +98,7 @@ class ProcessSlice:
             for data, key in zip(raw["image"], raw["key"], strict=True)
         ])
         if self.max_shift or self.brightness:
-            for i in range(len(images)):
-                images[i] = shift_crop(images[i], self.max_shift, rng)
+            images = shift_crop(images, self.max_shift, rng)
             images += rng.uniform(-self.brightness, self.brightness, (len(images), 1, 1, 1))
             np.clip(images, -1.0, 1.0, out=images)
         concepts = raw["concepts"]
