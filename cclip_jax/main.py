@@ -1,23 +1,38 @@
 """Training entry point: `python -m cclip_jax.main --config=configs/demo.py --workdir=DIR`.
 
-Only parses flags (`--config.key=value` overrides any config field) and hands over to
-`cclip_jax.train.train_and_evaluate`.
+Only parses flags (`--config.key=value` overrides any config field), quiets library INFO logs,
+and hands over to `cclip_jax.train.train_and_evaluate`.
 """
 
 from __future__ import annotations
 
+import logging
+
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, TensorBoard.")
+_LIBRARY_INFO = flags.DEFINE_bool("library_info", False,
+                                  "Show INFO logs of orbax and grain (one per file they write).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries(logging.Filter):
+    """Drops INFO records of orbax and grain: they log several lines per checkpoint file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
+        return record.levelno >= logging.WARNING or not noisy
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not _LIBRARY_INFO.value:
+        absl_logging.get_absl_handler().addFilter(_QuietLibraries())
     from cclip_jax import train  # after flag parsing: Grain workers need parsed absl flags
 
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
