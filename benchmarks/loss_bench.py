@@ -113,7 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="B = 256 and 1024 only")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--max_seconds", type=float, default=60.0, help="skip longer timings")
+    parser.add_argument("--max_seconds", type=float, default=15.0, help="skip longer timings")
     args = parser.parse_args()
 
     rate = matmul_rate()
