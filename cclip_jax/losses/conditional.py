@@ -94,22 +94,7 @@ def _pair_weights(a: jax.Array, b: jax.Array, uw: jax.Array) -> tuple[jax.Array,
 
 def _conditional_terms(z, w_pos, w_neg) -> jax.Array:
     # softplus(-z) = softplus(z) - z saves a transcendental per element.
-    return jnp.sum((w_pos + w_neg) * _softplus(z) - w_pos * z)
-
-
-@jax.custom_jvp
-def _softplus(z: jax.Array) -> jax.Array:
-    """`log(1 + e^z)`, whose derivative `sigmoid(z)` reuses the same `e^{-|z|}`: one exp per
-    logit for value and gradient instead of two (transcendentals are much of a tile on CPU)."""
-    return jnp.maximum(z, 0) + jnp.log1p(jnp.exp(-jnp.abs(z)))
-
-
-@_softplus.defjvp
-def _softplus_jvp(primals, tangents):
-    (z,), (dz,) = primals, tangents
-    e = jnp.exp(-jnp.abs(z))
-    sigmoid = jnp.where(z >= 0, 1.0, e) / (1.0 + e)
-    return jnp.maximum(z, 0) + jnp.log1p(e), sigmoid * dz
+    return jnp.sum((w_pos + w_neg) * E.softplus(z) - w_pos * z)
 
 
 def _dense_tile(local: dict, tile: dict) -> jax.Array:
@@ -171,7 +156,7 @@ def _sparse_rows(shared: dict, rows: dict) -> jax.Array:
 
     z_img = logits(rows["x"], shared["tile_t"], shared["inv_t"])
     z_txt = logits(rows["t"], shared["tile_x"], shared["inv_x"])
-    return _conditional_terms(z_img, w_pos, w_neg) + jnp.sum(w_neg * _softplus(z_txt))
+    return _conditional_terms(z_img, w_pos, w_neg) + jnp.sum(w_neg * E.softplus(z_txt))
 
 
 def _rows_of(table: jax.Array, index: jax.Array) -> jax.Array:

@@ -56,4 +56,4 @@ def _sigmoid_tile(local: dict, tile: dict) -> jax.Array:
     t = tile["t"] * E.inv_norm(jnp.sum(tile["t"] * tile["t"], axis=-1))[:, None]
     z = local["scale"] * (local["x"] @ t.T) + local["bias"]  # [b, c]
     positive = local["ids"][:, None] == tile["ids"][None, :]
-    return jnp.sum(jax.nn.softplus(jnp.where(positive, -z, z)))
+    return jnp.sum(E.softplus(jnp.where(positive, -z, z)))
