@@ -48,6 +48,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.array_record_options = "group_size:1,snappy"
     c.tokenizer_model = ""  # an existing SentencePiece model with <M>; "" trains one
     c.tokenizer_vocab_size = 8000
+    # BPE: on a small-vocabulary corpus (the synthetic world's ~30 words) the unigram trainer
+    # stops at ~50 pieces and spells words letter by letter; BPE keeps whole words.
+    c.tokenizer_type = "bpe"
     c.tokenizer_sample = 100_000  # captions the tokenizer is trained on (first, batch order)
     c.hash_inputs = True  # sha256 of every input file into the manifest
     c.num_workers = 2  # local runner processes

@@ -46,7 +46,8 @@ def make_tokenizer(out_dir: str, config: ml_collections.ConfigDict,
         for cap in shards.iter_captions(os.path.join(out_dir, name))
     )
     return tokenizer.train(itertools.islice(captions, config.tokenizer_sample), path,
-                           vocab_size=config.tokenizer_vocab_size)
+                           vocab_size=config.tokenizer_vocab_size,
+                           model_type=config.get("tokenizer_type", "bpe"))
 
 
 def finish(out_dir: str, config: ml_collections.ConfigDict, *, runner: str, input_path: str,
