@@ -19,6 +19,7 @@ import ml_collections
 
 from cclip_jax.curation import local_runner, settings, shards
 from cclip_jax.synthetic import write_world
+from cclip_jax.synthetic.world import FORMAT_VERSION
 
 
 def _digest(obj: Any) -> str:
@@ -44,7 +45,9 @@ def ensure_demo_data(config: ml_collections.ConfigDict) -> str:
         return config.data.curated_dir
     cache = os.path.expanduser(config.data.cache_dir)
     world_settings = dict(config.data.synthetic)
-    world_dir = os.path.join(cache, f"world-{_digest(world_settings)}")
+    # The world's format version is part of the name: a cached world of an older format is
+    # regenerated beside it, never reused.
+    world_dir = os.path.join(cache, f"world-{_digest([FORMAT_VERSION, world_settings])}")
     cur = curation_config(config)
     cur_dir = os.path.join(cache, f"curated-{_digest([world_settings, cur.to_dict()])}")
     os.makedirs(cache, exist_ok=True)

@@ -62,7 +62,7 @@ from cclip_jax.synthetic.writers import (
     write_jsonl,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: item captions of equal novelty (items.py)
 WORLD_FILE = "world.json"
 _OUTPUTS = ("train", "train.csv", "train_images", "eval")  # everything but world.json
 _EVAL_CHUNK = 100  # items per evaluation task
