@@ -1,0 +1,48 @@
+"""`python -m cclip_jax.report --workdir=DIR`: writes DIR/report.html (and prints its path).
+
+A folder with `results.json` and no `metrics.jsonl` is an experiment folder and gets the
+experiment report; `--kind` overrides the guess. `--screenshot=PNG` also renders the page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+
+from cclip_jax.metrics_writer import METRICS_FILE
+from cclip_jax.report import screenshot, write_experiment_report, write_report
+
+RESULTS_FILE = "results.json"
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run or experiment folder.", required=True)
+_CURATED = flags.DEFINE_string("curated_dir", None,
+                               "Curated data for the gallery (default: config.json's).")
+_KIND = flags.DEFINE_enum("kind", "auto", ["auto", "run", "experiment"],
+                          "Which report: auto = experiment if DIR/results.json exists and "
+                          "DIR/metrics.jsonl does not.")
+_SCREENSHOT = flags.DEFINE_string("screenshot", None, "Also write a PNG screenshot here.")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    workdir = _WORKDIR.value
+    results_path = os.path.join(workdir, RESULTS_FILE)
+    kind = _KIND.value
+    if kind == "auto":
+        experiment = (os.path.exists(results_path)
+                      and not os.path.exists(os.path.join(workdir, METRICS_FILE)))
+        kind = "experiment" if experiment else "run"
+    if kind == "experiment":
+        with open(results_path) as f:
+            path = write_experiment_report(workdir, json.load(f))
+    else:
+        path = write_report(workdir, curated_dir=_CURATED.value)
+    print(path)
+    if _SCREENSHOT.value:
+        print(screenshot(path, _SCREENSHOT.value))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,214 @@
+"""The report of one training run: `write_report(workdir)` writes `workdir/report.html`.
+
+It renders from whatever the run folder holds (`config.json`, `metrics.jsonl`, `eval/`,
+`checkpoints/`) and says what is missing instead of failing, so it can be written at any point
+of a run, or of a run that crashed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from typing import Any
+
+from cclip_jax.metrics_writer import METRICS_FILE, read_jsonl
+from cclip_jax.report import plots
+from cclip_jax.report.assets import Assets
+from cclip_jax.report.evaluation import eval_section
+from cclip_jax.report.gallery import gallery_section
+from cclip_jax.report.html import (
+    Markup,
+    join,
+    key_values,
+    note,
+    page,
+    plot,
+    plots_block,
+    section,
+    tag,
+    write_page,
+)
+
+CONFIG_FILE = "config.json"
+
+# One plot per group: (title, keys, prefix, logy); it shows those of its keys the run logged,
+# then any other logged key that starts with `prefix` (new loss terms, per-tower norms). `logy`
+# None lets the data choose a log axis (loss_cond can be 40x loss_sig); False keeps it linear
+# (a schedule decaying to ~0 is read on a linear axis). Keys in no group are listed by name.
+CURVE_GROUPS = (
+    ("Loss terms", ("loss", "loss_sig", "loss_cond"), "loss_", None),
+    ("Learning rate", ("lr",), None, False),
+    ("Gate entropy (normalised)", ("gate_entropy",), None, False),
+    ("Mean gated logit: positive vs negative triples", ("logit_pos", "logit_neg"), None, False),
+    ("Temperatures", ("scale", "cond_scale"), None, False),
+    ("Biases", ("bias", "cond_bias"), None, False),
+    ("Gradient and parameter norms", ("grad_norm", "param_norm"), "grad_norm_", None),
+    ("Conditional triples per batch", ("triples_pos", "triples_neg", "triples_unknown"),
+     "triples_", None),
+    ("Throughput (examples/s)", ("examples_per_s",), None, None),
+    ("Training steps per second", ("steps_per_s",), None, None),
+)
+
+# The config fields the header shows, when the config has them.
+SUMMARY_FIELDS = (
+    "loss", "cond_weight", "unknown_weight", "max_present", "batch_size", "total_steps", "seed",
+    "model.image.variant", "model.image.image_size", "model.image.depth", "model.text.variant",
+    "model.text.depth", "model.embed_dim", "model.gate", "model.dtype", "optim.lr",
+    "data.mode", "data.curated_dir", "data.synthetic.preset",
+)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict with dotted keys (a config that is already flat is unchanged)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def load_config(workdir: str) -> tuple[dict[str, Any] | None, str]:
+    """`(flat config, "")` from `workdir/config.json`, or `(None, why not)`."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    try:
+        with open(path) as f:
+            config = json.load(f)
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        return None, f"No {CONFIG_FILE} in the run folder: the config is unknown."
+    except (OSError, ValueError) as e:
+        return None, f"{path} could not be read: {e}"
+    return flatten(config), ""
+
+
+def _load_metrics(workdir: str) -> tuple[list[dict[str, Any]], str]:
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.exists(path):
+        return [], f"No training metrics yet: {path} does not exist."
+    try:
+        records = read_jsonl(path)
+    except OSError as e:
+        return [], f"{path} could not be read: {e}"
+    except ValueError:
+        # A line cut short (a run killed mid-write, or still writing): keep the good lines.
+        with open(path) as f:
+            lines = [line for line in f if line.strip()]
+        records = [r for r in map(_parse_line, lines) if r is not None]
+        if len(records) < len(lines):
+            return _with_step(records), f"{len(lines) - len(records)} unreadable lines skipped."
+    records = _with_step(records)
+    return records, "" if records else f"No training metrics yet: {path} is empty."
+
+
+def _parse_line(line: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def _with_step(records: list[Any]) -> list[dict[str, Any]]:
+    return [r for r in records if isinstance(r, dict) and isinstance(r.get("step"), int)]
+
+
+def _checkpoint_steps(workdir: str) -> list[int]:
+    folder = os.path.join(workdir, "checkpoints")
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def _header(workdir: str, config: dict[str, Any] | None, why_no_config: str,
+            records: list[dict[str, Any]]) -> list[Markup]:
+    ckpts = _checkpoint_steps(workdir)
+    total = config.get("total_steps") if config else None
+    last = records[-1]["step"] if records else None
+    facts = [("run folder", os.path.abspath(workdir)),
+             ("last logged step", "none yet" if last is None
+              else f"{last}" + (f" of {total}" if total else "")),
+             ("checkpoints", ", ".join(map(str, ckpts)) if ckpts else "none"),
+             ("written", datetime.datetime.now().isoformat(timespec="seconds"))]
+    out = [key_values(facts)]
+    if config is None:
+        out.append(note(why_no_config))
+    else:
+        out.append(tag("h3", "Config"))
+        out.append(key_values((k, config[k]) for k in SUMMARY_FIELDS if k in config))
+        out.append(tag("details", join([tag("summary", f"All {len(config)} config fields"),
+                                        key_values(sorted(config.items()))])))
+    if records:
+        out.append(tag("h3", f"Last logged values (step {last})"))
+        out.append(key_values(((k, v) for k, v in records[-1].items() if k != "step"), 4))
+    return out
+
+
+def _curves(records: list[dict[str, Any]], assets: Assets) -> list[Markup]:
+    """One PNG per `CURVE_GROUPS` entry the run logged, plus a list of the keys not plotted."""
+    logged = list(dict.fromkeys(k for r in records for k, v in r.items()
+                                if k != "step" and isinstance(v, int | float)))
+    used: set[str] = set()
+    figs = []
+    for title, group, prefix, logy in CURVE_GROUPS:
+        keys = [k for k in group if k in logged]
+        keys += [k for k in logged if prefix and k.startswith(prefix) and k not in group]
+        if not keys:
+            continue
+        used.update(keys)
+        series = []
+        for k in keys:
+            points = [(r["step"], r[k]) for r in records if isinstance(r.get(k), int | float)]
+            series.append((k, [x for x, _ in points], [y for _, y in points]))
+        path, src = assets.new(f"curve_{len(figs)}", ".png")
+        plots.line_plot(path, series, title=title, logy=logy)
+        figs.append(plot(src, title))
+    out = [plots_block(figs)] if figs else []
+    rest = [k for k in logged if k not in used]
+    if rest:
+        out.append(note("Also logged, not plotted: " + ", ".join(rest) + "."))
+    return out
+
+
+def _curated_dir(config: dict[str, Any] | None, curated_dir: str | None
+                 ) -> tuple[str | None, str]:
+    """The curated folder to show (`curated_dir` wins over the config), or why there is none."""
+    if curated_dir:
+        return curated_dir, ""
+    if config is None:
+        return None, "No gallery: no config.json names the curated data (pass curated_dir=)."
+    if config.get("data.curated_dir"):
+        return os.path.expanduser(str(config["data.curated_dir"])), ""
+    return None, ("No gallery: data.curated_dir is empty in config.json (the demo generates its "
+                  "data under data.cache_dir); pass curated_dir= to show it.")
+
+
+def write_report(workdir: str, curated_dir: str | None = None) -> str:
+    """Writes `workdir/report.html` and its PNGs in `workdir/report_files/`.
+
+    Args:
+      workdir: the run folder (must exist; an empty one gives a page of "missing" notes).
+      curated_dir: the curated data to show in the gallery; default: `data.curated_dir` of
+        `workdir/config.json`.
+
+    Returns:
+      The path of `report.html`.
+    """
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"run folder {workdir} does not exist")
+    assets = Assets(workdir)
+    config, why_no_config = load_config(workdir)
+    records, why_no_metrics = _load_metrics(workdir)
+    gallery_dir, why_no_gallery = _curated_dir(config, curated_dir)
+    title = f"cclip_jax run: {os.path.basename(os.path.abspath(workdir))}"
+    body = [
+        section("run", "Run", *_header(workdir, config, why_no_config, records)),
+        section("curves", "Training curves", *([note(why_no_metrics)] if why_no_metrics else []),
+                *(_curves(records, assets) if records else [])),
+        section("evaluation", "Evaluation", *eval_section(workdir, assets)),
+        section("gallery", "Sample curated batches",
+                *gallery_section(gallery_dir, why_no_gallery, assets)),
+    ]
+    return write_page(workdir, page(title, *body))
