@@ -11,7 +11,6 @@ import sentencepiece as spm
 
 from cclip_jax.curation import text
 
-
 MODEL_TYPES = ("bpe", "unigram")
 
 
