@@ -6,11 +6,10 @@ and hands over to `cclip_jax.train.train_and_evaluate`.
 
 from __future__ import annotations
 
-import logging
-
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from cclip_jax import console
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -20,19 +19,11 @@ _LIBRARY_INFO = flags.DEFINE_bool("library_info", False,
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(logging.Filter):
-    """Drops INFO records of orbax and grain: they log several lines per checkpoint file."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
-        return record.levelno >= logging.WARNING or not noisy
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not _LIBRARY_INFO.value:
-        absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+        console.quiet_libraries()
     from cclip_jax import train  # after flag parsing: Grain workers need parsed absl flags
 
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -9,6 +9,7 @@ guard, periodic and on-signal checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import time
@@ -20,13 +21,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from cclip_jax import data as data_lib
 from cclip_jax import models, optim, sharding
 from cclip_jax.checkpointing import Checkpointer
+from cclip_jax.evaluation import suite
+from cclip_jax.evaluation.scorer import CONFIG_FILE, load_run_config, tokenizer_for
 from cclip_jax.metrics_writer import MetricsWriter
 from cclip_jax.train_step import LOSSES, TrainState, make_loss_fn, make_train_step
+
+LABEL_MODES = ("all", "positive_only")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -47,6 +53,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          "(i.i.d. batches carry no concept labels)")
     if config.loss == "softmax" and config.cond_weight != 0:
         raise ValueError("config.cond_weight must be 0 with config.loss='softmax' (CLIP arm)")
+    if config.labels not in LABEL_MODES:
+        raise ValueError(f"config.labels={config.labels!r} is not one of {LABEL_MODES}")
     if config.cond_weight < 0:
         raise ValueError(f"config.cond_weight={config.cond_weight} must be >= 0")
     models.tower_kwargs(config.model)  # unknown sizes etc. raise naming config.model.<field>
@@ -132,7 +140,8 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
                           opt_state=tx.init(params))
 
     loss_fn = make_loss_fn(model, mesh, axes, loss=config.loss, cond_weight=config.cond_weight,
-                           unknown_weight=config.unknown_weight, max_present=max_present)
+                           unknown_weight=config.unknown_weight, max_present=max_present,
+                           positive_labels_only=config.labels == "positive_only")
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         init_jit = jax.jit(init_state, out_shardings=state_sh)
         abstract_state = jax.eval_shape(init_jit, jax.random.key(0))
@@ -209,6 +218,31 @@ def _flush(pending: list, writer: MetricsWriter, config: ml_collections.ConfigDi
     pending.clear()
 
 
+def write_run_config(workdir: str, config: ml_collections.ConfigDict, curated_dir: str) -> None:
+    """`workdir/config.json`: the config with the curated folder resolved (what the evaluation
+    CLI and the report read to rebuild the model and find the tokenizer and the data)."""
+    resolved = json.loads(config.to_json_best_effort())
+    resolved["data"]["curated_dir"] = os.path.abspath(curated_dir)
+    tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(resolved, f, indent=1)
+    os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
+
+
+def _host_params(state: TrainState) -> Any:
+    """The full parameters on this host (gathered across processes in a multi-host run)."""
+    if jax.process_count() == 1:
+        return jax.device_get(state.params)
+    return multihost_utils.process_allgather(state.params, tiled=True)
+
+
+def _eval_due(config: ml_collections.ConfigDict, step: int) -> bool:
+    every = config.eval.every_steps
+    if every < 0:
+        return False
+    return step == config.total_steps or (every > 0 and step % every == 0)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains to `config.total_steps`, resuming from `workdir`; returns the last metrics."""
     if config.distributed:
@@ -219,6 +253,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     setup = build(config)
     os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        write_run_config(workdir, config, setup.spec.curated_dir)
+    run_config = load_run_config(workdir) if jax.process_index() == 0 else None
+    evaluator = (suite.RunEvaluator(setup.model, tokenizer_for(run_config), run_config, workdir)
+                 if run_config is not None and config.eval.every_steps >= 0 else None)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.max_checkpoints,
                         async_save=config.async_checkpoints)
     dataset = data_lib.build_dataset(setup.spec, process_index=jax.process_index(),
@@ -246,6 +285,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 _flush(pending, writer, config, ckpt, timing)  # before any save: no NaN state
             if save or preempted:
                 ckpt.save(step, state, data_iter, config)
+            if _eval_due(config, step) and not preempted:
+                params = _host_params(state)  # every process joins a multi-host gather
+                if evaluator is not None:
+                    evaluator(params, step)
             if preempted:
                 logging.warning("Stopping at step %d on signal %s after saving", step,
                                 stop.signum)

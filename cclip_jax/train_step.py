@@ -104,8 +104,14 @@ def gate_diagnostics(x: jax.Array, t: jax.Array, c: jax.Array, labels: jax.Array
 
 def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence[str], *,
                  loss: str, cond_weight: float, unknown_weight: float,
-                 max_present: int | None) -> Callable[[Any, dict], tuple[jax.Array, dict]]:
-    """`loss_fn(params, batch) -> (loss, aux)` for `jax.value_and_grad(has_aux=True)`."""
+                 max_present: int | None, positive_labels_only: bool = False
+                 ) -> Callable[[Any, dict], tuple[jax.Array, dict]]:
+    """`loss_fn(params, batch) -> (loss, aux)` for `jax.value_and_grad(has_aux=True)`.
+
+    `positive_labels_only` reads every `-1` label as `0` (unknown): the conditional term then
+    learns its negatives only from `(+1, 0)` triples (an experiment arm: are curated `-1`
+    labels worth their cost?).
+    """
     if loss not in LOSSES:
         raise ValueError(f"config.loss={loss!r} is not one of {LOSSES}")
     axes = tuple(batch_axes)
@@ -126,6 +132,8 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
                             out_specs=(rep, rep), check_vma=True)
 
     def loss_fn(params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict]:
+        if positive_labels_only:
+            batch = {**batch, "labels": jnp.maximum(batch["labels"], 0).astype(jnp.int8)}
         out = model.apply({"params": params}, images=batch["images"], texts=batch["text"],
                           concepts=batch["concepts"] if cond else None)
         plain, conditional = sharded(out.image_emb, out.text_emb, out.concept_emb,

@@ -6,6 +6,7 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
     loss            'sigmoid' (SigLIP + cond_weight · CCLIP) | 'softmax' (CLIP)
     cond_weight     λ of the conditional term (0 = SigLIP baseline)
     unknown_weight  weight of (+1, 0) triples
+    labels          'all' | 'positive_only' (every -1 label read as 0: an experiment arm)
     max_present     R of the loss: -1 = the manifest's max_present, 0 = dense (no bound)
     mesh            {data, fsdp, tensor} sizes; one may be -1 (fills the remaining devices)
     sharding_rules  'dp' | 'fsdp' | 'tp' | 'fsdp_tp' (cclip_jax.sharding.RULES)
@@ -19,6 +20,7 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
     init_from       '' | a SigLIP .npz | a cclip checkpoint folder (ignored when resuming)
     compilation_cache_dir  XLA persistent compilation cache ('' = off)
     distributed     call jax.distributed.initialize() (multi-host GPU/TPU)
+    eval            evaluations during/after training (cclip_jax.evaluation.suite)
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def base_config(size: str = "mu") -> ml_collections.ConfigDict:
     c.cond_weight = 1.0
     c.unknown_weight = 1.0
     c.max_present = -1
+    c.labels = "all"
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     c.sharding_rules = "fsdp_tp"
@@ -73,7 +76,26 @@ def base_config(size: str = "mu") -> ml_collections.ConfigDict:
         num_workers=1,
         prefetch=2,
     ))
+    c.eval = eval_config()
     return c
+
+
+def eval_config() -> ml_collections.ConfigDict:
+    """`config.eval`: what `cclip_jax.evaluation.suite` runs (see its docstring)."""
+    e = ml_collections.ConfigDict()
+    e.every_steps = 0  # 0: at the end of training only; -1: never
+    e.report = True  # write DIR/report.html after each evaluation
+    e.batch_size = 256
+    e.synthetic = ml_collections.ConfigDict(dict(
+        world_dir="", seed=1, num_items=100, splits=("iid", "compositional", "productivity"),
+        retrieval_images=200, captions_per_image=5, cond_queries=50, cond_pool=300,
+        blind=True))
+    e.sugarcrepe = ml_collections.ConfigDict(dict(json_dir="", image_dir=""))
+    e.aro = ml_collections.ConfigDict(dict(relation_json="", attribution_json="", image_dir=""))
+    e.winoground = ml_collections.ConfigDict(dict(examples_jsonl="", image_dir=""))
+    e.retrieval = ml_collections.ConfigDict(dict(karpathy_json="", image_root="", split="test"))
+    e.zeroshot = ml_collections.ConfigDict(dict(folder="", tfds_dir="", tfds_split="test"))
+    return e
 
 
 def b16_config(platform: str) -> ml_collections.ConfigDict:

@@ -43,4 +43,7 @@ def get_config(arg: str | None = None):
         c.model.image.depth = c.model.text.depth = 1
         c.progress = False
         c.compilation_cache_dir = ""
+        c.eval.batch_size = 16
+        c.eval.synthetic.update(dict(num_items=4, splits=("iid",), retrieval_images=8,
+                                     captions_per_image=2, cond_queries=4, cond_pool=16))
     return c

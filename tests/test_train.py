@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cclip_jax import data as data_lib
-from cclip_jax import train
+from cclip_jax import evaluate, train
 from cclip_jax.metrics_writer import read_jsonl
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
@@ -64,6 +64,23 @@ def test_demo_smoke_run_writes_everything_and_resumes(cache, tmp_path):
     assert sorted(os.listdir(ckpts)) == ["1", "2"]
     with open(os.path.join(ckpts, "2", "config", "metadata")) as f:
         assert json.load(f)["batch_size"] == 16
+    # The run ends with its evaluation and the report.
+    with open(os.path.join(workdir, "eval", "step_00000002.json")) as f:
+        evaluation = json.load(f)
+    results = evaluation["results"]
+    for kind in ("attribute_swap", "object_replace", "group_relation"):
+        assert results[f"binding/iid/{kind}"]["n"] == 4
+        assert results[f"blind/iid/{kind}"]["n"] == 4
+    assert 0 <= results["retrieval/synthetic_iid"]["metrics"]["i2t_r1"] <= 1
+    rows = results["cond_retrieval/iid"]["rows"]
+    assert rows and os.path.exists(os.path.join(evaluation["image_root"], rows[0]["query"]))
+    assert os.path.exists(os.path.join(workdir, "report.html"))
+    # The standalone evaluation of the same checkpoint scores the same.
+    path = evaluate.evaluate(smoke(cache), workdir, step=2)
+    with open(path) as f:
+        again = json.load(f)["results"]
+    assert again["binding/iid/attribute_swap"]["metrics"] == \
+        results["binding/iid/attribute_swap"]["metrics"]
 
     # The same command with more steps resumes at step 2 and keeps the earlier records.
     train.train_and_evaluate(smoke(cache, total_steps=3), workdir)

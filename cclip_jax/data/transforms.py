@@ -42,11 +42,18 @@ class Tokenizer:
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         """`[N]` strings -> int32 `[N, max_len]`; "" gives a row of `pad_id`."""
+        return self.tokenize(texts)[0]
+
+    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`[N]` strings -> (int32 ids `[N, max_len]`, bool `[N]`: the text was longer than
+        `max_len` pieces and was cut)."""
         out = np.full((len(texts), self.max_len), self.pad_id, np.int32)
+        cut = np.zeros(len(texts), bool)
         for i, ids in enumerate(self.processor.encode(list(texts))):
+            cut[i] = len(ids) > self.max_len
             ids = ids[: self.max_len]
             out[i, : len(ids)] = ids
-        return out
+        return out, cut
 
 
 def decode_image(data: bytes, size: int, key: str = "?") -> np.ndarray:

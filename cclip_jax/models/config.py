@@ -21,7 +21,9 @@ Layout (an `ml_collections.ConfigDict`; a plain nested dict works too)::
                                         parameters are always float32
     model.remat_policy        'none'    see layers.REMAT_POLICIES
     model.scan_layers         False     nn.scan over blocks (compile time flat in depth)
-    model.gate                'identity' concept gate: 'identity' | 'softplus' | 'sigmoid'
+    model.gate                'identity' concept gate: 'identity' | 'softplus' | 'sigmoid' |
+                                        'ones' (every gate 1: the conditional term without
+                                        gating, an experiment control)
     model.temperature_init    10.0      initial exp(t) of the plain term (SigLIP: 10)
     model.bias_init           -10.0     initial bias of the plain term (SigLIP: -10)
     model.cond_temperature_init 10.0    the same pair for the conditional term
@@ -41,7 +43,7 @@ import ml_collections
 
 from cclip_jax.models import layers, sizes, text, vit
 
-GATES = ("identity", "softplus", "sigmoid")
+GATES = ("identity", "softplus", "sigmoid", "ones")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _TINY = ("mu", "Ti")
 

@@ -22,6 +22,9 @@ _GATE_FNS = {
     "identity": lambda c: c,
     "softplus": jax.nn.softplus,
     "sigmoid": jax.nn.sigmoid,
+    # Control: cos(x ⊙ 1, t ⊙ 1) = cos(x, t), the concept labels without gating (the concept
+    # tower output is unused, so XLA drops its computation).
+    "ones": jnp.ones_like,
 }
 
 

@@ -1,0 +1,66 @@
+"""Standalone evaluation: `python -m cclip_jax.evaluate --config=configs/demo.py --workdir=DIR`.
+
+Evaluates the latest complete checkpoint of the training run in DIR (or `--step`), running what
+the config's `eval` section asks for (override any field, e.g.
+`--config.eval.sugarcrepe.json_dir=... --config.eval.sugarcrepe.image_dir=.../val2017`), and
+writes `DIR/eval/step_XXXXXXXX.json` and `DIR/report.html`. The model and tokenizer come from
+the run's own `DIR/config.json`.
+
+With no checkpoint in DIR and `config.init_from` a SigLIP `.npz`, the `.npz` is evaluated
+(towers from `config.model`, tokenizer from `config.data.tokenizer`) and written as step 0.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (its `eval` section).",
+                                          lock_config=False)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training run folder (or an output folder).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def evaluate(config, workdir: str, step: int | None = None) -> str:
+    """Runs the suite on a run's checkpoint (or `config.init_from`); returns the JSON path."""
+    from cclip_jax.evaluation import scorer as scorer_lib
+    from cclip_jax.evaluation import suite
+
+    has_run = os.path.exists(os.path.join(workdir, scorer_lib.CONFIG_FILE))
+    if has_run:
+        scorer, step = scorer_lib.ModelScorer.from_workdir(workdir, step,
+                                                           batch_size=config.eval.batch_size)
+        run_config = scorer_lib.load_run_config(workdir)
+        run_config.eval = config.eval  # what to evaluate comes from --config
+    elif config.init_from.endswith(".npz"):
+        if not config.data.tokenizer:
+            raise ValueError("config.data.tokenizer must name the SentencePiece model of "
+                             f"{config.init_from}")
+        scorer = scorer_lib.ModelScorer.from_siglip_npz(
+            config.init_from, config, config.data.tokenizer, batch_size=config.eval.batch_size)
+        run_config, step = config, 0
+        os.makedirs(workdir, exist_ok=True)
+    else:
+        raise FileNotFoundError(f"{workdir} is not a training run (no config.json) and "
+                                "config.init_from names no SigLIP .npz")
+    results, root = suite.run_suite(scorer, run_config)
+    path = suite.write_results(workdir, step, results, root)
+    print(f"step {step}: {suite.headline(results)}\nwrote {path}")
+    if config.eval.report:
+        from cclip_jax import report
+
+        print(f"wrote {report.write_report(workdir)}")
+    return path
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    evaluate(_CONFIG.value, _WORKDIR.value, _STEP.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,199 @@
+"""The evaluation suite a config asks for, and the `DIR/eval/step_XXXXXXXX.json` it writes.
+
+`config.eval` (see configs/common.py):
+
+    every_steps    evaluate every N training steps (0: only at the end, -1: never)
+    synthetic      world_dir ('' = generate into data.cache_dir), seed, num_items, splits,
+                   retrieval_images, captions_per_image, cond_queries, cond_pool, blind
+    sugarcrepe     json_dir, image_dir (COCO val2017)            '' = skipped
+    aro            relation_json, attribution_json, image_dir
+    winoground     examples_jsonl, image_dir
+    retrieval      karpathy_json, image_root, split
+    zeroshot       folder (class sub-folders), tfds_dir, tfds_split
+
+Result keys are `family/split/kind` (`binding/iid/attribute_swap`, `blind/...`,
+`cond_retrieval/iid`, `retrieval/synthetic_iid`) or `family/name` (`sugarcrepe/swap_att`,
+`aro/relation`, `winoground/all`, `retrieval/<name>`, `zeroshot/<name>`); every value is the
+runners' JSON layout (`metrics`, `n`, `skipped`, `truncated`, `chance`, ...).
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import json
+import os
+import time
+from typing import Any
+
+import ml_collections
+from absl import logging
+
+from cclip_jax import synthetic as syn
+from cclip_jax.curation import shards
+from cclip_jax.evaluation import datasets, tasks
+from cclip_jax.evaluation import synthetic as syn_eval
+from cclip_jax.evaluation.blind import BigramScorer
+from cclip_jax.evaluation.scorer import ModelScorer
+from cclip_jax.synthetic.world import FORMAT_VERSION
+
+EVAL_DIR = "eval"
+
+
+def eval_world_dir(config: ml_collections.ConfigDict) -> str:
+    """The synthetic world holding the evaluation items (written once into the cache)."""
+    s = config.eval.synthetic
+    if s.world_dir:
+        return s.world_dir
+    size = int(config.model.image.image_size)
+    out = os.path.join(os.path.expanduser(config.data.cache_dir),
+                       f"eval-world-v{FORMAT_VERSION}-s{s.seed}-n{s.num_items}-px{size}")
+    syn.write_world(out, num_train=1, preset="clean", seed=s.seed, image_size=size,
+                    num_eval=s.num_items, workers=1, csv=False, progress=False)
+    return out
+
+
+def train_captions(curated_dir: str, limit: int = 200_000) -> list[str]:
+    """The first `limit` training captions (enough for a bigram model; a web-scale curation
+    is not read whole)."""
+    paths = sorted(glob.glob(os.path.join(curated_dir, "batches-*.array_record")))
+    return list(itertools.islice((c for p in paths for c in shards.iter_captions(p)), limit))
+
+
+def _run(results: dict[str, Any], key: str, fn, *args, catch: bool = False) -> None:
+    """Runs one evaluation into `results[key]` (with its time). With `catch`, a missing or
+    malformed input (a published benchmark's files) is recorded as an error and logged instead
+    of stopping the other evaluations."""
+    start = time.perf_counter()
+    try:
+        results[key] = fn(*args)
+    except (OSError, ValueError) as e:
+        if not catch:
+            raise
+        logging.error("evaluation %s failed: %s", key, e)
+        results[key] = {"error": str(e)}
+    results[key]["seconds"] = round(time.perf_counter() - start, 3)
+
+
+def synthetic_suite(scorer: ModelScorer, config: ml_collections.ConfigDict,
+                    results: dict[str, Any]) -> str:
+    """Binding suite (+ blind baseline), retrieval and conditional retrieval; returns the
+    world folder (the root of relative image paths in the results)."""
+    s = config.eval.synthetic
+    world = eval_world_dir(config)
+    blind = None
+    if s.blind and config.data.curated_dir:
+        blind = BigramScorer(train_captions(config.data.curated_dir), scorer.image_size)
+    for split in s.splits:
+        for kind in syn.KINDS:
+            task = syn_eval.binding_task(world, split, kind)
+            runner = tasks.run_groups if kind in syn.GROUP_KINDS else tasks.run_pairs
+            _run(results, f"binding/{split}/{kind}", runner, scorer, task)
+            if blind is not None:
+                _run(results, f"blind/{split}/{kind}", runner, blind, task)
+        if s.retrieval_images:
+            task = syn_eval.retrieval_task(world, split, num_images=s.retrieval_images,
+                                           captions_per_image=s.captions_per_image,
+                                           preset=config.data.synthetic.preset)
+            _run(results, f"retrieval/synthetic_{split}", tasks.run_retrieval, scorer, task)
+        if s.cond_queries:
+            _run(results, f"cond_retrieval/{split}", lambda split=split: (
+                syn_eval.conditional_retrieval(scorer, world, split, num_queries=s.cond_queries,
+                                               pool_size=s.cond_pool)))
+    return world
+
+
+def external_suite(scorer: ModelScorer, config: ml_collections.ConfigDict,
+                   results: dict[str, Any]) -> None:
+    """The published benchmarks whose files the config points at (each one optional)."""
+    e = config.eval
+    if e.sugarcrepe.json_dir:
+        def sugarcrepe():
+            return tasks.run_sugarcrepe(scorer, datasets.load_sugarcrepe(
+                e.sugarcrepe.json_dir, e.sugarcrepe.image_dir))
+        _run(results, "sugarcrepe/all", sugarcrepe, catch=True)
+    for name in ("relation", "attribution"):
+        path = e.aro.get(f"{name}_json", "")
+        if path:
+            _run(results, f"aro/{name}", lambda p=path, n=name: tasks.run_pairs(
+                scorer, datasets.load_aro(p, e.aro.image_dir, n)), catch=True)
+    if e.winoground.examples_jsonl:
+        _run(results, "winoground/all", lambda: tasks.run_groups(scorer, datasets.load_winoground(
+            e.winoground.examples_jsonl, e.winoground.image_dir)), catch=True)
+    if e.retrieval.karpathy_json:
+        _run(results, "retrieval/karpathy", lambda: tasks.run_retrieval(
+            scorer, datasets.load_karpathy(e.retrieval.karpathy_json, e.retrieval.image_root,
+                                           e.retrieval.split)), catch=True)
+    if e.zeroshot.folder:
+        _run(results, "zeroshot/folder", lambda: tasks.run_classification(
+            scorer, datasets.load_image_folder(e.zeroshot.folder)), catch=True)
+    if e.zeroshot.tfds_dir:
+        _run(results, "zeroshot/tfds", lambda: tasks.run_classification(
+            scorer, datasets.load_tfds_classification(e.zeroshot.tfds_dir,
+                                                      e.zeroshot.tfds_split)), catch=True)
+
+
+def run_suite(scorer: ModelScorer, config: ml_collections.ConfigDict) -> tuple[dict, str]:
+    """Every evaluation `config.eval` asks for -> (results by key, image root)."""
+    results: dict[str, Any] = {}
+    root = synthetic_suite(scorer, config, results) if config.eval.synthetic.num_items else ""
+    external_suite(scorer, config, results)
+    return results, root
+
+
+def write_results(workdir: str, step: int, results: dict[str, Any], image_root: str) -> str:
+    """`workdir/eval/step_XXXXXXXX.json` (written to a temporary name, then renamed)."""
+    out_dir = os.path.join(workdir, EVAL_DIR)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"step_{step:08d}.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"step": step, "image_root": os.path.abspath(image_root) if image_root else "",
+                   "results": results}, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def headline(results: dict[str, Any]) -> str:
+    """One console line: mean pair accuracy and group score per split."""
+    parts = []
+    by_split: dict[str, dict[str, list[float]]] = {}
+    for key, value in results.items():
+        family, *rest = key.split("/")
+        if family != "binding" or "metrics" not in value:
+            continue
+        m = value["metrics"]
+        metric = "accuracy" if "accuracy" in m else "group"
+        by_split.setdefault(rest[0], {}).setdefault(metric, []).append(m[metric])
+    for split, d in by_split.items():
+        parts.append(split + " " + " ".join(f"{k}={sum(v) / len(v):.3f}" for k, v in d.items()))
+    return "; ".join(parts)
+
+
+class RunEvaluator:
+    """Evaluates a training run at a step: writes `DIR/eval/step_XXXXXXXX.json` and, when
+    `config.eval.report`, `DIR/report.html`. The scorer (and its compiled embedding functions)
+    is built once and reused with each step's parameters.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, config: ml_collections.ConfigDict,
+                 workdir: str):
+        self.model, self.tokenizer, self.config, self.workdir = model, tokenizer, config, workdir
+        self.scorer: ModelScorer | None = None
+
+    def __call__(self, params: Any, step: int) -> dict[str, Any]:
+        if self.scorer is None:
+            self.scorer = ModelScorer(self.model, params, self.tokenizer,
+                                      self.config.eval.batch_size)
+        else:
+            self.scorer.set_params(params)
+        start = time.perf_counter()
+        results, root = run_suite(self.scorer, self.config)
+        path = write_results(self.workdir, step, results, root)
+        logging.info("eval at step %d (%.1f s): %s -> %s", step, time.perf_counter() - start,
+                     headline(results), path)
+        if self.config.eval.report:
+            from cclip_jax import report  # matplotlib only where a report is written
+
+            report.write_report(self.workdir)
+        return results
