@@ -74,14 +74,16 @@ def triple_counts(labels: jax.Array) -> dict[str, jax.Array]:
 
 def gate_diagnostics(x: jax.Array, t: jax.Array, c: jax.Array, labels: jax.Array,
                      scale: jax.Array, bias: jax.Array) -> dict[str, jax.Array]:
-    """Mean gated logit of positive and negative triples on the first rows, and the entropy of
+    """Mean gated logit of positive and negative triples on 16 rows, and the entropy of
     the normalised squared gate `p = c² / Σ c²` over `D` (divided by `log D`; 1 = uniform, what
     a gate that learned nothing collapses to), averaged over concepts with a `+1`.
 
     `x`, `t`: `[B, D]`; `c`: `[K, D]`; `labels`: `[B, K]`.
     """
-    m = min(_METRIC_ROWS, x.shape[0])
-    x, t, lab = x[:m], t[:m], labels[:m].astype(jnp.int32)
+    # Rows spread over the batch: a curated batch keeps neighbours together, so its first rows
+    # share all their concepts and hold no negative triple at all.
+    rows = jnp.linspace(0, x.shape[0] - 1, min(_METRIC_ROWS, x.shape[0])).astype(jnp.int32)
+    x, t, lab = x[rows], t[rows], labels[rows].astype(jnp.int32)
     g2 = jnp.square(c)
     num = jnp.einsum("id,jd,kd->ijk", x, t, g2)
     nx = jnp.sqrt(jnp.maximum(jnp.square(x) @ g2.T, EPS**2))  # [m, K]

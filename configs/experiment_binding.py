@@ -38,6 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         preset="natural"))
 
     b = demo.get_config()  # the demo's towers, optimizer and data
+    # (+1, 0) triples at half the weight of (+1, -1): at weight 1 the two are the same
+    # negative, and `cclip_pos_only` (every -1 read as 0) would be `cclip` exactly.
+    b.unknown_weight = 0.5
     b.total_steps = 50 if quick else 400
     b.optim.warmup_steps = 10 if quick else 40
     b.checkpoint_every_steps = b.total_steps  # one checkpoint, at the end

@@ -124,6 +124,26 @@ def test_identity_gates_and_eye_labels_equal_sigmoid_loss(max_present):
     np.testing.assert_allclose(cond, plain, rtol=1e-6)
 
 
+@pytest.mark.parametrize("max_present", [None, 6])
+def test_gates_of_ones_are_a_pair_loss_with_concept_label_counts(max_present):
+    """The experiment's `cclip_gate_ones` arm: with every gate 1 the conditional term is a
+    plain (ungated) sigmoid loss over pairs, each pair (i, j) weighted by how many concepts
+    make it a positive (+1,+1), a negative (+1,-1) or an unknown (+1,0)."""
+    x, t, _, labels = _case(8, 6, 5, seed=9)
+    pos = (labels[:, None, :] == 1) & (labels[None, :, :] == 1)
+    one = (labels[:, None, :] == 1) ^ (labels[None, :, :] == 1)  # exactly one side +1
+    other = np.where(labels[:, None, :] == 1, labels[None, :, :], labels[:, None, :])
+    neg, unk = (one & (other == -1)).sum(-1), (one & (other == 0)).sum(-1)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    tn = t / np.linalg.norm(t, axis=1, keepdims=True)
+    z = SCALE * xn @ tn.T + BIAS
+    want = (pos.sum(-1) * np.logaddexp(0, -z) + (neg + UW * unk) * np.logaddexp(0, z)).sum() / 8
+    got = losses.conditional_sigmoid_loss(
+        jnp.float32(x), jnp.float32(t), jnp.ones((6, 5)), labels, scale=SCALE, bias=BIAS,
+        unknown_weight=UW, max_present=max_present)
+    np.testing.assert_allclose(got, want, rtol=2e-5)
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 def test_check_grads_in_float64(sparse):
     x, t, c, labels = CASES["b8_k11_sparse_rows"]

@@ -197,14 +197,16 @@ def test_gates_transform_concepts(mu):
     x = make_inputs(model)
     soft = model.clone(gate="softplus")
     sig = model.clone(gate="sigmoid")
+    ones = model.clone(gate="ones")
 
     @jax.jit
     def concepts(v, c):
-        return tuple(m.apply(v, concepts=c).concept_emb for m in (model, soft, sig))
+        return tuple(m.apply(v, concepts=c).concept_emb for m in (model, soft, sig, ones))
 
-    ident, sp, sg = concepts(variables, x["concepts"])
+    ident, sp, sg, one = concepts(variables, x["concepts"])
     np.testing.assert_allclose(sp, jax.nn.softplus(ident), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(sg, jax.nn.sigmoid(ident), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(one, np.ones_like(ident))  # the no-gating control
 
 
 def test_bfloat16_close_to_float32(mu):

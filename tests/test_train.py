@@ -127,3 +127,10 @@ def test_nan_loss_stops_with_step_and_checkpoint_named(cache, tmp_path):
     with pytest.raises(train.NonFiniteLossError, match=r"at step 1; last good checkpoint: None"):
         train.train_and_evaluate(config, str(tmp_path / "nan"))
     assert not os.listdir(tmp_path / "nan" / "checkpoints")
+
+
+@pytest.mark.parametrize("every, due", [(0, [6]), (2, [2, 4, 6]), (4, [4, 6]), (-1, [])])
+def test_evaluation_steps_follow_config(every, due):
+    config = demo.get_config("smoke")
+    config.total_steps, config.eval.every_steps = 6, every
+    assert [s for s in range(1, 7) if train._eval_due(config, s)] == due

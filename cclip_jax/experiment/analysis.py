@@ -121,3 +121,34 @@ def chance_check(table: Mapping[str, Mapping[str, Any]], arm: str, keys: Sequenc
 
 
 CHANCE = {"accuracy": 0.5, "text": 0.25, "image": 0.25, "group": 1 / 6}
+
+
+def _cell(agg: Mapping[str, Any] | None) -> str:
+    return "—" if agg is None else f"{agg['mean']:.3f} ± {agg['std']:.3f}"
+
+
+def markdown(results: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """`results.md`: per preset a table (rows: `keys`, columns: arms, `mean ± std` over seeds),
+    the batch-size sweep, and the summary, for pasting into a README."""
+    arms = results["arms"]
+    out = [f"# {results['title']}", ""]
+    for preset in results["presets"]:
+        out += [f"## `{preset}` captions, B={results['config']['batch_size']}, "
+                f"{len(results['seeds'])} seeds", "",
+                "| key | " + " | ".join(arms) + " |", "|---|" + "---:|" * len(arms)]
+        for key in keys:
+            out.append(f"| {key} | " + " | ".join(
+                _cell(results["table"][a][preset].get(key)) for a in arms) + " |")
+        out.append("")
+    sweep = results["sweep"]
+    if sweep:
+        columns = [(a, b) for a in sweep for b in sweep[a]]
+        out += ["## Batch-size sweep (`" + results["config"]["sweep"]["preset"] + "` captions)",
+                "", "| key | " + " | ".join(f"{a} B={b}" for a, b in columns) + " |",
+                "|---|" + "---:|" * len(columns)]
+        for key in keys:
+            out.append(f"| {key} | " + " | ".join(_cell(sweep[a][b].get(key))
+                                                   for a, b in columns) + " |")
+        out.append("")
+    out += ["## Summary", ""] + [f"- {line}" for line in results["summary"]]
+    return "\n".join(out) + "\n"

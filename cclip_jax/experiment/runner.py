@@ -122,7 +122,8 @@ def blind_results(exp: ml_collections.ConfigDict, preset: str) -> dict[str, floa
 
 
 def run_experiment(exp: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Runs (or resumes) every run; writes `DIR/results.json` and `DIR/report.html`."""
+    """Runs (or resumes) every run; writes `DIR/results.json`, `DIR/results.md` (tables for a
+    README) and `DIR/report.html`."""
     os.makedirs(workdir, exist_ok=True)
     start = time.perf_counter()
     runs = plan(exp)
@@ -147,6 +148,9 @@ def run_experiment(exp: ml_collections.ConfigDict, workdir: str) -> dict[str, An
     with open(tmp, "w") as f:
         json.dump(results, f, indent=1)
     os.replace(tmp, os.path.join(workdir, "results.json"))
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(analysis.markdown(results, analysis.headline_keys(
+            exp.base.eval.synthetic.splits)))
     from cclip_jax import report
 
     report.write_experiment_report(workdir, results)

@@ -1,0 +1,63 @@
+"""The binding experiment end to end: `configs/experiment_binding.py:quick` (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cclip_jax.experiment import runner
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
+import experiment_binding
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_plan_covers_grid_and_sweep_once():
+    exp = experiment_binding.get_config()
+    runs = runner.plan(exp)
+    grid = len(exp.presets) * len(exp.arms) * len(exp.seeds)
+    extra = (len(exp.sweep.batch_sizes) - 1) * len(exp.sweep.arms) * len(exp.seeds)
+    assert len(runs) == grid + extra == len({tuple(r.values()) for r in runs})
+    c = runner.arm_config(exp.base, "cclip_gate_ones", preset="clean", seed=2, batch_size=32)
+    assert (c.model.gate, c.seed, c.batch_size, c.data.synthetic.preset) == ("ones", 2, 32,
+                                                                             "clean")
+    assert exp.base.model.gate == "identity"  # arms never change the shared base
+    assert runner.arm_config(exp.base, "clip", preset="natural", seed=0,
+                             batch_size=64).data.mode == "baseline"
+    with pytest.raises(ValueError, match="unknown arm 'simclr'"):
+        runner.arm_config(exp.base, "simclr", preset="clean", seed=0, batch_size=64)
+
+
+@pytest.mark.slow
+def test_quick_experiment_runs_end_to_end(tmp_path):
+    out = tmp_path / "exp"
+    cmd = [sys.executable, "-m", "cclip_jax.experiment",
+           "--config=configs/experiment_binding.py:quick", f"--workdir={out}",
+           f"--config.base.data.cache_dir={tmp_path / 'cache'}",
+           f"--config.base.compilation_cache_dir={tmp_path / 'xla'}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1500,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "results.json") as f:
+        results = json.load(f)
+    exp = experiment_binding.get_config("quick")
+    assert results["arms"] == [*exp.arms, "blind"]
+    key = "compositional/attribute_swap/accuracy"
+    for arm in exp.arms:
+        cell = results["table"][arm]["natural"][key]
+        assert cell["n_seeds"] == len(exp.seeds) and 0 <= cell["mean"] <= 1
+    assert results["table"]["blind"]["natural"]["iid/group_size/image"]["mean"] == 0.25
+    for arm in exp.sweep.arms:
+        assert set(results["sweep"][arm]) == {str(b) for b in exp.sweep.batch_sizes}
+    assert results["summary"][0].startswith("Rule:") and len(results["runs"]) == 16
+    assert os.path.exists(out / "report.html")
+    # Resuming reads every run back instead of training it again.
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    with open(out / "results.json") as f:
+        assert json.load(f)["table"] == results["table"]
