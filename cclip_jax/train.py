@@ -236,11 +236,16 @@ def _host_params(state: TrainState) -> Any:
     return multihost_utils.process_allgather(state.params, tiled=True)
 
 
+def _evaluate(evaluator: suite.RunEvaluator | None, state: TrainState, step: int) -> None:
+    params = _host_params(state)  # every process joins a multi-host gather
+    if evaluator is not None:  # process 0 evaluates and writes
+        evaluator(params, step)
+
+
 def _eval_due(config: ml_collections.ConfigDict, step: int) -> bool:
+    """Whether the loop evaluates after `step` (the final evaluation follows the loop)."""
     every = config.eval.every_steps
-    if every < 0:
-        return False
-    return step == config.total_steps or (every > 0 and step % every == 0)
+    return every > 0 and step % every == 0 and step < config.total_steps
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -286,9 +291,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if save or preempted:
                 ckpt.save(step, state, data_iter, config)
             if _eval_due(config, step) and not preempted:
-                params = _host_params(state)  # every process joins a multi-host gather
-                if evaluator is not None:
-                    evaluator(params, step)
+                _evaluate(evaluator, state, step)
             if preempted:
                 logging.warning("Stopping at step %d on signal %s after saving", step,
                                 stop.signum)
@@ -300,4 +303,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         ckpt.close()
         writer.close()
         data_iter.close()  # stops Grain's worker processes and frees their shared memory
+    # The final evaluation, also when a restarted run finds itself already finished (e.g. it
+    # was preempted right after its last checkpoint) and that evaluation is missing.
+    final = os.path.join(workdir, suite.EVAL_DIR, f"step_{config.total_steps:08d}.json")
+    done = jax.process_index() == 0 and os.path.exists(final)
+    if jax.process_count() > 1:  # every process must agree before joining the gather
+        done = bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
+    if step == config.total_steps and config.eval.every_steps >= 0 and not done:
+        _evaluate(evaluator, state, step)
     return {k: float(v) for k, v in last.items()}

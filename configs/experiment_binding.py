@@ -6,7 +6,8 @@
 Arms (cclip_jax/experiment/runner.py `ARMS`): `clip` (softmax, random batches), `siglip`
 (random batches), `siglip_curated` (the curated batches, no conditional term), `cclip`,
 `cclip_gate_ones` (the conditional term with every gate 1: concept labels without gating),
-`cclip_pos_only` (only +1/0 labels), plus the text-only `blind` baseline. Every run trains the
+`cclip_pos_only` (only +1/0 labels), `cclip_lam<λ>` (CCLIP at other λ, on one preset), plus
+the text-only `blind` baseline. Every run trains the
 demo towers for the same steps at the same batch size on the same synthetic pairs, for each
 caption preset and seed, and is evaluated on the iid and compositional splits; then a
 batch-size sweep of SigLIP against CCLIP on the `natural` captions. The default is sized to
@@ -33,14 +34,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.presets = ("natural",) if quick else ("clean", "natural")
     c.seeds = (0, 1) if quick else (0, 1, 2)
     c.batch_size = 64
+    # CCLIP at other λ (cond_weight), on the preset where the towers learn binding best.
+    c.lambda_sweep = ml_collections.ConfigDict(dict(
+        cond_weights=(1.0,) if quick else (0.001, 0.1, 1.0),
+        preset="natural" if quick else "clean"))
     c.sweep = ml_collections.ConfigDict(dict(
         batch_sizes=(32, 64) if quick else (32, 64, 128), arms=("siglip", "cclip"),
         preset="natural"))
 
     b = demo.get_config()  # the demo's towers, optimizer and data
-    # (+1, 0) triples at half the weight of (+1, -1): at weight 1 the two are the same
-    # negative, and `cclip_pos_only` (every -1 read as 0) would be `cclip` exactly.
-    b.unknown_weight = 0.5
     b.total_steps = 50 if quick else 400
     b.optim.warmup_steps = 10 if quick else 40
     b.checkpoint_every_steps = b.total_steps  # one checkpoint, at the end

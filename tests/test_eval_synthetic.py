@@ -127,6 +127,7 @@ def test_analysis_flattens_aggregates_and_states_the_rule():
 def test_model_scorer_chunks_pads_and_gates(tmp_path):
     import flax.linen as nn
     import jax
+    import ml_collections
 
     from cclip_jax import models
     from cclip_jax.curation import tokenizer as tok_lib
@@ -146,3 +147,11 @@ def test_model_scorer_chunks_pads_and_gates(tmp_path):
     ga, gb = x[:2] * g[0], x[:3] * g[0]
     ref = (ga @ gb.T) / np.outer(np.linalg.norm(ga, axis=1), np.linalg.norm(gb, axis=1))
     np.testing.assert_allclose(scorer.gated_similarity(x[:2], x[:3], g[0]), ref, rtol=1e-5)
+
+    # The same towers written as a big_vision SigLIP .npz and scored from it (what
+    # `python -m cclip_jax.evaluate` does for `init_from=*.npz`) embed identically.
+    npz = str(tmp_path / "siglip.npz")
+    models.save_siglip_npz(params, npz)
+    config = ml_collections.ConfigDict({"model": models.get_default_model_config("mu")})
+    again = ModelScorer.from_siglip_npz(npz, config, path, batch_size=4)
+    np.testing.assert_allclose(again.embed_images(images), x, rtol=1e-6, atol=1e-7)

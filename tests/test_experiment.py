@@ -22,7 +22,10 @@ def test_plan_covers_grid_and_sweep_once():
     runs = runner.plan(exp)
     grid = len(exp.presets) * len(exp.arms) * len(exp.seeds)
     extra = (len(exp.sweep.batch_sizes) - 1) * len(exp.sweep.arms) * len(exp.seeds)
-    assert len(runs) == grid + extra == len({tuple(r.values()) for r in runs})
+    lam = len(exp.lambda_sweep.cond_weights) * len(exp.seeds)
+    assert len(runs) == grid + extra + lam == len({tuple(r.values()) for r in runs})
+    assert runner.arm_config(exp.base, "cclip_lam0.1", preset="clean", seed=0,
+                             batch_size=64).cond_weight == 0.1
     c = runner.arm_config(exp.base, "cclip_gate_ones", preset="clean", seed=2, batch_size=32)
     assert (c.model.gate, c.seed, c.batch_size, c.data.synthetic.preset) == ("ones", 2, 32,
                                                                              "clean")
@@ -46,7 +49,7 @@ def test_quick_experiment_runs_end_to_end(tmp_path):
     with open(out / "results.json") as f:
         results = json.load(f)
     exp = experiment_binding.get_config("quick")
-    assert results["arms"] == [*exp.arms, "blind"]
+    assert results["arms"] == [*exp.arms, "cclip_lam1", "blind"]
     key = "compositional/attribute_swap/accuracy"
     for arm in exp.arms:
         cell = results["table"][arm]["natural"][key]
@@ -54,7 +57,7 @@ def test_quick_experiment_runs_end_to_end(tmp_path):
     assert results["table"]["blind"]["natural"]["iid/group_size/image"]["mean"] == 0.25
     for arm in exp.sweep.arms:
         assert set(results["sweep"][arm]) == {str(b) for b in exp.sweep.batch_sizes}
-    assert results["summary"][0].startswith("Rule:") and len(results["runs"]) == 16
+    assert results["summary"][0].startswith("Rule:") and len(results["runs"]) == 18
     assert os.path.exists(out / "report.html")
     # Resuming reads every run back instead of training it again.
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

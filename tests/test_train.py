@@ -6,12 +6,14 @@ import json
 import os
 import sys
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
 from cclip_jax import data as data_lib
-from cclip_jax import evaluate, train
+from cclip_jax import evaluate, models, train
+from cclip_jax.evaluation.scorer import ModelScorer
 from cclip_jax.metrics_writer import read_jsonl
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
@@ -54,8 +56,9 @@ def test_demo_smoke_run_writes_everything_and_resumes(cache, tmp_path):
                 "grad_norm", "param_norm", "triples_pos", "triples_neg", "triples_unknown",
                 "logit_pos", "logit_neg", "gate_entropy", "examples_per_s", "steps_per_s"):
         assert np.isfinite(records[-1][key]), key
+    lam = smoke(cache).cond_weight
     assert records[-1]["loss"] == pytest.approx(records[-1]["loss_sig"] +
-                                                records[-1]["loss_cond"], rel=1e-5)
+                                                lam * records[-1]["loss_cond"], rel=1e-5)
     assert records[0]["triples_pos"] > 0 and 0 < records[0]["gate_entropy"] <= 1
     assert last["loss"] == records[-1]["loss"]
     assert any(f.startswith("events.out.tfevents")
@@ -129,8 +132,27 @@ def test_nan_loss_stops_with_step_and_checkpoint_named(cache, tmp_path):
     assert not os.listdir(tmp_path / "nan" / "checkpoints")
 
 
-@pytest.mark.parametrize("every, due", [(0, [6]), (2, [2, 4, 6]), (4, [4, 6]), (-1, [])])
+@pytest.mark.slow  # one more smoke training run
+def test_init_from_a_siglip_npz_loads_its_parameters(cache, tmp_path):
+    """`config.init_from` a big_vision `.npz`, end to end: step 1 trains at learning rate 0
+    (warmup), so the parameters of its checkpoint are exactly the file's."""
+    config = smoke(cache)
+    model = models.build_model(config.model)
+    params = nn.unbox(jax.device_get(model.init_params(jax.random.key(7))))["params"]
+    npz = str(tmp_path / "siglip.npz")
+    models.save_siglip_npz(params, npz)
+    config.init_from, config.eval.every_steps = npz, -1
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(config, workdir)
+    scorer, step = ModelScorer.from_workdir(workdir, step=1)
+    assert step == 1
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(scorer.params), params)
+    assert not os.path.exists(os.path.join(workdir, "eval"))  # every_steps=-1: no evaluation
+
+
+@pytest.mark.parametrize("every, due", [(0, []), (2, [2, 4]), (4, [4]), (-1, [])])
 def test_evaluation_steps_follow_config(every, due):
+    """Steps evaluated inside the loop; the final evaluation follows the loop."""
     config = demo.get_config("smoke")
     config.total_steps, config.eval.every_steps = 6, every
     assert [s for s in range(1, 7) if train._eval_due(config, s)] == due

@@ -29,15 +29,24 @@ ARMS: dict[str, dict[str, Any]] = {
     "cclip_pos_only": {"labels": "positive_only"},
 }
 BLIND = "blind"  # the text-only baseline, one deterministic "seed" per preset
+LAMBDA_ARM = "cclip_lam"  # + a value: `cclip` with that cond_weight (the λ sweep)
+
+
+def lambda_arm(value: float) -> str:
+    return f"{LAMBDA_ARM}{value:g}"
 
 
 def arm_config(base: ml_collections.ConfigDict, arm: str, *, preset: str, seed: int,
                batch_size: int) -> ml_collections.ConfigDict:
     """The training config of one run."""
-    if arm not in ARMS:
-        raise ValueError(f"unknown arm {arm!r}; known: {sorted(ARMS)}")
+    overrides = ARMS.get(arm)
+    if overrides is None and arm.startswith(LAMBDA_ARM):
+        overrides = {"cond_weight": float(arm.removeprefix(LAMBDA_ARM))}
+    if overrides is None:
+        raise ValueError(f"unknown arm {arm!r}; known: {sorted(ARMS)} and "
+                         f"{LAMBDA_ARM}<cond_weight>")
     c = ml_collections.ConfigDict(base.to_dict())
-    for path, value in ARMS[arm].items():
+    for path, value in overrides.items():
         *parents, leaf = path.split(".")
         node = c
         for p in parents:
@@ -57,6 +66,8 @@ def plan(exp: ml_collections.ConfigDict) -> list[dict[str, Any]]:
     """Every run of the experiment (main grid first, then the sweep's extra batch sizes)."""
     runs = [dict(preset=p, arm=a, batch_size=exp.batch_size, seed=s)
             for p in exp.presets for a in exp.arms for s in exp.seeds]
+    runs += [dict(preset=exp.lambda_sweep.preset, arm=lambda_arm(lam), batch_size=exp.batch_size,
+                  seed=s) for lam in exp.lambda_sweep.cond_weights for s in exp.seeds]
     seen = {tuple(r.values()) for r in runs}
     for b in exp.sweep.batch_sizes:
         for a in exp.sweep.arms:
@@ -168,6 +179,10 @@ def assemble(exp: ml_collections.ConfigDict,
     for arm in exp.arms:
         table[arm] = {p: group(lambda r, a=arm, p=p: r["arm"] == a and r["preset"] == p
                                and r["batch_size"] == exp.batch_size) for p in exp.presets}
+    lam_arms = [lambda_arm(lam) for lam in exp.lambda_sweep.cond_weights]
+    for arm in lam_arms:
+        table[arm] = {p: group(lambda r, a=arm, p=p: r["arm"] == a and r["preset"] == p)
+                      for p in exp.presets}
     table[BLIND] = {p: analysis.aggregate([blind[p]]) for p in exp.presets}
     sweep = {arm: {str(b): group(lambda r, a=arm, b=b: r["arm"] == a and r["batch_size"] == b
                                  and r["preset"] == exp.sweep.preset)
@@ -183,6 +198,10 @@ def assemble(exp: ml_collections.ConfigDict,
         for arm in (BLIND, *exp.arms):
             summary += analysis.chance_check(by_arm, arm, keys, p, n)
         summary += analysis.summarize(by_arm, keys, pairs, p, n)
+        if p == exp.lambda_sweep.preset:
+            summary += analysis.summarize(
+                by_arm, keys, [(a, b) for a in lam_arms for b in ("cclip", "siglip_curated")],
+                f"{p}, λ sweep (cclip: λ={exp.base.cond_weight:g})", n)
     sweep_pairs = [(a, b) for a in exp.sweep.arms for b in exp.sweep.arms if a < b]
     for b in exp.sweep.batch_sizes:
         by_arm = {a: sweep[a][str(b)] for a in sweep}
@@ -194,7 +213,7 @@ def assemble(exp: ml_collections.ConfigDict,
         by_arm = {f"cclip@{small}": sweep["cclip"][str(small)],
                   f"siglip@{large}": sweep["siglip"][str(large)]}
         summary += analysis.summarize(by_arm, keys, [tuple(by_arm)], exp.sweep.preset, n)
-    return {"title": exp.title, "config": exp.to_dict(), "arms": [*exp.arms, BLIND],
+    return {"title": exp.title, "config": exp.to_dict(), "arms": [*exp.arms, *lam_arms, BLIND],
             "presets": list(exp.presets), "seeds": list(exp.seeds),
             "batch_sizes": list(exp.sweep.batch_sizes), "table": table, "sweep": sweep,
             "summary": summary}
