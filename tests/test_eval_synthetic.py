@@ -124,6 +124,7 @@ def test_analysis_flattens_aggregates_and_states_the_rule():
 
 
 
+@pytest.mark.slow  # compiles the towers four times (about a minute on 2 cores)
 def test_model_scorer_chunks_pads_and_gates(tmp_path):
     import flax.linen as nn
     import jax
@@ -148,10 +149,11 @@ def test_model_scorer_chunks_pads_and_gates(tmp_path):
     ref = (ga @ gb.T) / np.outer(np.linalg.norm(ga, axis=1), np.linalg.norm(gb, axis=1))
     np.testing.assert_allclose(scorer.gated_similarity(x[:2], x[:3], g[0]), ref, rtol=1e-5)
 
-    # The same towers written as a big_vision SigLIP .npz and scored from it (what
-    # `python -m cclip_jax.evaluate` does for `init_from=*.npz`) embed identically.
+    # The same towers written as a big_vision SigLIP .npz (no conditional temperature) and
+    # scored from it (what `python -m cclip_jax.evaluate` does for `init_from=*.npz`) embed
+    # identically.
     npz = str(tmp_path / "siglip.npz")
-    models.save_siglip_npz(params, npz)
+    models.save_siglip_npz({k: v for k, v in params.items() if not k.startswith("cond_")}, npz)
     config = ml_collections.ConfigDict({"model": models.get_default_model_config("mu")})
     again = ModelScorer.from_siglip_npz(npz, config, path, batch_size=4)
     np.testing.assert_allclose(again.embed_images(images), x, rtol=1e-6, atol=1e-7)
