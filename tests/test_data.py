@@ -144,3 +144,32 @@ def test_bad_inputs_are_named(tmp_path, curated):
         data_lib.BatchSliceSource(curated, "random")
     with pytest.raises(ValueError, match="example 'k1'"):
         data_lib.transforms.decode_image(b"not an image", 32, "k1")
+
+
+def test_png_fast_path_equals_pillow_and_falls_back():
+    """Unfiltered 8-bit PNGs (the synthetic world's) skip Pillow; every other file goes to
+    Pillow; either way the pixels are Pillow's exactly, and a broken file names its key."""
+    import io
+
+    from PIL import Image
+
+    from cclip_jax import synthetic as syn
+    from cclip_jax.data import png
+    from cclip_jax.data.transforms import decode_image, decode_pixels
+
+    img = syn.render(syn.sample_scene(0, 5), 32)
+    fast = syn.encode_png(img)
+    np.testing.assert_array_equal(png.decode_unfiltered(fast), img)
+    rgba = np.dstack([img, np.full(img.shape[:2], 9, np.uint8)])
+    filtered, alpha = io.BytesIO(), io.BytesIO()
+    Image.fromarray(img).save(filtered, format="PNG")  # Pillow picks per-row filters
+    Image.fromarray(rgba).save(alpha, format="PNG", compress_level=0)
+    assert png.decode_unfiltered(filtered.getvalue()) is None
+    for data in (fast, filtered.getvalue(), alpha.getvalue()):
+        want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        np.testing.assert_array_equal(decode_pixels(data, 32), want)
+    np.testing.assert_array_equal(decode_image(fast, 32), img.astype(np.float32) / 127.5 - 1)
+    # A different size goes through Pillow's resize, as before.
+    assert decode_pixels(fast, 16).shape == (16, 16, 3)
+    with pytest.raises(ValueError, match="example 'k7': cannot decode"):
+        decode_pixels(fast[:60], 32, "k7")

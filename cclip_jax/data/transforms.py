@@ -15,6 +15,8 @@ import numpy as np
 import sentencepiece as spm
 from PIL import Image
 
+from cclip_jax.data import png
+
 
 @dataclasses.dataclass
 class Tokenizer:
@@ -49,22 +51,37 @@ class Tokenizer:
         `max_len` pieces and was cut)."""
         out = np.full((len(texts), self.max_len), self.pad_id, np.int32)
         cut = np.zeros(len(texts), bool)
-        for i, ids in enumerate(self.processor.encode(list(texts))):
+        # One thread: a batch is a few dozen short texts, and SentencePiece's default thread
+        # pool costs more to start than the encoding itself.
+        for i, ids in enumerate(self.processor.encode(list(texts), num_threads=1)):
             cut[i] = len(ids) > self.max_len
             ids = ids[: self.max_len]
             out[i, : len(ids)] = ids
         return out, cut
 
 
-def decode_image(data: bytes, size: int, key: str = "?") -> np.ndarray:
-    """Encoded image bytes -> float32 `[size, size, 3]` in [-1, 1] (SigLIP's input range)."""
+def decode_pixels(data: bytes, size: int, key: str = "?") -> np.ndarray:
+    """Encoded image bytes -> uint8 `[size, size, 3]` (resized bilinearly if needed)."""
+    pixels = png.decode_unfiltered(data)
+    if pixels is not None and pixels.shape[:2] == (size, size):
+        return pixels
     try:
         img = Image.open(io.BytesIO(data)).convert("RGB")
     except Exception as e:  # any decoder failure: name the example
         raise ValueError(f"example {key!r}: cannot decode image ({e})") from e
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
-    return np.asarray(img, np.float32) / 127.5 - 1.0
+    return np.asarray(img)
+
+
+def to_model_range(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels (any shape) -> float32 in [-1, 1] (SigLIP's input range)."""
+    return pixels.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def decode_image(data: bytes, size: int, key: str = "?") -> np.ndarray:
+    """Encoded image bytes -> float32 `[size, size, 3]` in [-1, 1] (SigLIP's input range)."""
+    return to_model_range(decode_pixels(data, size, key))
 
 
 def shift_crop(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
@@ -100,10 +117,10 @@ class ProcessSlice:
     process_count: int
 
     def __call__(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        images = np.stack([
-            decode_image(data, self.image_size, key)
+        images = to_model_range(np.stack([  # one float conversion for the whole slice
+            decode_pixels(data, self.image_size, key)
             for data, key in zip(raw["image"], raw["key"], strict=True)
-        ])
+        ]))
         if self.max_shift or self.brightness:
             images = shift_crop(images, self.max_shift, rng)
             images += rng.uniform(-self.brightness, self.brightness, (len(images), 1, 1, 1))
