@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
@@ -75,6 +76,16 @@ def _run(results: dict[str, Any], key: str, fn, *args, catch: bool = False) -> N
     results[key]["seconds"] = round(time.perf_counter() - start, 3)
 
 
+def binding_suite(scorer: tasks.Scorer, world: str, splits: Sequence[str],
+                  results: dict[str, Any], family: str) -> None:
+    """Every item kind of every split of `world` into `results[f"{family}/{split}/{kind}"]`."""
+    for split in splits:
+        for kind in syn.KINDS:
+            task = syn_eval.binding_task(world, split, kind)
+            runner = tasks.run_groups if kind in syn.GROUP_KINDS else tasks.run_pairs
+            _run(results, f"{family}/{split}/{kind}", runner, scorer, task)
+
+
 def synthetic_suite(scorer: ModelScorer, config: ml_collections.ConfigDict,
                     results: dict[str, Any]) -> str:
     """Binding suite (+ blind baseline), retrieval and conditional retrieval; returns the
@@ -84,13 +95,10 @@ def synthetic_suite(scorer: ModelScorer, config: ml_collections.ConfigDict,
     blind = None
     if s.blind and config.data.curated_dir:
         blind = BigramScorer(train_captions(config.data.curated_dir), scorer.image_size)
+    binding_suite(scorer, world, s.splits, results, "binding")
+    if blind is not None:
+        binding_suite(blind, world, s.splits, results, "blind")
     for split in s.splits:
-        for kind in syn.KINDS:
-            task = syn_eval.binding_task(world, split, kind)
-            runner = tasks.run_groups if kind in syn.GROUP_KINDS else tasks.run_pairs
-            _run(results, f"binding/{split}/{kind}", runner, scorer, task)
-            if blind is not None:
-                _run(results, f"blind/{split}/{kind}", runner, blind, task)
         if s.retrieval_images:
             task = syn_eval.retrieval_task(world, split, num_images=s.retrieval_images,
                                            captions_per_image=s.captions_per_image,

@@ -114,21 +114,15 @@ def run_one(exp: ml_collections.ConfigDict, workdir: str, run: dict[str, Any]
 def blind_results(exp: ml_collections.ConfigDict, preset: str) -> dict[str, float]:
     """The text-only baseline on the preset's training captions (flattened)."""
     from cclip_jax import data as data_lib
-    from cclip_jax import synthetic as syn
-    from cclip_jax.evaluation import suite, tasks
-    from cclip_jax.evaluation import synthetic as syn_eval
+    from cclip_jax.evaluation import suite
     from cclip_jax.evaluation.blind import BigramScorer
 
     config = arm_config(exp.base, "cclip", preset=preset, seed=0, batch_size=exp.batch_size)
     curated = data_lib.ensure_demo_data(config)
     scorer = BigramScorer(suite.train_captions(curated), config.model.image.image_size)
-    world = suite.eval_world_dir(config)
-    results = {}
-    for split in config.eval.synthetic.splits:
-        for kind in syn.KINDS:
-            task = syn_eval.binding_task(world, split, kind)
-            runner = tasks.run_groups if kind in syn.GROUP_KINDS else tasks.run_pairs
-            results[f"binding/{split}/{kind}"] = runner(scorer, task)
+    results: dict[str, Any] = {}
+    suite.binding_suite(scorer, suite.eval_world_dir(config), config.eval.synthetic.splits,
+                        results, "binding")
     return analysis.flatten(results)
 
 
