@@ -57,6 +57,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.labels={config.labels!r} is not one of {LABEL_MODES}")
     if config.cond_weight < 0:
         raise ValueError(f"config.cond_weight={config.cond_weight} must be >= 0")
+    text = config.model.text
+    concept_len = config.data.concept_len
+    if not isinstance(concept_len, int) or not 0 <= concept_len <= text.max_len:
+        raise ValueError(f"config.data.concept_len={concept_len!r} must be an int in "
+                         f"[0, config.model.text.max_len={text.max_len}] (0 = max_len)")
+    if not text.get("mask_padding", True) and concept_len not in (0, text.max_len):
+        raise ValueError(f"config.data.concept_len={concept_len} needs "
+                         "config.model.text.mask_padding=True: an unmasked text tower's "
+                         "embedding depends on how much padding follows the text")
     models.tower_kwargs(config.model)  # unknown sizes etc. raise naming config.model.<field>
 
 
@@ -113,6 +122,7 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
     spec = data_lib.DataSpec(
         curated_dir=curated_dir, mode=config.data.mode, seed=config.seed,
         image_size=config.model.image.image_size, max_len=config.model.text.max_len,
+        concept_len=config.data.concept_len,
         tokenizer=config.data.tokenizer, pad_id=config.model.text.pad_id,
         max_shift=config.data.max_shift, brightness=config.data.brightness,
         num_workers=config.data.num_workers, prefetch=config.data.prefetch)
@@ -196,6 +206,11 @@ class _StopFlag:
         self.signum = signum
 
 
+# Per-step counts that are logged as sums over the steps since the previous log line (a
+# count seen only at logged steps would miss most of them).
+_INTERVAL_SUMS = ("captions_cut", "concepts_cut")
+
+
 def _flush(pending: list, writer: MetricsWriter, config: ml_collections.ConfigDict,
            ckpt: Checkpointer, timing: dict) -> None:
     """Fetches pending metrics, stops on a non-finite loss, writes the logged steps."""
@@ -206,15 +221,26 @@ def _flush(pending: list, writer: MetricsWriter, config: ml_collections.ConfigDi
     steps_done = pending[-1][0] - timing["step"]
     rate = steps_done / max(now - timing["time"], 1e-9)
     timing.update(step=pending[-1][0], time=now)
+    sums = timing.setdefault("sums", {})
     for (step, _), metrics in zip(pending, host, strict=True):
         loss = float(metrics["loss"])
         if not np.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss is {loss} at step {step}; last good checkpoint: "
                 f"{ckpt.latest_step()} in {ckpt.directory}")
+        for key in _INTERVAL_SUMS:
+            if key in metrics:
+                sums[key] = sums.get(key, 0) + int(metrics[key])
         if step % config.log_every_steps == 0 or step == config.total_steps:
-            writer.write(step, {**metrics, "steps_per_s": rate,
+            if sums.get("concepts_cut") and not timing.get("warned_cut"):
+                timing["warned_cut"] = True
+                logging.warning("%d concepts were longer than %d tokens (config.data.concept_len"
+                                ", 0 = model.text.max_len) and were cut, steps up to %d; "
+                                "metrics.jsonl counts them as concepts_cut", sums["concepts_cut"],
+                                config.data.concept_len or config.model.text.max_len, step)
+            writer.write(step, {**metrics, **sums, "steps_per_s": rate,
                                 "examples_per_s": rate * config.batch_size})
+            sums.clear()
     pending.clear()
 
 

@@ -143,9 +143,11 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
                                      out.cond_bias)
         total = plain + cond_weight * conditional if cond else plain
         aux = {"loss_sig" if loss == "sigmoid" else "loss_clip": plain,
-               "scale": out.scale, "bias": out.bias}
+               "scale": out.scale, "bias": out.bias,
+               "captions_cut": jnp.sum(batch["text_cut"], dtype=jnp.int32)}
         if cond:
             aux.update(loss_cond=conditional, cond_scale=out.cond_scale, cond_bias=out.cond_bias,
+                       concepts_cut=jnp.sum(batch["concepts_cut"], dtype=jnp.int32),
                        **triple_counts(batch["labels"]),
                        **gate_diagnostics(out.image_emb, out.text_emb, out.concept_emb,
                                           batch["labels"], out.cond_scale, out.cond_bias))

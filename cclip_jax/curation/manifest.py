@@ -12,6 +12,10 @@ import ml_collections
 
 from cclip_jax.curation import adapters, shards, tokenizer
 
+# Bumped when the curator writes different batches, concepts or tokenizer for the same
+# settings (2: `▁<M>` is one piece), so caches keyed on the settings are not reused stale.
+CURATOR_VERSION = 2
+
 
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
@@ -59,6 +63,7 @@ def finish(out_dir: str, config: ml_collections.ConfigDict, *, runner: str, inpu
     manifest = {
         "format": shards.FORMAT,
         "runner": runner,
+        "curator_version": CURATOR_VERSION,
         "input": {"path": os.path.abspath(input_path), "format": input_format,
                   "units": describe_inputs(units, config.hash_inputs)},
         "settings": config.to_dict(),

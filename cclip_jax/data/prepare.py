@@ -3,8 +3,8 @@
 `ensure_demo_data(config)` returns `config.data.curated_dir` when it is set; otherwise it writes
 the synthetic world described by `config.data.synthetic` (idempotent, `write_world`) and curates
 it with `config.data.curation` overrides of `configs/curate.py` (batch size = `config.batch_size`)
-under `config.data.cache_dir`. Both folders are named by a hash of their settings, so a changed
-config never reuses stale data, and a finished curation (manifest present) is reused as is.
+under `config.data.cache_dir`. Both folders are named by a hash of their settings and format
+versions, so a changed config or curator never reuses stale data, and a finished curation (manifest present) is reused as is.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import ml_collections
 
-from cclip_jax.curation import local_runner, settings, shards
+from cclip_jax.curation import local_runner, manifest, settings, shards
 from cclip_jax.synthetic import write_world
 from cclip_jax.synthetic.world import FORMAT_VERSION
 
@@ -49,7 +49,8 @@ def ensure_demo_data(config: ml_collections.ConfigDict) -> str:
     # regenerated beside it, never reused.
     world_dir = os.path.join(cache, f"world-{_digest([FORMAT_VERSION, world_settings])}")
     cur = curation_config(config)
-    cur_dir = os.path.join(cache, f"curated-{_digest([world_settings, cur.to_dict()])}")
+    cur_dir = os.path.join(cache, "curated-" + _digest(
+        [FORMAT_VERSION, manifest.CURATOR_VERSION, world_settings, cur.to_dict()]))
     os.makedirs(cache, exist_ok=True)
     # One writer at a time (parallel tests, several local processes); the others then reuse.
     with open(os.path.join(cache, ".lock"), "w") as lock:
