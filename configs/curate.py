@@ -40,6 +40,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.max_present = 8  # R: `+1` per caption at most (the loss's max_present)
     c.min_batch_count = 2  # a batch concept is shared by at least this many members
     c.label_rule = "attribute"  # none | complete | attribute
+    # At most this many members of one caption (same normalised words) per batch; 0 = no cap.
+    # Two copies of a caption are a false negative of the plain SigLIP term, and BM25 ranks the
+    # anchor's exact copies first, so uncapped a batch can be B copies of "a star". A couple of
+    # copies are kept: they are conditional positives of the caption's concepts.
+    c.max_duplicates = 2
 
     # Output.
     c.batches_per_shard = 64

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -200,11 +201,15 @@ def test_local_run_writes_shards_manifest_tokenizer(curated, webdataset_dir):
 
 
 def test_reader_batches_and_random_access(curated, webdataset_dir):
-    out, _m = curated
+    out, m = curated
     batches = list(read_batches(out))
     assert len(batches) == 8
     keys = [k for b in batches for k in b["key"]]
     assert len(set(keys)) == 64  # every caption used at most once
+    # The manifest counts the members beyond max_duplicates (2) copies of a caption.
+    copies = [Counter(" ".join(c.lower().split()) for c in b["caption"]).values() for b in batches]
+    assert m["batches"]["duplicates_over_cap"] == sum(max(n - 2, 0) for c in copies for n in c)
+    assert "duplicates_skipped" in m["batches"]
     caps = dict(zip([f"{i:06d}" for i in range(70)], scene_captions(70), strict=True))
     for b in batches:
         assert b["labels"].dtype == np.int8 and b["labels"].shape == (8, 16)

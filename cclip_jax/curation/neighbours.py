@@ -156,14 +156,22 @@ class PoolIndex:
         """
         if k <= 0 or len(query) == 0:
             return np.zeros(0, dtype=np.int64)
-        scores = self.scores(query, allowed)
-        cand = np.flatnonzero(scores > 0)
-        if len(cand) > k:
-            # Keep every caption tied with the k-th score so the tie-break below is by row.
-            kth = np.partition(scores[cand], len(cand) - k)[len(cand) - k]
-            cand = cand[scores[cand] >= kth]
-        order = np.lexsort((cand, -scores[cand]))
-        return cand[order][:k]
+        return best(self.scores(query, allowed), k)
+
+
+def best(scores: np.ndarray, k: int) -> np.ndarray:
+    """The (at most) k positive entries of `scores` (float [P]), best first, ties by row.
+
+    Returns:
+      int64 [<= k] rows; the first k' rows of `best(s, k)` equal `best(s, k')` for k' <= k.
+    """
+    cand = np.flatnonzero(scores > 0)
+    if len(cand) > k:
+        # Keep every caption tied with the k-th score so the tie-break below is by row.
+        kth = np.partition(scores[cand], len(cand) - k)[len(cand) - k]
+        cand = cand[scores[cand] >= kth]
+    order = np.lexsort((cand, -scores[cand]))
+    return cand[order][:k]
 
 
 def idf(corpus: Corpus) -> np.ndarray:

@@ -26,6 +26,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.pool_size >= c.batch_size, "pool_size", "must be >= batch_size")
     need(0.0 < c.max_df_frac <= 1.0, "max_df_frac", "must be in (0, 1]")
     need(c.min_batch_count >= 1, "min_batch_count", "must be >= 1")
+    need(isinstance(c.max_duplicates, int) and not isinstance(c.max_duplicates, bool)
+         and c.max_duplicates >= 0, "max_duplicates", "must be an int >= 0 (0 = no cap)")
     need(c.label_rule in labels.RULES, "label_rule", f"must be one of {sorted(labels.RULES)}")
     need(c.max_ngram <= 8, "max_ngram", "n-grams longer than 8 words are never shared")
 

@@ -22,6 +22,8 @@ class BatchStats:
     filler: int = 0
     capped: int = 0
     masked: int = 0
+    duplicates_skipped: int = 0  # mate/filler candidates passed over for the duplicate cap
+    duplicates_over_cap: int = 0  # members beyond max_duplicates copies of their caption
     label_counts: Counter = dataclasses.field(default_factory=Counter)  # "+1" / "-1" / "0"
     present_per_row: Counter = dataclasses.field(default_factory=Counter)
     concepts_per_batch: Counter = dataclasses.field(default_factory=Counter)
@@ -38,6 +40,8 @@ class BatchStats:
         self.filler += int(batch.stats.get("filler", 0))
         self.capped += int(batch.stats["capped"])
         self.masked += int(batch.stats["num_masked"])
+        self.duplicates_skipped += int(batch.stats.get("duplicates_skipped", 0))
+        self.duplicates_over_cap += int(batch.stats.get("duplicates_over_cap", 0))
         for name, value in (("+1", 1), ("-1", -1), ("0", 0)):
             self.label_counts[name] += int((lab == value).sum())
         self.present_per_row.update((lab == 1).sum(axis=1).tolist())
@@ -69,6 +73,8 @@ class BatchStats:
             "filler": self.filler,
             "present_capped": self.capped,
             "masked_per_batch": round(self.masked / n, 4),
+            "duplicates_skipped": self.duplicates_skipped,
+            "duplicates_over_cap": self.duplicates_over_cap,
             "labels": dict(sorted(self.label_counts.items())),
             "present_per_row": {str(k): v for k, v in sorted(self.present_per_row.items())},
             "concepts_per_batch": {str(k): v for k, v in sorted(self.concepts_per_batch.items())},
