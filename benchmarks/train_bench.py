@@ -1,10 +1,10 @@
 """Training throughput: SigLIP vs CCLIP step time at the demo batch, and the input pipeline.
 
-    python benchmarks/train_bench.py [--steps 10] [--rounds 7] [--batches 40] [--config ...]
+    python benchmarks/train_bench.py [--steps 4] [--rounds 50] [--batches 40] [--config ...]
 
 Prints one JSON object: steps/s and examples/s of the jitted train step for λ = 0 (SigLIP) and
 λ = config.cond_weight (CCLIP) on the same towers, batch and data; the CCLIP/SigLIP step-time
-ratio (goal <= 1.15); the Grain pipeline's examples/s on one core (no worker processes) and
+ratio (goal <= 1.15; the median of ratios of adjacent timed blocks); the Grain pipeline's examples/s on one core (no worker processes) and
 its ratio to what the CCLIP step consumes (goal >= 2). Steps run on one fixed batch so the
 figures are the step alone; compile time is excluded (reported separately).
 """
@@ -56,18 +56,25 @@ class StepTimer:
 
 
 def time_interleaved(configs: dict, steps: int, rounds: int) -> dict[str, dict[str, float]]:
-    """Alternates blocks of steps between the configs (so a shared machine's load changes hit
-    both alike) and reports each one's median block."""
+    """Alternates blocks of steps between the configs and reports each one's median and
+    fastest block, and for each config the median over rounds of its block time divided by the
+    first config's block of the same round (paired: on a shared machine the load changes by
+    ±20% within a minute, and adjacent blocks see about the same load)."""
     timers = {name: StepTimer(c) for name, c in configs.items()}
     for _ in range(rounds):
         for timer in timers.values():
             timer.samples.append(timer.run(steps))
+    base = np.asarray(next(iter(timers.values())).samples)
     out = {}
     for name, timer in timers.items():
-        per_step = float(np.median(timer.samples))
+        samples = np.asarray(timer.samples)
+        per_step = float(np.median(samples))
         out[name] = {"compile_s": timer.compile_s, "step_s": per_step,
-                     "steps_per_s": 1 / per_step,
-                     "examples_per_s": configs[name].batch_size / per_step}
+                     "step_s_min": float(samples.min()), "steps_per_s": 1 / per_step,
+                     "examples_per_s": configs[name].batch_size / per_step,
+                     "paired_ratio": float(np.median(samples / base)),
+                     "paired_ratio_iqr": [float(q) for q in np.percentile(samples / base,
+                                                                          [25, 75])]}
     return out
 
 
@@ -86,8 +93,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=os.path.join(ROOT, "configs", "demo.py"))
     parser.add_argument("--config_arg", default=None)
-    parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
-    parser.add_argument("--rounds", type=int, default=7, help="blocks per config")
+    parser.add_argument("--steps", type=int, default=4, help="steps per timed block")
+    parser.add_argument("--rounds", type=int, default=50, help="blocks per config")
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--cache_dir", default=None)
     args = parser.parse_args()
@@ -101,7 +108,7 @@ def main() -> None:
     out = {"devices": [str(d) for d in jax.devices()], "batch_size": config.batch_size,
            "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}
     out.update(time_interleaved({"siglip": siglip, "cclip": config}, args.steps, args.rounds))
-    out["cclip_over_siglip_step_time"] = out["cclip"]["step_s"] / out["siglip"]["step_s"]
+    out["cclip_over_siglip_step_time"] = out["cclip"]["paired_ratio"]
     out["pipeline_examples_per_s_per_core"] = time_pipeline(config, args.batches)
     out["pipeline_over_cclip_consumption"] = (out["pipeline_examples_per_s_per_core"]
                                               / out["cclip"]["examples_per_s"])

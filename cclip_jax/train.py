@@ -57,15 +57,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.labels={config.labels!r} is not one of {LABEL_MODES}")
     if config.cond_weight < 0:
         raise ValueError(f"config.cond_weight={config.cond_weight} must be >= 0")
-    text = config.model.text
-    concept_len = config.data.concept_len
-    if not isinstance(concept_len, int) or not 0 <= concept_len <= text.max_len:
-        raise ValueError(f"config.data.concept_len={concept_len!r} must be an int in "
-                         f"[0, config.model.text.max_len={text.max_len}] (0 = max_len)")
-    if not text.get("mask_padding", True) and concept_len not in (0, text.max_len):
-        raise ValueError(f"config.data.concept_len={concept_len} needs "
-                         "config.model.text.mask_padding=True: an unmasked text tower's "
-                         "embedding depends on how much padding follows the text")
     models.tower_kwargs(config.model)  # unknown sizes etc. raise naming config.model.<field>
 
 
@@ -122,7 +113,6 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
     spec = data_lib.DataSpec(
         curated_dir=curated_dir, mode=config.data.mode, seed=config.seed,
         image_size=config.model.image.image_size, max_len=config.model.text.max_len,
-        concept_len=config.data.concept_len,
         tokenizer=config.data.tokenizer, pad_id=config.model.text.pad_id,
         max_shift=config.data.max_shift, brightness=config.data.brightness,
         num_workers=config.data.num_workers, prefetch=config.data.prefetch)
@@ -133,6 +123,10 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
     tokenizer = data_lib.Tokenizer(spec.tokenizer or source.tokenizer_path, spec.max_len)
     check_data(config, source, tokenizer.vocab_size(), ways)
     max_present = {-1: source.max_present, 0: None}.get(config.max_present, config.max_present)
+    if max_present is not None and 2 * max_present >= source.max_concepts:
+        # The bounded path computes 2·B²·R logits, the dense one B²·K: with 2R >= K the bound
+        # saves nothing and costs gathers (the demo: R = 8, K = 16). Both give the same loss.
+        max_present = None
 
     model = models.build_model(config.model)
     tx, lr_fn = optim.make_optimizer(config)
@@ -234,10 +228,10 @@ def _flush(pending: list, writer: MetricsWriter, config: ml_collections.ConfigDi
         if step % config.log_every_steps == 0 or step == config.total_steps:
             if sums.get("concepts_cut") and not timing.get("warned_cut"):
                 timing["warned_cut"] = True
-                logging.warning("%d concepts were longer than %d tokens (config.data.concept_len"
-                                ", 0 = model.text.max_len) and were cut, steps up to %d; "
-                                "metrics.jsonl counts them as concepts_cut", sums["concepts_cut"],
-                                config.data.concept_len or config.model.text.max_len, step)
+                logging.warning("%d concepts were longer than config.model.text.max_len=%d "
+                                "tokens and were cut, steps up to %d; metrics.jsonl counts "
+                                "them as concepts_cut", sums["concepts_cut"],
+                                config.model.text.max_len, step)
             writer.write(step, {**metrics, **sums, "steps_per_s": rate,
                                 "examples_per_s": rate * config.batch_size})
             sums.clear()

@@ -11,6 +11,7 @@ its share of concept rows), so every device gets the global loss.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -117,6 +118,7 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
     if loss not in LOSSES:
         raise ValueError(f"config.loss={loss!r} is not one of {LOSSES}")
     axes = tuple(batch_axes)
+    ways = math.prod(mesh.shape[a] for a in axes)  # devices the batch rows are split over
     cond = loss == "sigmoid" and cond_weight != 0
     rows, rep = P(axes), P()
 
@@ -137,7 +139,7 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
         if positive_labels_only:
             batch = {**batch, "labels": jnp.maximum(batch["labels"], 0).astype(jnp.int8)}
         out = model.apply({"params": params}, images=batch["images"], texts=batch["text"],
-                          concepts=batch["concepts"] if cond else None)
+                          concepts=batch["concepts"] if cond else None, text_groups=ways)
         plain, conditional = sharded(out.image_emb, out.text_emb, out.concept_emb,
                                      batch["labels"], out.scale, out.bias, out.cond_scale,
                                      out.cond_bias)

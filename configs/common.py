@@ -7,7 +7,8 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
     cond_weight     λ of the conditional term (0 = SigLIP baseline)
     unknown_weight  weight of (+1, 0) triples
     labels          'all' | 'positive_only' (every -1 label read as 0: an experiment arm)
-    max_present     R of the loss: -1 = the manifest's max_present, 0 = dense (no bound)
+    max_present     R of the loss: -1 = the manifest's max_present, 0 = dense (no bound);
+                    the dense path also runs when 2R >= K (it then computes no more logits)
     mesh            {data, fsdp, tensor} sizes; one may be -1 (fills the remaining devices)
     sharding_rules  'dp' | 'fsdp' | 'tp' | 'fsdp_tp' (cclip_jax.sharding.RULES)
     model           cclip_jax.models config (towers, embed_dim, dtype, gate, ...)
@@ -15,9 +16,8 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
                     grad_clip_norm, lr_mults {img, txt, head} (0 freezes a group)
     data            curated_dir ('' = generate the synthetic demo data into cache_dir),
                     mode ('curated' | 'baseline'), synthetic {...}, curation {...} (overrides of
-                    configs/curate.py), tokenizer ('' = the curated one), concept_len
-                    (concept tokens, 0 = model.text.max_len; longer ones are cut and counted),
-                    max_shift, brightness, num_workers (Grain processes), prefetch
+                    configs/curate.py), tokenizer ('' = the curated one), max_shift,
+                    brightness, num_workers (Grain processes), prefetch
     init_from       '' | a SigLIP .npz | a cclip checkpoint folder (ignored when resuming)
     compilation_cache_dir  XLA persistent compilation cache ('' = off)
     distributed     call jax.distributed.initialize() (multi-host GPU/TPU)
@@ -72,7 +72,6 @@ def base_config(size: str = "mu") -> ml_collections.ConfigDict:
             max_concepts=16, max_masked=4, max_present=8, pool_size=1024,
             batches_per_shard=16, tokenizer_vocab_size=512, num_workers=1)),
         tokenizer="",
-        concept_len=0,
         max_shift=2,
         brightness=0.05,
         num_workers=1,

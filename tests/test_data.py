@@ -86,26 +86,22 @@ def test_batches_arrive_whole_with_their_labels(curated):
     assert sorted(epoch2) == list(range(n))
 
 
-def test_concepts_at_their_own_length_with_cuts_flagged(curated):
-    """`concept_len` tokenizes concepts shorter than captions; whatever does not fit is cut
-    and flagged, never dropped silently (captions too, at `max_len`)."""
+def test_texts_longer_than_max_len_are_cut_and_flagged(curated):
+    """What does not fit in `max_len` is cut and flagged (counted in the metrics), never
+    dropped silently."""
     shards = CuratedShards(curated)
-    full, _ = take(data_lib.build_dataset(spec(curated)), 4)
-    short, _ = take(data_lib.build_dataset(spec(curated, concept_len=3)), 4)
-    tok = data_lib.Tokenizer(shards.tokenizer_path, 16)
+    short, _ = take(data_lib.build_dataset(spec(curated, max_len=3)), 4)
+    tok = data_lib.Tokenizer(shards.tokenizer_path, 3)
     flagged = 0
-    for f, s in zip(full, short, strict=True):
-        raw = shards.read_rows(int(f["batch"]))
-        lengths = np.array([len(ids) for ids in tok.processor.encode(raw["concepts"])])
-        assert s["concepts"].shape == (16, 3) and s["concepts_cut"].shape == (16,)
-        np.testing.assert_array_equal(s["concepts"], f["concepts"][:, :3])
-        np.testing.assert_array_equal(s["concepts_cut"], lengths > 3)
-        np.testing.assert_array_equal(f["concepts_cut"], lengths > 16)
-        caption_lengths = [len(ids) for ids in tok.processor.encode(raw["caption"])]
-        np.testing.assert_array_equal(f["text_cut"], np.array(caption_lengths) > 16)
-        np.testing.assert_array_equal(s["text"], f["text"])
-        flagged += int(s["concepts_cut"].sum())
-    assert flagged > 0  # masked captions are longer than 3 pieces: the check above bit
+    for e in short:
+        raw = shards.read_rows(int(e["batch"]))
+        for field, cut, texts in (("text", "text_cut", raw["caption"]),
+                                  ("concepts", "concepts_cut", raw["concepts"])):
+            lengths = np.array([len(ids) for ids in tok.processor.encode(texts)])
+            np.testing.assert_array_equal(e[field], tok(texts))
+            np.testing.assert_array_equal(e[cut], lengths > 3)
+            flagged += int(e[cut].sum())
+    assert flagged > 0  # captions and masked captions are longer than 3 pieces
 
 
 def test_each_process_reads_its_slice(curated):

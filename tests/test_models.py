@@ -209,6 +209,26 @@ def test_gates_transform_concepts(mu):
     np.testing.assert_array_equal(one, np.ones_like(ident))  # the no-gating control
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_captions_and_concepts_in_one_call_equal_separate_calls(mu, groups):
+    model, variables = mu
+    x = make_inputs(model, batch=4, concepts=6)
+
+    @jax.jit
+    def embed(v, inputs):
+        both = model.apply(v, texts=inputs["texts"], concepts=inputs["concepts"],
+                           text_groups=groups)
+        alone = (model.apply(v, texts=inputs["texts"]).text_emb,
+                 model.apply(v, concepts=inputs["concepts"]).concept_emb)
+        return (both.text_emb, both.concept_emb), alone
+
+    (text_emb, concept_emb), (text_alone, concept_alone) = embed(variables, x)
+    np.testing.assert_allclose(text_emb, text_alone, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(concept_emb, concept_alone, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="text_groups=4 must divide"):
+        model.apply(variables, texts=x["texts"], concepts=x["concepts"], text_groups=4)
+
+
 def test_bfloat16_close_to_float32(mu):
     model, variables = mu
     x = make_inputs(model)

@@ -38,12 +38,7 @@ class DataSpec:
       mode: `curated` (whole curated batches) or `baseline` (i.i.d. batches of the same pairs).
       seed: shuffling and augmentation seed.
       image_size: output side S.
-      max_len: token length L of captions.
-      concept_len: token length Lc of concepts (0 = `max_len`). Concepts are n-grams and
-        masked captions, shorter than captions; with a padding-masked text tower the embedding
-        of a text that fits does not depend on the length it is padded to, so a shorter `Lc`
-        saves text-tower work without changing any embedding. Longer concepts are cut and
-        counted (`concepts_cut`).
+      max_len: token length L of captions and concepts (longer ones are cut and flagged).
       tokenizer: SentencePiece model path ("" = the one next to the shards).
       max_shift: augmentation translation in pixels (0 = none).
       brightness: augmentation brightness jitter (in the [-1, 1] image range).
@@ -56,7 +51,6 @@ class DataSpec:
     seed: int = 0
     image_size: int = 32
     max_len: int = 16
-    concept_len: int = 0
     tokenizer: str = ""
     pad_id: int = 0
     max_shift: int = 2
@@ -70,7 +64,7 @@ def build_dataset(spec: DataSpec, *, process_index: int = 0, process_count: int 
     """The Grain dataset of this process's batch slices (see module docstring).
 
     Each element: `images` float32 `[b, S, S, 3]`, `text` int32 `[b, L]`, `concepts` int32
-    `[K/P, Lc]`, `labels` int8 `[b, K]`, `text_cut` int8 `[b]`, `concepts_cut` int8 `[K/P]`,
+    `[K/P, L]`, `labels` int8 `[b, K]`, `text_cut` int8 `[b]`, `concepts_cut` int8 `[K/P]`,
     `batch` int32 `[]`, with `b = B / P` (see `ProcessSlice`).
     `start_step` skips elements without reading them (checkpoints restore the iterator state
     instead; this is for evaluation and benchmarks).
@@ -82,7 +76,7 @@ def build_dataset(spec: DataSpec, *, process_index: int = 0, process_count: int 
                          f"split over {process_count} processes")
     tokenizer = Tokenizer(spec.tokenizer or source.tokenizer_path, spec.max_len, spec.pad_id)
     transform = ProcessSlice(tokenizer, spec.image_size, spec.max_shift, spec.brightness,
-                             process_index, process_count, spec.concept_len or spec.max_len)
+                             process_index, process_count)
     ds = (
         grain.MapDataset.range(start_step, _STEPS)
         .map(source.__getitem__)
@@ -104,7 +98,7 @@ def make_global_batch(local: dict[str, Any], mesh: Mesh, batch_axes: Sequence[st
                       ) -> dict[str, jax.Array]:
     """This process's slice -> global `jax.Array`s, first axis split over `batch_axes`.
 
-    Global shapes: `images [B, S, S, 3]`, `text [B, L]`, `concepts [K, Lc]`, `labels [B, K]`,
+    Global shapes: `images [B, S, S, 3]`, `text [B, L]`, `concepts [K, L]`, `labels [B, K]`,
     `text_cut [B]`, `concepts_cut [K]`.
     """
     out = {}

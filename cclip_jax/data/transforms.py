@@ -46,18 +46,16 @@ class Tokenizer:
         """`[N]` strings -> int32 `[N, max_len]`; "" gives a row of `pad_id`."""
         return self.tokenize(texts)[0]
 
-    def tokenize(self, texts: list[str], length: int | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        """`[N]` strings -> (int32 ids `[N, length]`, bool `[N]`: the text was longer than
-        `length` pieces and was cut); `length` defaults to `max_len`."""
-        length = self.max_len if length is None else length
-        out = np.full((len(texts), length), self.pad_id, np.int32)
+    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`[N]` strings -> (int32 ids `[N, max_len]`, bool `[N]`: the text was longer than
+        `max_len` pieces and was cut)."""
+        out = np.full((len(texts), self.max_len), self.pad_id, np.int32)
         cut = np.zeros(len(texts), bool)
         # One thread: a batch is a few dozen short texts, and SentencePiece's default thread
         # pool costs more to start than the encoding itself.
         for i, ids in enumerate(self.processor.encode(list(texts), num_threads=1)):
-            cut[i] = len(ids) > length
-            ids = ids[:length]
+            cut[i] = len(ids) > self.max_len
+            ids = ids[: self.max_len]
             out[i, : len(ids)] = ids
         return out, cut
 
@@ -106,11 +104,10 @@ def shift_crop(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> 
 class ProcessSlice:
     """Grain random map: a raw batch slice -> arrays.
 
-    Output: `images` float32 `[b, S, S, 3]`, `text` int32 `[b, L]`, `concepts` int32
-    `[k, Lc]` (this process's `k = K / P` concept rows: concepts are split over devices like
-    captions; `Lc = concept_len`), `labels` int8 `[b, K]`, `text_cut` int8 `[b]` and
-    `concepts_cut` int8 `[k]` (1: the text had more pieces than fit and was cut), `batch` int32
-    `[]` (the global batch index read).
+    Output: `images` float32 `[b, S, S, 3]`, `text` int32 `[b, L]`, `concepts` int32 `[k, L]`
+    (this process's `k = K / P` concept rows: concepts are split over devices like captions),
+    `labels` int8 `[b, K]`, `text_cut` int8 `[b]` and `concepts_cut` int8 `[k]` (1: the text
+    had more than `L` pieces and was cut), `batch` int32 `[]` (the global batch index read).
     """
 
     tokenizer: Tokenizer
@@ -119,7 +116,6 @@ class ProcessSlice:
     brightness: float
     process_index: int
     process_count: int
-    concept_len: int
 
     def __call__(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
         images = to_model_range(np.stack([  # one float conversion for the whole slice
@@ -134,7 +130,7 @@ class ProcessSlice:
         k = len(concepts) // self.process_count
         mine = concepts[self.process_index * k : (self.process_index + 1) * k]
         text, text_cut = self.tokenizer.tokenize(raw["caption"])
-        concepts, concepts_cut = self.tokenizer.tokenize(mine, self.concept_len)
+        concepts, concepts_cut = self.tokenizer.tokenize(mine)
         return {
             "images": images.astype(np.float32),
             "text": text,
