@@ -98,7 +98,7 @@ class Setup:
     spec: data_lib.DataSpec
     state_shardings: Any
     init_state: Any  # jitted rng -> TrainState
-    step: Any  # jitted (state, batch) -> (state, metrics), donates state
+    step: Any  # jitted (state, batch) -> (state, metrics), donates state; has `.lower`
     abstract_state: Any
 
 
@@ -159,6 +159,12 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
         def wrapped(*args):
             with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
                 return fn(*args)
+
+        def lower(*args):  # ahead-of-time: `setup.step.lower(abstract_state, batch).compile()`
+            with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+                return fn.lower(*args)
+
+        wrapped.lower = lower
         return wrapped
 
     return Setup(config, mesh, axes, model, spec, state_sh, in_context(init_jit),
