@@ -23,9 +23,10 @@ def get_config(arg: str | None = None):
     c.model.image.depth = 2
     c.batch_size = 64
     # λ: the conditional term's gradient is ~100x the plain term's at initialisation (each
-    # concept gate gathers gradient from B x B pairs). In the binding experiment (README) λ >= 0.01
-    # holds the towers near chance; at 0.001 they learn about as well as SigLIP on the same
-    # curated batches. So the demo trains at 0.001: the conditional term is on, but small.
+    # concept gate gathers gradient from B x B pairs). In the binding experiment (README) λ >= 0.1
+    # holds the towers near chance, 0.01 learns colours but scores below SigLIP, and 0.001 about
+    # matches SigLIP on the same curated batches. So the demo trains at 0.001: the conditional
+    # term is on, but small.
     c.cond_weight = 0.001
     # (+1, 0) triples at half the weight of (+1, -1): at weight 1 the two are the same
     # negative, and reading -1 labels as 0 (the experiment's pos-only arm) would change nothing.
