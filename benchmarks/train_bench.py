@@ -4,8 +4,9 @@
 
 Prints one JSON object: steps/s and examples/s of the jitted train step for λ = 0 (SigLIP) and
 λ = config.cond_weight (CCLIP) on the same towers, batch and data; the CCLIP/SigLIP step-time
-ratio (goal <= 1.15; the median of ratios of adjacent timed blocks); the Grain pipeline's examples/s on one core (no worker processes) and
-its ratio to what the CCLIP step consumes (goal >= 2). Steps run on one fixed batch so the
+ratio (goal <= 1.15; the median of ratios of adjacent timed blocks); the Grain pipeline's
+examples/s on one core (no worker processes) and its ratio to what the CCLIP step consumes
+(goal >= 2). Steps run on one fixed batch so the
 figures are the step alone; compile time is excluded (reported separately).
 """
 

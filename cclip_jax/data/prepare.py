@@ -4,7 +4,8 @@
 the synthetic world described by `config.data.synthetic` (idempotent, `write_world`) and curates
 it with `config.data.curation` overrides of `configs/curate.py` (batch size = `config.batch_size`)
 under `config.data.cache_dir`. Both folders are named by a hash of their settings and format
-versions, so a changed config or curator never reuses stale data, and a finished curation (manifest present) is reused as is.
+versions, so a changed config or curator never reuses stale data, and a finished curation
+(manifest present) is reused as is.
 """
 
 from __future__ import annotations
