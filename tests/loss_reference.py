@@ -19,14 +19,28 @@ def _cos(u, v):
     return (u @ np.swapaxes(v, -1, -2)) / (nu[..., :, None] * nv[..., None, :])
 
 
-def sigmoid_loss(x, t, scale, bias):
+def sigmoid_loss(x, t, scale, bias, pair_ids=None):
     x, t = np.asarray(x, np.float64), np.asarray(t, np.float64)
     z = scale * _cos(x, t) + bias
-    y = 2.0 * np.eye(len(x)) - 1.0
+    ids = np.arange(len(x)) if pair_ids is None else np.asarray(pair_ids)
+    y = np.where(ids[:, None] == ids[None, :], 1.0, -1.0)
     return _softplus(-y * z).sum() / len(x)
 
 
-def conditional_sigmoid_loss(x, t, c, labels, scale, bias, unknown_weight=1.0):
+def softmax_loss(x, t, scale):
+    """CLIP: the mean of image->text and text->image cross-entropy, halved (open_clip)."""
+    z = scale * _cos(np.asarray(x, np.float64), np.asarray(t, np.float64))
+
+    def ce(logits):  # rows' cross-entropy against the diagonal target
+        m = logits.max(axis=1, keepdims=True)
+        lse = m[:, 0] + np.log(np.exp(logits - m).sum(axis=1))
+        return np.mean(lse - np.diag(logits))
+
+    return (ce(z) + ce(z.T)) / 2
+
+
+def conditional_sigmoid_loss(x, t, c, labels, scale, bias, unknown_weight=1.0,
+                             cross_positive_weight=1.0, normalize="batch"):
     x, t, c = (np.asarray(a, np.float64) for a in (x, t, c))
     labels = np.asarray(labels)
     xg = x[None, :, :] * c[:, None, :]  # [K, B, D]: x_i ⊙ g_k
@@ -35,10 +49,16 @@ def conditional_sigmoid_loss(x, t, c, labels, scale, bias, unknown_weight=1.0):
     a = labels.T[:, :, None]  # L[i, k]
     b = labels.T[:, None, :]  # L[j, k]
     pos = (a == 1) & (b == 1)
+    same_image = np.eye(len(x), dtype=bool)[None]
+    w_pos = pos * np.where(same_image, 1.0, cross_positive_weight)
     neg1 = ((a == 1) & (b == -1)) | ((a == -1) & (b == 1))
     negu = ((a == 1) & (b == 0)) | ((a == 0) & (b == 1))
-    loss = pos * _softplus(-z) + neg1 * _softplus(z) + unknown_weight * negu * _softplus(z)
-    return loss.sum() / len(x)
+    w_neg = neg1 + unknown_weight * negu
+    loss = w_pos * _softplus(-z) + w_neg * _softplus(z)
+    if normalize == "batch":
+        return loss.sum() / len(x)
+    weight = (w_pos + w_neg).sum()  # the counted triples, weighted
+    return loss.sum() / weight if weight > 0 else 0.0
 
 
 def numeric_grad(f, args, index, h=1e-6):

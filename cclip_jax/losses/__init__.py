@@ -1,4 +1,4 @@
-"""Sigmoid (SigLIP) and conditional sigmoid (CCLIP) losses: exact, ring-sharded, memory-bounded.
+"""Sigmoid (SigLIP), conditional sigmoid (CCLIP) and softmax (CLIP) losses: exact and sharded.
 
 SigLIP (Zhai et al., 2023, "Sigmoid Loss for Language Image Pre-Training") scores every image
 against every caption with an independent sigmoid. CCLIP (the proposal this project implements,
@@ -25,12 +25,33 @@ The conditional loss rests on `cos(x ⊙ g, t ⊙ g) = (x ⊙ g²)·t / (‖x �
 are one matmul. With `max_present=R`, only triples with a `+1` side count, and they are enumerated
 from the (at most `R`) present concepts of each row: work is `O(B·R·B·D)` instead of `O(B·B·K·D)`.
 
-The package has three modules: `sigmoid` and `conditional` define the losses as tile functions,
-and `_engine` sums tile functions over the batch (tiles, the ring and their custom VJPs).
+The modules: `sigmoid` and `conditional` define the losses as tile functions, `_engine` sums
+tile functions over the batch (tiles, the ring and their custom VJPs), `softmax` is CLIP's
+loss (all-gathered, not tiled: its softmax needs every logit of a row), and `init` gives
+temperature and bias initial values from the batch's statistics.
 """
 
 from cclip_jax.losses._engine import EPS
-from cclip_jax.losses.conditional import conditional_sigmoid_loss
-from cclip_jax.losses.sigmoid import sigmoid_loss
+from cclip_jax.losses.conditional import NORMALIZE, conditional_sigmoid_loss, triple_weight_sum
+from cclip_jax.losses.init import (
+    conditional_bias_init,
+    positive_triple_rate,
+    sigmoid_bias_init,
+    triple_sums,
+)
+from cclip_jax.losses.sigmoid import pair_ids_from_tokens, sigmoid_loss
+from cclip_jax.losses.softmax import softmax_loss
 
-__all__ = ["EPS", "conditional_sigmoid_loss", "sigmoid_loss"]
+__all__ = [
+    "EPS",
+    "NORMALIZE",
+    "conditional_bias_init",
+    "conditional_sigmoid_loss",
+    "pair_ids_from_tokens",
+    "positive_triple_rate",
+    "sigmoid_bias_init",
+    "sigmoid_loss",
+    "softmax_loss",
+    "triple_sums",
+    "triple_weight_sum",
+]

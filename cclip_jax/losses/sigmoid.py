@@ -14,17 +14,23 @@ def sigmoid_loss(
     *,
     scale: jax.Array | float,
     bias: jax.Array | float,
+    pair_ids: jax.Array | None = None,
     axis_name: E.AxisName = None,
 ) -> jax.Array:
     """SigLIP loss: `Σ_ij softplus(-y_ij z_ij) / B`, `z_ij = scale·cos(x_i, t_j) + bias`.
 
-    `y_ij = +1` if `i == j` (caption `j` belongs to image `j`) else `-1`.
+    `y_ij = +1` if `i == j` (caption `j` belongs to image `j`) else `-1`; with `pair_ids`,
+    `y_ij = +1` if `pair_ids[i] == pair_ids[j]` (multi-positives: e.g. rows with identical
+    captions, whose "negatives" would be false ones).
 
     Args:
       image_emb: `[B, D]` raw (unnormalised) image embeddings.
       text_emb: `[B, D]` raw caption embeddings; row `j` is the caption of image `j`.
       scale: scalar logit scale (a temperature, not its log).
       bias: scalar logit bias.
+      pair_ids: optional integer `[B]`, split along `B` like the embeddings: rows with equal
+        ids are positives of each other. Ids must be unique across the global batch for rows
+        that are not (e.g. the global index of a row's first duplicate). None: the diagonal.
       axis_name: mesh axis (or tuple of axes) when called inside `jax.shard_map` with both
         embeddings split along `B` and `scale`/`bias` replicated; every device then returns the
         global loss (global `B` in the denominator).
@@ -40,7 +46,13 @@ def sigmoid_loss(
     x, t = E.check_pair(image_emb, text_emb, axis_name)
     dtype = x.dtype
     b = x.shape[0]
-    ids = jnp.arange(b, dtype=jnp.int32) + E.block_offset(b, axis_name)
+    if pair_ids is None:
+        ids = jnp.arange(b, dtype=jnp.int32) + E.block_offset(b, axis_name)
+    else:
+        if pair_ids.shape != (b,) or not jnp.issubdtype(pair_ids.dtype, jnp.integer):
+            raise ValueError(f"pair_ids must be integer [B={b}], got {pair_ids.dtype} "
+                             f"{pair_ids.shape}")
+        ids = jnp.asarray(pair_ids, jnp.int32)
     local = {
         "x": x * E.inv_norm(jnp.sum(x * x, axis=-1))[:, None],
         "ids": ids,
@@ -57,3 +69,26 @@ def _sigmoid_tile(local: dict, tile: dict) -> jax.Array:
     z = local["scale"] * (local["x"] @ t.T) + local["bias"]  # [b, c]
     positive = local["ids"][:, None] == tile["ids"][None, :]
     return jnp.sum(E.softplus(jnp.where(positive, -z, z)))
+
+
+def pair_ids_from_tokens(tokens: jax.Array) -> jax.Array:
+    """`pair_ids` that make identical captions positives of each other's images.
+
+    Args:
+      tokens: integer `[B, L]` caption token ids of the global batch.
+
+    Returns:
+      int32 `[B]`: for row `j`, the smallest `i` with `tokens[i] == tokens[j]` (all of `L`).
+      One stable sort of the rows (`O(B log B · L)`), no `[B, B]` comparison.
+    """
+    b, length = tokens.shape
+    index = jnp.arange(b, dtype=jnp.int32)
+    keys = [tokens[:, col] for col in range(length)]
+    *sorted_keys, order = jax.lax.sort([*keys, index], num_keys=length, is_stable=True)
+    sorted_keys = jnp.stack(sorted_keys, axis=1)
+    starts = jnp.concatenate(
+        [jnp.ones((1,), bool), jnp.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)])
+    # The sorted position where each row's run of equal rows starts (positions only grow, so
+    # a running max carries it forward); the stable sort put the run's smallest index there.
+    run_start = jax.lax.cummax(jnp.where(starts, index, 0), axis=0)
+    return jnp.zeros((b,), jnp.int32).at[order].set(order[run_start])
