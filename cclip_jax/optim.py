@@ -1,9 +1,11 @@
 """The optimizer: AdamW with warmup + cosine, global-norm clipping, per-tower lr multipliers.
 
 Parameters fall into groups by their top-level name: `img` (image tower), `txt` (text tower)
-and `head` (everything else: temperatures and biases). `config.optim.lr_mults[group]` scales the
-group's learning rate; 0 freezes it (`optax.set_to_zero`, no Adam moments kept), which is how a
-fine-tune from SigLIP can hold a tower fixed.
+and `temperature` (everything else: the logit scales and biases `t`, `b`, `cond_t`, `cond_b`).
+`config.optim.lr_mults[group]` scales the group's learning rate; 0 freezes it
+(`optax.set_to_zero`, no Adam moments kept), which is how a fine-tune from SigLIP can hold a
+tower fixed. Adam moves a scalar by about its learning rate per step whatever its gradient, so
+over a short run the temperatures need a multiplier well above 1 to travel at all.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import jax
 import ml_collections
 import optax
 
-GROUPS = ("img", "txt", "head")
+GROUPS = ("img", "txt", "temperature")
 
 
 def schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -29,8 +31,8 @@ def schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def param_groups(params: Any) -> Any:
-    """The group name (`img`, `txt` or `head`) of every leaf of `params`."""
-    return {name: jax.tree.map(lambda _, n=name: n if n in GROUPS else "head", sub)
+    """The group name (`img`, `txt` or `temperature`) of every leaf of `params`."""
+    return {name: jax.tree.map(lambda _, n=name: n if n in GROUPS else "temperature", sub)
             for name, sub in params.items()}
 
 

@@ -25,12 +25,12 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from cclip_jax import data as data_lib
-from cclip_jax import models, optim, sharding
+from cclip_jax import losses, models, optim, sharding
 from cclip_jax.checkpointing import Checkpointer
 from cclip_jax.evaluation import suite
 from cclip_jax.evaluation.scorer import CONFIG_FILE, load_run_config, tokenizer_for
 from cclip_jax.metrics_writer import MetricsWriter
-from cclip_jax.train_step import LOSSES, TrainState, make_loss_fn, make_train_step
+from cclip_jax.train_step import LOSSES, Objective, TrainState, make_loss_fn, make_train_step
 
 LABEL_MODES = ("all", "positive_only")
 
@@ -57,6 +57,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.labels={config.labels!r} is not one of {LABEL_MODES}")
     if config.cond_weight < 0:
         raise ValueError(f"config.cond_weight={config.cond_weight} must be >= 0")
+    if config.cond_normalize not in losses.NORMALIZE:
+        raise ValueError(f"config.cond_normalize={config.cond_normalize!r} is not one of "
+                         f"{losses.NORMALIZE}")
+    if not 0 <= config.cross_positive_weight <= 1:
+        raise ValueError(f"config.cross_positive_weight={config.cross_positive_weight} must be "
+                         "in [0, 1]")
+    sched = config.cond_schedule
+    for field in ("zero_frac", "ramp_frac"):
+        if not 0 <= sched[field] <= 1:
+            raise ValueError(f"config.cond_schedule.{field}={sched[field]} must be in [0, 1]")
+    if sched.zero_frac + sched.ramp_frac > 1:
+        raise ValueError("config.cond_schedule.zero_frac + ramp_frac must be <= 1")
+    if config.plain_multi_positive and config.loss != "sigmoid":
+        raise ValueError("config.plain_multi_positive needs config.loss='sigmoid'")
     models.tower_kwargs(config.model)  # unknown sizes etc. raise naming config.model.<field>
 
 
@@ -87,6 +101,41 @@ def check_data(config: ml_collections.ConfigDict, source: data_lib.BatchSliceSou
                          f"{source.max_concepts}")
 
 
+def initial_biases(config: ml_collections.ConfigDict, source: data_lib.BatchSliceSource
+                   ) -> dict[str, float]:
+    """`bias_init` and `cond_bias_init` where the config leaves them None (the default): the
+    logits of the plain term's positive rate (`1 / B`) and of the curated data's weighted
+    positive-triple rate (manifest `batches.triple_sums`), so that both terms start balanced
+    at any batch size (`cclip_jax.losses.init`)."""
+    out = {}
+    if config.model.bias_init is None:
+        out["bias_init"] = losses.sigmoid_bias_init(config.batch_size)
+    if config.model.cond_bias_init is None:
+        out["cond_bias_init"] = out.get("bias_init", config.model.bias_init)
+        if config.loss == "sigmoid" and config.cond_weight != 0:
+            sums = _triple_sums(source.manifest, source.curated_dir)
+            if config.labels == "positive_only":  # every -1 is read as 0
+                sums = {**sums, "pn": 0, "pu": sums["pu"] + sums["pn"]}
+            out["cond_bias_init"] = losses.conditional_bias_init(
+                sums, unknown_weight=config.unknown_weight,
+                cross_positive_weight=config.cross_positive_weight)
+    return out
+
+
+def _triple_sums(manifest: dict[str, Any], where: str) -> dict[str, float]:
+    stats = manifest["batches"]
+    if "triple_sums" in stats:
+        return stats["triple_sums"]
+    # Curated before the manifest counted them: estimate from the label totals, as if every
+    # concept column of every batch held the same counts.
+    columns = sum(int(k) * n for k, n in stats["concepts_per_batch"].items())
+    p, n, u = (stats["labels"].get(key, 0) / max(columns, 1) for key in ("+1", "-1", "0"))
+    logging.warning("%s/manifest.json has no batches.triple_sums (curated by an older "
+                    "version): the conditional bias starts from an estimate", where)
+    return {"pp": columns * p * p, "p": columns * p, "pn": columns * p * n,
+            "pu": columns * p * u}
+
+
 @dataclasses.dataclass
 class Setup:
     """Everything the loop needs, built once (also used by tests and the benchmark)."""
@@ -100,6 +149,7 @@ class Setup:
     init_state: Any  # jitted rng -> TrainState
     step: Any  # jitted (state, batch) -> (state, metrics), donates state; has `.lower`
     abstract_state: Any
+    resolved: dict[str, Any]  # config fields worked out at build (curated folder, biases)
 
 
 def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
@@ -128,7 +178,7 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
         # saves nothing and costs gathers (the demo: R = 8, K = 16). Both give the same loss.
         max_present = None
 
-    model = models.build_model(config.model)
+    model = models.build_model(config.model, **initial_biases(config, source))
     tx, lr_fn = optim.make_optimizer(config)
     boxed = model.abstract_params()
     param_sh = sharding.param_shardings(boxed, mesh, rules)["params"]
@@ -143,9 +193,7 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=tx.init(params))
 
-    loss_fn = make_loss_fn(model, mesh, axes, loss=config.loss, cond_weight=config.cond_weight,
-                           unknown_weight=config.unknown_weight, max_present=max_present,
-                           positive_labels_only=config.labels == "positive_only")
+    loss_fn = make_loss_fn(model, mesh, axes, Objective.from_config(config, max_present))
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         init_jit = jax.jit(init_state, out_shardings=state_sh)
         abstract_state = jax.eval_shape(init_jit, jax.random.key(0))
@@ -167,8 +215,10 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
         wrapped.lower = lower
         return wrapped
 
+    resolved = {"data.curated_dir": os.path.abspath(curated_dir),
+                "model.bias_init": model.bias_init, "model.cond_bias_init": model.cond_bias_init}
     return Setup(config, mesh, axes, model, spec, state_sh, in_context(init_jit),
-                 in_context(step_jit), abstract_state)
+                 in_context(step_jit), abstract_state, resolved)
 
 
 def initial_state(setup: Setup, ckpt: Checkpointer, data_iter: Any) -> TrainState:
@@ -244,11 +294,18 @@ def _flush(pending: list, writer: MetricsWriter, config: ml_collections.ConfigDi
     pending.clear()
 
 
-def write_run_config(workdir: str, config: ml_collections.ConfigDict, curated_dir: str) -> None:
-    """`workdir/config.json`: the config with the curated folder resolved (what the evaluation
-    CLI and the report read to rebuild the model and find the tokenizer and the data)."""
+def write_run_config(workdir: str, config: ml_collections.ConfigDict,
+                     fields: dict[str, Any]) -> None:
+    """`workdir/config.json`: the config with the fields worked out at build filled in (the
+    curated folder, the initial biases: what the evaluation CLI and the report read to rebuild
+    the model and find the tokenizer and the data). `fields`: dotted path -> value."""
     resolved = json.loads(config.to_json_best_effort())
-    resolved["data"]["curated_dir"] = os.path.abspath(curated_dir)
+    for path, value in fields.items():
+        *parents, leaf = path.split(".")
+        node = resolved
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
     tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
     with open(tmp, "w") as f:
         json.dump(resolved, f, indent=1)
@@ -285,7 +342,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     setup = build(config)
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
-        write_run_config(workdir, config, setup.spec.curated_dir)
+        write_run_config(workdir, config, setup.resolved)
     run_config = load_run_config(workdir) if jax.process_index() == 0 else None
     evaluator = (suite.RunEvaluator(setup.model, tokenizer_for(run_config), run_config, workdir)
                  if run_config is not None and config.eval.every_steps >= 0 else None)

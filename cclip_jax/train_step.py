@@ -1,7 +1,7 @@
 """The jitted train step: towers -> loss (ring-sharded) -> optax update, plus its metrics.
 
-Loss (`config.loss`):
-  `sigmoid`: `sigmoid_loss + cond_weight · conditional_sigmoid_loss` (cond_weight = 0 is SigLIP),
+Loss (`config.loss`), with the conditional term's knobs in `Objective`:
+  `sigmoid`: `sigmoid_loss + λ(step) · conditional_sigmoid_loss` (λ = 0 is SigLIP),
   `softmax`: CLIP's symmetric cross-entropy (the CLIP baseline arm; no conditional term).
 
 Both run inside `jax.shard_map` over the mesh axes the batch is split over: embeddings and label
@@ -11,6 +11,7 @@ its share of concept rows), so every device gets the global loss.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,13 +20,13 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from jax.sharding import PartitionSpec as P
 
-from cclip_jax.losses import EPS, conditional_sigmoid_loss, sigmoid_loss
+from cclip_jax import diagnostics, losses
 
 LOSSES = ("sigmoid", "softmax")
-_METRIC_ROWS = 16  # rows of the batch the gated-logit diagnostics look at (cheap, B x B x K)
 
 
 @flax.struct.dataclass
@@ -37,123 +38,116 @@ class TrainState:
     opt_state: Any
 
 
-def clip_softmax_loss(image_emb: jax.Array, text_emb: jax.Array, *, scale: jax.Array,
-                      axis_name: str | tuple[str, ...] | None = None) -> jax.Array:
-    """CLIP loss: mean of image->text and text->image cross-entropy over `scale·cos`.
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What the step minimises (the config's loss fields; see configs/common.py).
 
-    `image_emb`, `text_emb`: `[b, D]` (this device's rows when `axis_name` is given: the other
-    devices' rows are all-gathered, so memory grows with the global batch, as in open_clip).
-    Returns the global scalar loss on every device.
+    `cond_weight` is λ at full strength; `cond_zero_steps` and `cond_ramp_steps` hold it at 0
+    for the first steps, then ramp it linearly to λ. `max_present` None is the dense path.
     """
-    x = image_emb / jnp.maximum(jnp.linalg.norm(image_emb, axis=-1, keepdims=True), EPS)
-    t = text_emb / jnp.maximum(jnp.linalg.norm(text_emb, axis=-1, keepdims=True), EPS)
-    b = x.shape[0]
-    if axis_name is None:
-        all_x, all_t, offset, total_b = x, t, 0, b
-    else:
-        all_x = jax.lax.all_gather(x, axis_name, tiled=True)
-        all_t = jax.lax.all_gather(t, axis_name, tiled=True)
-        offset, total_b = jax.lax.axis_index(axis_name) * b, all_x.shape[0]
-    ids = jnp.arange(b) + offset
-    i2t = jax.nn.log_softmax(scale * x @ all_t.T, axis=-1)
-    t2i = jax.nn.log_softmax(scale * t @ all_x.T, axis=-1)
-    rows = jnp.arange(b)
-    local = -(i2t[rows, ids].sum() + t2i[rows, ids].sum()) / 2
-    if axis_name is not None:
-        local = jax.lax.psum(local, axis_name)
-    return local / total_b
+
+    loss: str = "sigmoid"
+    cond_weight: float = 0.0
+    unknown_weight: float = 1.0
+    cross_positive_weight: float = 1.0
+    normalize: str = "triples"
+    max_present: int | None = None
+    positive_labels_only: bool = False
+    concept_stop_gradient: bool = False
+    plain_multi_positive: bool = False
+    cond_zero_steps: int = 0
+    cond_ramp_steps: int = 0
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict, max_present: int | None
+                    ) -> Objective:
+        sched = config.cond_schedule
+        return cls(
+            loss=config.loss, cond_weight=float(config.cond_weight),
+            unknown_weight=float(config.unknown_weight),
+            cross_positive_weight=float(config.cross_positive_weight),
+            normalize=config.cond_normalize, max_present=max_present,
+            positive_labels_only=config.labels == "positive_only",
+            concept_stop_gradient=bool(config.concept_stop_gradient),
+            plain_multi_positive=bool(config.plain_multi_positive),
+            cond_zero_steps=round(sched.zero_frac * config.total_steps),
+            cond_ramp_steps=round(sched.ramp_frac * config.total_steps))
+
+    @property
+    def conditional(self) -> bool:
+        return self.loss == "sigmoid" and self.cond_weight != 0
+
+    def cond_weight_at(self, step: jax.Array) -> jax.Array:
+        """λ at `step` (the number of updates already applied): 0, a linear ramp, then λ."""
+        s = jnp.asarray(step, jnp.float32) - self.cond_zero_steps
+        if self.cond_ramp_steps > 0:
+            frac = jnp.clip((s + 1) / self.cond_ramp_steps, 0.0, 1.0)
+        else:
+            frac = (s >= 0).astype(jnp.float32)
+        return self.cond_weight * frac
 
 
-def triple_counts(labels: jax.Array) -> dict[str, jax.Array]:
-    """Counts of conditional (image, caption, concept) triples by kind, from `labels [B, K]`."""
-    pos = jnp.sum(labels == 1, axis=0).astype(jnp.float32)
-    neg = jnp.sum(labels == -1, axis=0).astype(jnp.float32)
-    unk = jnp.sum(labels == 0, axis=0).astype(jnp.float32)
-    return {"triples_pos": jnp.sum(pos * pos), "triples_neg": jnp.sum(2 * pos * neg),
-            "triples_unknown": jnp.sum(2 * pos * unk)}
-
-
-def gate_diagnostics(x: jax.Array, t: jax.Array, c: jax.Array, labels: jax.Array,
-                     scale: jax.Array, bias: jax.Array) -> dict[str, jax.Array]:
-    """Mean gated logit of positive and negative triples on 16 rows, and the entropy of
-    the normalised squared gate `p = c² / Σ c²` over `D` (divided by `log D`; 1 = uniform, what
-    a gate that learned nothing collapses to), averaged over concepts with a `+1`.
-
-    `x`, `t`: `[B, D]`; `c`: `[K, D]`; `labels`: `[B, K]`.
-    """
-    # Rows spread over the batch: a curated batch keeps neighbours together, so its first rows
-    # share all their concepts and hold no negative triple at all.
-    rows = jnp.linspace(0, x.shape[0] - 1, min(_METRIC_ROWS, x.shape[0])).astype(jnp.int32)
-    x, t, lab = x[rows], t[rows], labels[rows].astype(jnp.int32)
-    g2 = jnp.square(c)
-    num = jnp.einsum("id,jd,kd->ijk", x, t, g2)
-    nx = jnp.sqrt(jnp.maximum(jnp.square(x) @ g2.T, EPS**2))  # [m, K]
-    nt = jnp.sqrt(jnp.maximum(jnp.square(t) @ g2.T, EPS**2))
-    z = scale * num / (nx[:, None, :] * nt[None, :, :]) + bias
-    a, b = lab[:, None, :], lab[None, :, :]
-    pos = (a == 1) & (b == 1)
-    neg = ((a == 1) & (b != 1)) | ((a != 1) & (b == 1))
-
-    def mean(mask):
-        return jnp.sum(jnp.where(mask, z, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
-
-    p = g2 / jnp.maximum(jnp.sum(g2, axis=-1, keepdims=True), 1e-30)
-    ent = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1)
-    present = jnp.any(labels == 1, axis=0)
-    ent = jnp.sum(jnp.where(present, ent, 0.0)) / jnp.maximum(jnp.sum(present), 1)
-    return {"logit_pos": mean(pos), "logit_neg": mean(neg),
-            "gate_entropy": ent / jnp.log(c.shape[-1])}
-
-
-def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence[str], *,
-                 loss: str, cond_weight: float, unknown_weight: float,
-                 max_present: int | None, positive_labels_only: bool = False
-                 ) -> Callable[[Any, dict], tuple[jax.Array, dict]]:
-    """`loss_fn(params, batch) -> (loss, aux)` for `jax.value_and_grad(has_aux=True)`.
+def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence[str],
+                 objective: Objective) -> Callable[[Any, dict, jax.Array], tuple]:
+    """`loss_fn(params, batch, step) -> (loss, aux)` for `value_and_grad(has_aux=True)`.
 
     `positive_labels_only` reads every `-1` label as `0` (unknown): the conditional term then
     learns its negatives only from `(+1, 0)` triples (an experiment arm: are curated `-1`
     labels worth their cost?).
     """
-    if loss not in LOSSES:
-        raise ValueError(f"config.loss={loss!r} is not one of {LOSSES}")
+    obj = objective
+    if obj.loss not in LOSSES:
+        raise ValueError(f"config.loss={obj.loss!r} is not one of {LOSSES}")
     axes = tuple(batch_axes)
     ways = math.prod(mesh.shape[a] for a in axes)  # devices the batch rows are split over
-    cond = loss == "sigmoid" and cond_weight != 0
     rows, rep = P(axes), P()
 
-    def ring(x, t, c, labels, s, b, cs, cb):
-        if loss == "softmax":
-            return clip_softmax_loss(x, t, scale=s, axis_name=axes), jnp.zeros((), x.dtype)
-        plain = sigmoid_loss(x, t, scale=s, bias=b, axis_name=axes)
+    def ring(x, t, c, labels, ids, s, b, cs, cb):
+        if obj.loss == "softmax":
+            return losses.softmax_loss(x, t, scale=s, axis_name=axes), jnp.zeros((), x.dtype)
+        plain = losses.sigmoid_loss(x, t, scale=s, bias=b, pair_ids=ids, axis_name=axes)
         if c is None:
             return plain, jnp.zeros((), x.dtype)
-        return plain, conditional_sigmoid_loss(
-            x, t, c, labels, scale=cs, bias=cb, unknown_weight=unknown_weight,
-            max_present=max_present, axis_name=axes)
+        return plain, losses.conditional_sigmoid_loss(
+            x, t, c, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight,
+            cross_positive_weight=obj.cross_positive_weight, normalize=obj.normalize,
+            max_present=obj.max_present, axis_name=axes)
 
-    sharded = jax.shard_map(ring, mesh=mesh, in_specs=(rows, rows, rep, rows, rep, rep, rep, rep),
-                            out_specs=(rep, rep), check_vma=True)
+    specs = (rows, rows, rep, rows, rows, rep, rep, rep, rep)
+    sharded = jax.shard_map(ring, mesh=mesh, in_specs=specs, out_specs=(rep, rep),
+                            check_vma=True)
 
-    def loss_fn(params: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict]:
-        if positive_labels_only:
-            batch = {**batch, "labels": jnp.maximum(batch["labels"], 0).astype(jnp.int8)}
+    def loss_fn(params: Any, batch: dict[str, jax.Array], step: jax.Array
+                ) -> tuple[jax.Array, dict]:
+        labels = batch["labels"]
+        if obj.positive_labels_only:
+            labels = jnp.maximum(labels, 0).astype(jnp.int8)
         out = model.apply({"params": params}, images=batch["images"], texts=batch["text"],
-                          concepts=batch["concepts"] if cond else None, text_groups=ways)
-        plain, conditional = sharded(out.image_emb, out.text_emb, out.concept_emb,
-                                     batch["labels"], out.scale, out.bias, out.cond_scale,
-                                     out.cond_bias)
-        total = plain + cond_weight * conditional if cond else plain
-        aux = {"loss_sig" if loss == "sigmoid" else "loss_clip": plain,
+                          concepts=batch["concepts"] if obj.conditional else None,
+                          text_groups=ways)
+        concepts = out.concept_emb
+        if concepts is not None and obj.concept_stop_gradient:
+            # The concept path gets no gradient; the shared text tower still trains through
+            # the captions, so concept embeddings keep moving with it.
+            concepts = jax.lax.stop_gradient(concepts)
+        ids = losses.pair_ids_from_tokens(batch["text"]) if obj.plain_multi_positive else None
+        plain, conditional = sharded(out.image_emb, out.text_emb, concepts, labels, ids,
+                                     out.scale, out.bias, out.cond_scale, out.cond_bias)
+        aux = {"loss_sig" if obj.loss == "sigmoid" else "loss_clip": plain,
                "scale": out.scale, "bias": out.bias,
                "captions_cut": jnp.sum(batch["text_cut"], dtype=jnp.int32)}
-        if cond:
-            aux.update(loss_cond=conditional, cond_scale=out.cond_scale, cond_bias=out.cond_bias,
-                       concepts_cut=jnp.sum(batch["concepts_cut"], dtype=jnp.int32),
-                       **triple_counts(batch["labels"]),
-                       **gate_diagnostics(out.image_emb, out.text_emb, out.concept_emb,
-                                          batch["labels"], out.cond_scale, out.cond_bias))
-        return total, aux
+        if ids is not None:  # positives beyond the diagonal: identical captions in the batch
+            aux["plain_extra_positives"] = jnp.sum(ids[:, None] == ids[None, :]) - ids.shape[0]
+        if not obj.conditional:
+            return plain, aux
+        lam = obj.cond_weight_at(step)
+        aux.update(loss_cond=conditional, cond_weight=lam, cond_scale=out.cond_scale,
+                   cond_bias=out.cond_bias,
+                   concepts_cut=jnp.sum(batch["concepts_cut"], dtype=jnp.int32),
+                   **diagnostics.triple_counts(labels),
+                   **diagnostics.gate_diagnostics(out.image_emb, out.text_emb, out.concept_emb,
+                                                  labels, out.cond_scale, out.cond_bias))
+        return plain + lam * conditional, aux
 
     return loss_fn
 
@@ -163,7 +157,8 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
     """`step(state, batch) -> (state, metrics)` (un-jitted; the trainer jits and donates)."""
 
     def step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, batch, state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         tower_norms = {f"grad_norm_{name}": optax.tree.norm(sub) for name, sub in grads.items()

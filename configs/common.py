@@ -4,7 +4,17 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
 `seed`, `batch_size` (the GLOBAL batch; curated data must have been curated at this size).
 
     loss            'sigmoid' (SigLIP + cond_weight · CCLIP) | 'softmax' (CLIP)
-    cond_weight     λ of the conditional term (0 = SigLIP baseline)
+    cond_weight     λ of the conditional term (0 = SigLIP baseline); see "What λ means" below
+    cond_normalize  'triples' (the conditional loss is a weighted mean over its counted
+                    triples) | 'batch' (its sum / B, as before: λ then scales with B and K)
+    cond_schedule   {zero_frac, ramp_frac}: λ is 0 for zero_frac of the run, then ramps
+                    linearly to cond_weight over ramp_frac of it (both 0: constant)
+    cross_positive_weight  β, the weight of (+1, +1) triples of two different images (1 = the
+                    proposal; 0 keeps only each image's own caption as conditional positive)
+    concept_stop_gradient  no gradient through the concept embeddings (the text tower still
+                    trains through the captions)
+    plain_multi_positive   identical captions in a batch are positives of each other's
+                    images in the plain term (curated batches can hold duplicates)
     unknown_weight  weight of (+1, 0) triples
     labels          'all' | 'positive_only' (every -1 label read as 0: an experiment arm)
     max_present     R of the loss: -1 = the manifest's max_present, 0 = dense (no bound);
@@ -13,7 +23,8 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
     sharding_rules  'dp' | 'fsdp' | 'tp' | 'fsdp_tp' (cclip_jax.sharding.RULES)
     model           cclip_jax.models config (towers, embed_dim, dtype, gate, ...)
     optim           AdamW: lr, warmup_steps, end_lr_frac, b1, b2, eps, weight_decay,
-                    grad_clip_norm, lr_mults {img, txt, head} (0 freezes a group)
+                    grad_clip_norm, lr_mults {img, txt, temperature} (0 freezes a group;
+                    temperature: the four logit scales and biases)
     data            curated_dir ('' = generate the synthetic demo data into cache_dir),
                     mode ('curated' | 'baseline'), synthetic {...}, curation {...} (overrides of
                     configs/curate.py), tokenizer ('' = the curated one), max_shift,
@@ -22,6 +33,16 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
     compilation_cache_dir  XLA persistent compilation cache ('' = off)
     distributed     call jax.distributed.initialize() (multi-host GPU/TPU)
     eval            evaluations during/after training (cclip_jax.evaluation.suite)
+
+What λ means. With cond_normalize='triples' the conditional term is a mean log-loss per
+counted triple, the plain term SigLIP's sum over a row's B pairs. λ = 1 weighs the two so that,
+at initialisation, the conditional gradient is a fixed fraction of the plain one whatever B and
+K are (docs/training.md, "λ across batch sizes", measured by benchmarks/grad_ratio_bench.py):
+the same λ means the same at the demo's B = 64, K = 16 as at B/16's B = 4k-32k, K = 64.
+
+Temperatures. model.bias_init / model.cond_bias_init left None start at the logit of each
+term's positive rate (cclip_jax.losses.init); lr_mults.temperature lets the four scalars travel
+in short runs (Adam moves a scalar by about lr per step).
 """
 
 from __future__ import annotations
@@ -49,6 +70,11 @@ def base_config(size: str = "mu") -> ml_collections.ConfigDict:
 
     c.loss = "sigmoid"
     c.cond_weight = 1.0
+    c.cond_normalize = "triples"
+    c.cond_schedule = ml_collections.ConfigDict(dict(zero_frac=0.0, ramp_frac=0.0))
+    c.cross_positive_weight = 1.0
+    c.concept_stop_gradient = False
+    c.plain_multi_positive = False
     c.unknown_weight = 1.0
     c.max_present = -1
     c.labels = "all"
@@ -60,7 +86,10 @@ def base_config(size: str = "mu") -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(
         lr=1e-3, warmup_steps=100, end_lr_frac=0.0, b1=0.9, b2=0.95, eps=1e-8,
         weight_decay=1e-4, grad_clip_norm=1.0,
-        lr_mults=ml_collections.ConfigDict({"img": 1.0, "txt": 1.0, "head": 1.0})))
+        # Over T steps of warmup + cosine a scalar can travel about mult · lr · T / 2: at the
+        # demo's lr 3e-3 and 600 steps, 0.9 at mult 1, too little to move a bias by the units
+        # a batch of 64 needs; 10 lets it.
+        lr_mults=ml_collections.ConfigDict({"img": 1.0, "txt": 1.0, "temperature": 10.0})))
 
     c.data = ml_collections.ConfigDict(dict(
         curated_dir="",
@@ -111,6 +140,7 @@ def b16_config(platform: str) -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 1000
     c.optim.lr = 1e-3
     c.optim.warmup_steps = 5000
+    c.optim.lr_mults.temperature = 1.0  # 100k steps at 1e-3: room to travel ~50 already
     c.data.num_workers = 16
     c.data.prefetch = 4
     c.data.max_shift = 8

@@ -22,12 +22,10 @@ def get_config(arg: str | None = None):
     c.model.text.depth = 2
     c.model.image.depth = 2
     c.batch_size = 64
-    # λ: the conditional term's gradient is ~100x the plain term's at initialisation (each
-    # concept gate gathers gradient from B x B pairs). In the binding experiment (README) λ >= 0.1
-    # holds the towers near chance, 0.01 learns colours but scores below SigLIP, and 0.001 about
-    # matches SigLIP on the same curated batches. So the demo trains at 0.001: the conditional
-    # term is on, but small.
-    c.cond_weight = 0.001
+    # λ = 1 (configs/common.py, "What λ means"): under the per-triple normalisation the
+    # conditional gradient at initialisation is a steady fraction of the plain one at every
+    # B and K (docs/training.md), so the demo runs at the value the B/16 configs use.
+    c.cond_weight = 1.0
     # (+1, 0) triples at half the weight of (+1, -1): at weight 1 the two are the same
     # negative, and reading -1 labels as 0 (the experiment's pos-only arm) would change nothing.
     c.unknown_weight = 0.5

@@ -31,5 +31,5 @@ def get_config(arg: str | None = "gpu"):
     c.optim.warmup_steps = 500
     c.optim.lr_mults.img = 0.1
     c.optim.lr_mults.txt = 0.1
-    c.optim.lr_mults.head = 1.0
+    c.optim.lr_mults.temperature = 1.0
     return c

@@ -13,8 +13,9 @@ import ml_collections
 from cclip_jax.curation import adapters, shards, tokenizer
 
 # Bumped when the curator writes different batches, concepts or tokenizer for the same
-# settings (2: `▁<M>` is one piece), so caches keyed on the settings are not reused stale.
-CURATOR_VERSION = 2
+# settings (2: `▁<M>` is one piece; 3: the manifest's batches carry `triple_sums`), so caches
+# keyed on the settings are not reused stale.
+CURATOR_VERSION = 3
 
 
 def _sha256(path: str) -> str:

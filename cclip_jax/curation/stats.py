@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from cclip_jax.curation.batches import Batch
+from cclip_jax.losses import init as loss_init
 
 
 @dataclasses.dataclass
@@ -27,6 +28,9 @@ class BatchStats:
     label_counts: Counter = dataclasses.field(default_factory=Counter)  # "+1" / "-1" / "0"
     present_per_row: Counter = dataclasses.field(default_factory=Counter)
     concepts_per_batch: Counter = dataclasses.field(default_factory=Counter)
+    # Σ over batches of per-column label products (`losses.init.triple_sums`): what the
+    # trainer needs to start the conditional bias at the data's positive-triple rate.
+    triple_sums: Counter = dataclasses.field(default_factory=Counter)
 
     def add(self, batch: Batch) -> None:
         """Accounts one batch (only its K real concept columns count, not the padding)."""
@@ -46,6 +50,7 @@ class BatchStats:
             self.label_counts[name] += int((lab == value).sum())
         self.present_per_row.update((lab == 1).sum(axis=1).tolist())
         self.concepts_per_batch[k] += 1
+        self.triple_sums.update(loss_init.triple_sums(lab))
 
     def merge(self, other: BatchStats) -> BatchStats:
         out = BatchStats()
@@ -60,8 +65,9 @@ class BatchStats:
 
     @classmethod
     def from_raw(cls, d: dict[str, Any]) -> BatchStats:
-        counters = {"label_counts", "present_per_row", "concepts_per_batch"}
-        return cls(**{k: Counter({(int(a) if k != "label_counts" else a): b
+        counters = {"label_counts", "present_per_row", "concepts_per_batch", "triple_sums"}
+        keep_str = {"label_counts", "triple_sums"}
+        return cls(**{k: Counter({(int(a) if k not in keep_str else a): b
                                   for a, b in v.items()}) if k in counters else v
                       for k, v in d.items()})
 
@@ -78,6 +84,7 @@ class BatchStats:
             "labels": dict(sorted(self.label_counts.items())),
             "present_per_row": {str(k): v for k, v in sorted(self.present_per_row.items())},
             "concepts_per_batch": {str(k): v for k, v in sorted(self.concepts_per_batch.items())},
+            "triple_sums": {k: self.triple_sums.get(k, 0) for k in loss_init.TRIPLE_SUMS},
             "curated_sharing": round(self.sharing_sum / max(self.sharing_batches, 1), 4),
             "sharing_sampled_batches": self.sharing_batches,
         }

@@ -50,6 +50,7 @@ class BatchSliceSource:
         self.max_present = self._shards.max_present
         self.num_batches = self._shards.num_batches
         self.tokenizer_path = self._shards.tokenizer_path
+        self.manifest = self._shards.manifest
         if self.batch_size % process_count:
             raise ValueError(f"curated batch size {self.batch_size} does not split over "
                              f"{process_count} processes")

@@ -25,9 +25,12 @@ Layout (an `ml_collections.ConfigDict`; a plain nested dict works too)::
                                         'ones' (every gate 1: the conditional term without
                                         gating, an experiment control)
     model.temperature_init    10.0      initial exp(t) of the plain term (SigLIP: 10)
-    model.bias_init           -10.0     initial bias of the plain term (SigLIP: -10)
-    model.cond_temperature_init 10.0    the same pair for the conditional term
-    model.cond_bias_init      -10.0
+    model.bias_init           None      initial bias of the plain term; None: the trainer
+                                        starts it at logit(1/B) (SigLIP's -10 is that at
+                                        B = 32k); a model built outside the trainer: -10
+    model.cond_temperature_init 10.0    initial exp(cond_t) of the conditional term
+    model.cond_bias_init      None      None: the trainer starts it at the logit of the data's
+                                        weighted positive-triple rate (manifest); else -10
 
 Optional per-tower overrides of the variant: `width`, `depth`, `mlp_dim`, `num_heads`,
 `patch_size` (image).
@@ -88,9 +91,10 @@ def get_default_model_config(
     cfg.scan_layers = False
     cfg.gate = "identity"
     cfg.temperature_init = 10.0
-    cfg.bias_init = -10.0
+    # None = from the batch (the trainer); typed so that --config.model.bias_init=-10 works.
+    cfg.bias_init = ml_collections.FieldReference(None, field_type=float)
     cfg.cond_temperature_init = 10.0
-    cfg.cond_bias_init = -10.0
+    cfg.cond_bias_init = ml_collections.FieldReference(None, field_type=float)
     return cfg
 
 

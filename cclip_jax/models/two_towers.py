@@ -179,12 +179,10 @@ def build_model(config: Mapping[str, Any] | None = None, **overrides: Any) -> Tw
     cfg = dict(config if config is not None else model_config.get_default_model_config())
     cfg.update(overrides)
     image_kw, text_kw = model_config.tower_kwargs(cfg)
-    return TwoTower(
-        image=image_kw,
-        text=text_kw,
-        gate=cfg.get("gate", "identity"),
-        temperature_init=float(cfg.get("temperature_init", 10.0)),
-        bias_init=float(cfg.get("bias_init", -10.0)),
-        cond_temperature_init=float(cfg.get("cond_temperature_init", 10.0)),
-        cond_bias_init=float(cfg.get("cond_bias_init", -10.0)),
-    )
+    # Fields left out or None (the trainer fills the biases from the batch) keep TwoTower's
+    # defaults: SigLIP's t = log 10, b = -10.
+    scalars = {name: float(cfg[name]) for name in _SCALAR_INITS if cfg.get(name) is not None}
+    return TwoTower(image=image_kw, text=text_kw, gate=cfg.get("gate", "identity"), **scalars)
+
+
+_SCALAR_INITS = ("temperature_init", "bias_init", "cond_temperature_init", "cond_bias_init")
