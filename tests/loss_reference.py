@@ -39,6 +39,15 @@ def softmax_loss(x, t, scale):
     return (ce(z) + ce(z.T)) / 2
 
 
+def concept_sigmoid_loss(x, c, labels, scale, bias, unknown_weight=1.0):
+    """The `tags` control: image × concept sigmoid, a weighted mean over counted pairs."""
+    z = scale * _cos(np.asarray(x, np.float64), np.asarray(c, np.float64)) + bias  # [B, K]
+    labels = np.asarray(labels)
+    w = (labels == 1) + (labels == -1) + unknown_weight * (labels == 0)
+    y = np.where(labels == 1, 1.0, -1.0)
+    return (w * _softplus(-y * z)).sum() / w.sum() if w.sum() > 0 else 0.0
+
+
 def conditional_sigmoid_loss(x, t, c, labels, scale, bias, unknown_weight=1.0,
                              cross_positive_weight=1.0, normalize="batch"):
     x, t, c = (np.asarray(a, np.float64) for a in (x, t, c))

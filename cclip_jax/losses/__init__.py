@@ -27,8 +27,9 @@ from the (at most `R`) present concepts of each row: work is `O(B·R·B·D)` ins
 
 The modules: `sigmoid` and `conditional` define the losses as tile functions, `_engine` sums
 tile functions over the batch (tiles, the ring and their custom VJPs), `softmax` is CLIP's
-loss (all-gathered, not tiled: its softmax needs every logit of a row), and `init` gives
-temperature and bias initial values from the batch's statistics.
+loss (all-gathered, not tiled: its softmax needs every logit of a row), `tags` an image × concept
+classifier over the same labels (a control), and `init` gives bias initial values from the
+batch's statistics.
 """
 
 from cclip_jax.losses._engine import EPS
@@ -41,10 +42,12 @@ from cclip_jax.losses.init import (
 )
 from cclip_jax.losses.sigmoid import pair_ids_from_tokens, sigmoid_loss
 from cclip_jax.losses.softmax import softmax_loss
+from cclip_jax.losses.tags import concept_sigmoid_loss
 
 __all__ = [
     "EPS",
     "NORMALIZE",
+    "concept_sigmoid_loss",
     "conditional_bias_init",
     "conditional_sigmoid_loss",
     "pair_ids_from_tokens",
