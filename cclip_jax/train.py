@@ -69,6 +69,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.cond_schedule.{field}={sched[field]} must be in [0, 1]")
     if sched.zero_frac + sched.ramp_frac > 1:
         raise ValueError("config.cond_schedule.zero_frac + ramp_frac must be <= 1")
+    if config.tags_weight < 0 or (config.tags_weight and config.cond_weight):
+        raise ValueError(f"config.tags_weight={config.tags_weight} must be >= 0, and 0 unless "
+                         "config.cond_weight is 0 (the two terms share cond_t and cond_b)")
+    if config.tags_weight and (config.data.mode == "baseline" or config.model.gate != "identity"):
+        raise ValueError("config.tags_weight needs curated batches (config.data.mode) and "
+                         "config.model.gate='identity' (it scores raw concept embeddings)")
     if config.plain_multi_positive and config.loss != "sigmoid":
         raise ValueError("config.plain_multi_positive needs config.loss='sigmoid'")
     models.tower_kwargs(config.model)  # unknown sizes etc. raise naming config.model.<field>
@@ -105,8 +111,8 @@ def initial_biases(config: ml_collections.ConfigDict, source: data_lib.BatchSlic
                    ) -> dict[str, float]:
     """`bias_init` and `cond_bias_init` where the config leaves them None (the default): the
     logits of the plain term's positive rate (`1 / B`) and of the curated data's weighted
-    positive-triple rate (manifest `batches.triple_sums`), so that both terms start balanced
-    at any batch size (`cclip_jax.losses.init`)."""
+    positive-triple rate (manifest `batches.triple_sums`; for the `tags` classifier, its +1
+    rate), so that every term starts balanced at any batch size (`cclip_jax.losses.init`)."""
     out = {}
     if config.model.bias_init is None:
         out["bias_init"] = losses.sigmoid_bias_init(config.batch_size)
@@ -119,6 +125,11 @@ def initial_biases(config: ml_collections.ConfigDict, source: data_lib.BatchSlic
             out["cond_bias_init"] = losses.conditional_bias_init(
                 sums, unknown_weight=config.unknown_weight,
                 cross_positive_weight=config.cross_positive_weight)
+        elif config.tags_weight:  # the classifier's rate: +1 among the counted labels
+            counts = source.manifest["batches"]["labels"]
+            pos = counts.get("+1", 0)
+            negative = counts.get("-1", 0) + config.unknown_weight * counts.get("0", 0)
+            out["cond_bias_init"] = losses.init.logit(pos / (pos + negative))
     return out
 
 

@@ -2,7 +2,9 @@
 
 Loss (`config.loss`), with the conditional term's knobs in `Objective`:
   `sigmoid`: `sigmoid_loss + λ(step) · conditional_sigmoid_loss` (λ = 0 is SigLIP),
-  `softmax`: CLIP's symmetric cross-entropy (the CLIP baseline arm; no conditional term).
+  `softmax`: CLIP's symmetric cross-entropy (the CLIP baseline arm; no conditional term);
+  either plus `tags_weight · concept_sigmoid_loss` (the image × concept classifier control,
+  on the conditional term's scale and bias).
 
 Both run inside `jax.shard_map` over the mesh axes the batch is split over: embeddings and label
 rows split along `B`, concept embeddings replicated (GSPMD gathers them: each device encoded
@@ -57,6 +59,7 @@ class Objective:
     plain_multi_positive: bool = False
     cond_zero_steps: int = 0
     cond_ramp_steps: int = 0
+    tags_weight: float = 0.0
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, max_present: int | None
@@ -71,11 +74,16 @@ class Objective:
             concept_stop_gradient=bool(config.concept_stop_gradient),
             plain_multi_positive=bool(config.plain_multi_positive),
             cond_zero_steps=round(sched.zero_frac * config.total_steps),
-            cond_ramp_steps=round(sched.ramp_frac * config.total_steps))
+            cond_ramp_steps=round(sched.ramp_frac * config.total_steps),
+            tags_weight=float(config.tags_weight))
 
     @property
     def conditional(self) -> bool:
         return self.loss == "sigmoid" and self.cond_weight != 0
+
+    @property
+    def needs_concepts(self) -> bool:
+        return self.conditional or self.tags_weight != 0
 
     def cond_weight_at(self, step: jax.Array) -> jax.Array:
         """λ at `step` (the number of updates already applied): 0, a linear ramp, then λ."""
@@ -103,18 +111,22 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
     rows, rep = P(axes), P()
 
     def ring(x, t, c, labels, ids, s, b, cs, cb):
+        zero = jnp.zeros((), x.dtype)
         if obj.loss == "softmax":
-            return losses.softmax_loss(x, t, scale=s, axis_name=axes), jnp.zeros((), x.dtype)
-        plain = losses.sigmoid_loss(x, t, scale=s, bias=b, pair_ids=ids, axis_name=axes)
-        if c is None:
-            return plain, jnp.zeros((), x.dtype)
-        return plain, losses.conditional_sigmoid_loss(
+            plain = losses.softmax_loss(x, t, scale=s, axis_name=axes)
+        else:
+            plain = losses.sigmoid_loss(x, t, scale=s, bias=b, pair_ids=ids, axis_name=axes)
+        conditional = zero if not obj.conditional else losses.conditional_sigmoid_loss(
             x, t, c, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight,
             cross_positive_weight=obj.cross_positive_weight, normalize=obj.normalize,
             max_present=obj.max_present, axis_name=axes)
+        tags = zero if not obj.tags_weight else losses.concept_sigmoid_loss(
+            x, c, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight,
+            axis_name=axes)
+        return plain, conditional, tags
 
     specs = (rows, rows, rep, rows, rows, rep, rep, rep, rep)
-    sharded = jax.shard_map(ring, mesh=mesh, in_specs=specs, out_specs=(rep, rep),
+    sharded = jax.shard_map(ring, mesh=mesh, in_specs=specs, out_specs=(rep, rep, rep),
                             check_vma=True)
 
     def loss_fn(params: Any, batch: dict[str, jax.Array], step: jax.Array
@@ -123,7 +135,7 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
         if obj.positive_labels_only:
             labels = jnp.maximum(labels, 0).astype(jnp.int8)
         out = model.apply({"params": params}, images=batch["images"], texts=batch["text"],
-                          concepts=batch["concepts"] if obj.conditional else None,
+                          concepts=batch["concepts"] if obj.needs_concepts else None,
                           text_groups=ways)
         concepts = out.concept_emb
         if concepts is not None and obj.concept_stop_gradient:
@@ -131,15 +143,23 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
             # the captions, so concept embeddings keep moving with it.
             concepts = jax.lax.stop_gradient(concepts)
         ids = losses.pair_ids_from_tokens(batch["text"]) if obj.plain_multi_positive else None
-        plain, conditional = sharded(out.image_emb, out.text_emb, concepts, labels, ids,
-                                     out.scale, out.bias, out.cond_scale, out.cond_bias)
+        if obj.tags_weight:
+            # Padding columns (no +1 anywhere in the batch) are no concept: label them 2,
+            # which every loss ignores, or the classifier would learn them as negatives.
+            labels = jnp.where(jnp.any(labels == 1, axis=0), labels, 2).astype(jnp.int8)
+        plain, conditional, tags = sharded(out.image_emb, out.text_emb, concepts, labels, ids,
+                                           out.scale, out.bias, out.cond_scale, out.cond_bias)
         aux = {"loss_sig" if obj.loss == "sigmoid" else "loss_clip": plain,
                "scale": out.scale, "bias": out.bias,
                "captions_cut": jnp.sum(batch["text_cut"], dtype=jnp.int32)}
         if ids is not None:  # positives beyond the diagonal: identical captions in the batch
             aux["plain_extra_positives"] = jnp.sum(ids[:, None] == ids[None, :]) - ids.shape[0]
+        total = plain
+        if obj.tags_weight:
+            aux.update(loss_tags=tags, cond_scale=out.cond_scale, cond_bias=out.cond_bias)
+            total = total + obj.tags_weight * tags
         if not obj.conditional:
-            return plain, aux
+            return total, aux
         lam = obj.cond_weight_at(step)
         aux.update(loss_cond=conditional, cond_weight=lam, cond_scale=out.cond_scale,
                    cond_bias=out.cond_bias,
@@ -147,7 +167,7 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
                    **diagnostics.triple_counts(labels),
                    **diagnostics.gate_diagnostics(out.image_emb, out.text_emb, out.concept_emb,
                                                   labels, out.cond_scale, out.cond_bias))
-        return plain + lam * conditional, aux
+        return total + lam * conditional, aux
 
     return loss_fn
 

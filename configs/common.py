@@ -15,6 +15,8 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
                     trains through the captions)
     plain_multi_positive   identical captions in a batch are positives of each other's
                     images in the plain term (curated batches can hold duplicates)
+    tags_weight     weight of the image x concept classifier on the same labels (the `tags`
+                    control; needs cond_weight = 0: it uses the conditional scale and bias)
     unknown_weight  weight of (+1, 0) triples
     labels          'all' | 'positive_only' (every -1 label read as 0: an experiment arm)
     max_present     R of the loss: -1 = the manifest's max_present, 0 = dense (no bound);
@@ -75,6 +77,7 @@ def base_config(size: str = "mu") -> ml_collections.ConfigDict:
     c.cross_positive_weight = 1.0
     c.concept_stop_gradient = False
     c.plain_multi_positive = False
+    c.tags_weight = 0.0
     c.unknown_weight = 1.0
     c.max_present = -1
     c.labels = "all"

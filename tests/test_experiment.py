@@ -36,6 +36,20 @@ def test_plan_covers_grid_and_sweep_once():
         runner.arm_config(exp.base, "simclr", preset="clean", seed=0, batch_size=64)
 
 
+@pytest.mark.parametrize("arm", sorted(runner.ARMS))
+def test_every_arm_is_a_valid_training_config(arm):
+    from cclip_jax import train
+
+    exp = experiment_binding.get_config()
+    c = runner.arm_config(exp.base, arm, preset="natural", seed=0, batch_size=64)
+    train.validate_config(c)
+    for path, value in runner.ARMS[arm].items():  # the override reached the field it names
+        node = c
+        for name in path.split("."):
+            node = node[name]
+        assert node == value, (arm, path)
+
+
 @pytest.mark.slow
 def test_quick_experiment_runs_end_to_end(tmp_path):
     out = tmp_path / "exp"

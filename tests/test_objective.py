@@ -131,3 +131,18 @@ def test_biases_start_at_each_terms_positive_rate(setup, tmp_path):
         model = json.load(f)["model"]
     assert model["bias_init"] == s.resolved["model.bias_init"]
     assert model["cond_bias_init"] == s.resolved["model.cond_bias_init"]
+
+
+def test_tags_term_is_the_classifier_over_real_concept_columns(setup):
+    batch = dict(setup[1])
+    labels = np.array(batch["labels"])
+    labels[:, 3] = 0  # a column without +1, as curation pads K: no concept
+    batch["labels"] = jnp.asarray(labels)
+    _, aux = _run(setup, Objective(cond_weight=0.0, tags_weight=0.5, unknown_weight=0.5), batch)
+    out = _embeddings(setup, batch)
+    padding = ~(labels == 1).any(axis=0)
+    labels = np.where(padding[None, :], 2, labels).astype(np.int8)
+    want = losses.concept_sigmoid_loss(out.image_emb, out.concept_emb, jnp.asarray(labels),
+                                       scale=out.cond_scale, bias=out.cond_bias,
+                                       unknown_weight=0.5)
+    np.testing.assert_allclose(aux["loss_tags"], want, rtol=2e-5)

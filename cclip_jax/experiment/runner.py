@@ -27,6 +27,12 @@ ARMS: dict[str, dict[str, Any]] = {
     "cclip": {},
     "cclip_gate_ones": {"model.gate": "ones"},
     "cclip_pos_only": {"labels": "positive_only"},
+    # The objective's knobs (configs/common.py).
+    "cclip_beta": {"cross_positive_weight": 0.0},  # only each image's own caption is a +
+    "cclip_stopgrad": {"concept_stop_gradient": True},
+    "cclip_warmup": {"cond_schedule.zero_frac": 0.25, "cond_schedule.ramp_frac": 0.25},
+    # Control: the same labels as an image x concept classifier, no conditional pairs.
+    "tags": {"cond_weight": 0.0, "tags_weight": 1.0},
 }
 BLIND = "blind"  # the text-only baseline, one deterministic "seed" per preset
 LAMBDA_ARM = "cclip_lam"  # + a value: `cclip` with that cond_weight (the λ sweep)
