@@ -45,6 +45,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # anchor's exact copies first, so uncapped a batch can be B copies of "a star". A couple of
     # copies are kept: they are conditional positives of the caption's concepts.
     c.max_duplicates = 2
+    # Which batch concepts to keep (an experiment arm: which kind carries the signal):
+    # all (the mix: n-grams + masked captions) | unigram (one-word n-grams) | attribute_noun
+    # (bigrams "attribute adjective + noun", e.g. "red circle") | masked (masked captions only,
+    # at most max_masked per batch). Batch members are the same for every value; a batch with
+    # no concept of the kind is written with none (manifest batches.concepts_per_batch["0"]).
+    c.concept_kinds = "all"
 
     # Output.
     c.batches_per_shard = 64

@@ -27,6 +27,8 @@ copies count as `filler`.
 
 The batch's concepts are its n-grams shared by at least `min_batch_count` members, most shared
 first, plus masked captions of the anchor with its best neighbours; see `labels.py`.
+`concept_kinds` (default `all`) keeps only one kind of them (`kinds.py`); it acts here, after
+the members are chosen, so every kind curates the same batches.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy as np
 from scipy import sparse
 
 from cclip_jax.curation import concepts as concepts_lib
-from cclip_jax.curation import duplicates, masked, neighbours
+from cclip_jax.curation import duplicates, kinds, masked, neighbours
 from cclip_jax.curation import labels as labels_lib
 from cclip_jax.curation.concepts import Corpus
 
@@ -57,6 +59,7 @@ class AssemblyOptions:
     min_batch_count: int = 2
     label_rule: str = "attribute"
     max_duplicates: int = 2  # 0 = no cap
+    concept_kinds: str = "all"  # all | unigram | attribute_noun | masked (see kinds.py)
     seed: int = 0
 
     @classmethod
@@ -150,16 +153,19 @@ def _count(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _batch(pool: PoolData, rows: np.ndarray, anchor_pairs: list[tuple[int, int]],
            weight: np.ndarray, per_pool: tuple[Any, ...], opts: AssemblyOptions,
-           with_sharing: bool) -> Batch:
+           with_sharing: bool, kind_keep: np.ndarray | None = None) -> Batch:
     cids = [pool.concepts.row(r) for r in rows.tolist()]
     flat = np.concatenate(cids) if cids else np.zeros(0, np.int32)
     ids, counts = _count(flat)
     shared = counts >= opts.min_batch_count
+    if kind_keep is not None:  # concept_kinds: only n-grams of the kept kind (none: `masked`)
+        shared &= kind_keep[ids]
     ids, counts = ids[shared], counts[shared]
 
     patterns, seen = [], set()
+    max_masked = opts.max_masked if kinds.keeps_masked(opts.concept_kinds) else 0
     for a, b in anchor_pairs:
-        if len(patterns) >= opts.max_masked:
+        if len(patterns) >= max_masked:
             break
         pat = masked.masked_pattern(pool.words.row(a), pool.words.row(b), weight)
         s = masked.pattern_string(pat, pool.words.vocab)
@@ -211,6 +217,7 @@ def assemble_pool(pool: PoolData, pool_id: tuple[int, int], opts: AssemblyOption
     weight = neighbours.idf(pool.words)
     per_pool = (labels_lib.attribute_triples(pool.words),
                 {t: i for i, t in enumerate(pool.words.vocab)})
+    kind_keep = kinds.ngram_mask(pool.concepts.vocab, opts.concept_kinds)
     cap = opts.max_duplicates
     # Sharing costs ~ms per batch: measure it on about 32 evenly spaced batches per pool.
     stride = max(1, full // 32)
@@ -252,7 +259,7 @@ def assemble_pool(pool: PoolData, pool_id: tuple[int, int], opts: AssemblyOption
             fill = np.zeros(0, np.int64)
         rows = np.concatenate([[anchor], due, mates, fill]).astype(np.int64)
         pairs = [(anchor, int(m)) for m in mates[: 2 * opts.max_masked].tolist()]
-        batch = _batch(pool, rows, pairs, weight, per_pool, opts, j % stride == 0)
+        batch = _batch(pool, rows, pairs, weight, per_pool, opts, j % stride == 0, kind_keep)
         batch.stats["filler"] = need + len(due)
         batch.stats["duplicates_skipped"] = skipped
         batch.stats["duplicates_over_cap"] = dup.close(rows, cap) if dup else 0

@@ -32,6 +32,7 @@ from cclip_jax.curation import (
     adapters,
     batches,
     concepts,
+    kinds,
     manifest,
     neighbours,
     settings,
@@ -243,13 +244,13 @@ def _finish(config: ml_collections.ConfigDict, input_path: str, input_format: st
     for _, _, raw in shard_rows:
         acc = acc.merge(stats.BatchStats.from_raw(raw))
     accepted = acc.examples + _load(side, "dropped.json", 0)
+    strings = [k for k, _ in kept]
     counts = {"read": accepted + sum(skipped.values()), "accepted": accepted,
               "skipped": skipped, "leftover_dropped": _load(side, "dropped.json", 0),
-              "written": acc.examples}
+              "written": acc.examples, "concepts_by_kind": kinds.count_kinds(strings)}
     if accepted == 0:
         raise adapters.InputError(
             f"no usable example in {input_path}; skipped by reason: {skipped}")
-    strings = [k for k, _ in kept]
     df = np.array([v for _, v in kept], dtype=np.int64)
     result = manifest.finish(
         out_dir, config, runner="beam", input_path=input_path, input_format=input_format,

@@ -22,6 +22,7 @@ from cclip_jax.curation import (
     adapters,
     batches,
     concepts,
+    kinds,
     manifest,
     neighbours,
     settings,
@@ -140,7 +141,7 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
                                           config.batch_size)
     counts = {"read": len(captions) + sum(skipped.values()), "accepted": len(captions),
               "skipped": dict(sorted(skipped.items())), "leftover_dropped": len(dropped),
-              "written": acc.examples}
+              "written": acc.examples, "concepts_by_kind": kinds.count_kinds(cons.strings)}
     result = manifest.finish(
         out_dir, config, runner="local", input_path=input_path, input_format=input_format,
         units=units, shard_list=shard_list, counts=counts, batch_stats=acc.to_dict(),

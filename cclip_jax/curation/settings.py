@@ -7,7 +7,7 @@ import os
 
 import ml_collections
 
-from cclip_jax.curation import labels
+from cclip_jax.curation import kinds, labels
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -30,6 +30,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
          and c.max_duplicates >= 0, "max_duplicates", "must be an int >= 0 (0 = no cap)")
     need(c.label_rule in labels.RULES, "label_rule", f"must be one of {sorted(labels.RULES)}")
     need(c.max_ngram <= 8, "max_ngram", "n-grams longer than 8 words are never shared")
+    need(isinstance(c.concept_kinds, str) and c.concept_kinds in kinds.KINDS, "concept_kinds",
+         f"must be one of {', '.join(kinds.KINDS)}")
+    need(c.concept_kinds != "masked" or c.max_masked >= 1, "concept_kinds",
+         "'masked' keeps only masked captions, so it needs max_masked >= 1")
 
 
 DEFAULT_CONFIG = os.path.join(

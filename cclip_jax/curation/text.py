@@ -44,6 +44,19 @@ ATTRIBUTE_CLASSES: dict[str, frozenset[str]] = {
 }
 ATTRIBUTE_OF: dict[str, str] = {w: c for c, ws in ATTRIBUTE_CLASSES.items() for w in ws}
 
+# Attribute adjectives for the `attribute_noun` concept kind (`config.concept_kinds`): every
+# word of `ATTRIBUTE_CLASSES` plus a small closed list of common size, shape, material and
+# pattern adjectives. Only the kind filter uses it; the label rule keeps `ATTRIBUTE_CLASSES`
+# (its classes are mutually exclusive values, these are not). Words that are mostly nouns in
+# captions ("square", "glass", "stone") are left out, so "square left" is not an attribute-noun.
+ATTRIBUTE_WORDS = frozenset(ATTRIBUTE_OF) | frozenset(
+    """tall short long wide narrow thick thin
+    round circular oval rectangular triangular curved flat
+    wooden metal metallic plastic leather woolen woollen cotton silk denim ceramic marble
+    rubber golden furry fluffy shiny
+    striped spotted dotted checkered plaid floral""".split()
+)
+
 MASK = "<M>"
 
 
