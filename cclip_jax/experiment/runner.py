@@ -31,6 +31,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "cclip_beta": {"cross_positive_weight": 0.0},  # only each image's own caption is a +
     "cclip_stopgrad": {"concept_stop_gradient": True},
     "cclip_warmup": {"cond_schedule.zero_frac": 0.25, "cond_schedule.ramp_frac": 0.25},
+    # Which kind of concept carries the signal (curation's concept_kinds; the same batches).
+    "cclip_unigram": {"data.curation.concept_kinds": "unigram"},
+    "cclip_attribute_noun": {"data.curation.concept_kinds": "attribute_noun"},
+    "cclip_masked": {"data.curation.concept_kinds": "masked"},
     # Control: the same labels as an image x concept classifier, no conditional pairs.
     "tags": {"cond_weight": 0.0, "tags_weight": 1.0},
 }
