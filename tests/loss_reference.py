@@ -81,3 +81,26 @@ def numeric_grad(f, args, index, h=1e-6):
             bumped[pos] += sign * h
             grad[pos] += sign * f(*args[:index], bumped, *args[index + 1 :])
     return grad / (2 * h)
+
+
+def conditional_ranking_loss(x, t, c, labels, scale, unknown_weight=1.0):
+    """The multi-positive (MIL-NCE) softmax form of the conditional loss, both directions.
+
+    For each `+1` entry `(i, k)`: `-log(Σ_{j: L[j,k]=+1} e^z_ijk / Σ_j w_jk e^z_ijk)`, `w = 1` for
+    `±1`, `uw` for `0`, 0 otherwise; the same for each `+1` caption entry `(j, k)` over images
+    `i`; the mean over both directions' entries (0 without any `+1`). Plain exponentials: float64
+    holds `e^±100`, enough for the scales tested.
+    """
+    x, t, c = (np.asarray(a, np.float64) for a in (x, t, c))
+    lab = np.asarray(labels).T  # [K, B]
+    z = scale * _cos(x[None, :, :] * c[:, None, :], t[None, :, :] * c[:, None, :])  # [K, i, j]
+    e = np.exp(z)
+    pos = (lab == 1).astype(np.float64)
+    w = pos + (lab == -1) + unknown_weight * (lab == 0)
+    count = pos.sum()
+    if count == 0:
+        return 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        img = np.log((e * w[:, None, :]).sum(2) / (e * pos[:, None, :]).sum(2))  # entry (k, i)
+        cap = np.log((e * w[:, :, None]).sum(1) / (e * pos[:, :, None]).sum(1))  # entry (k, j)
+    return (np.where(pos > 0, img, 0.0).sum() + np.where(pos > 0, cap, 0.0).sum()) / (2 * count)

@@ -40,6 +40,7 @@ from cclip_jax.losses.init import (
     sigmoid_bias_init,
     triple_sums,
 )
+from cclip_jax.losses.ranking import conditional_ranking_loss
 from cclip_jax.losses.sigmoid import pair_ids_from_tokens, sigmoid_loss
 from cclip_jax.losses.softmax import softmax_loss
 from cclip_jax.losses.tags import concept_sigmoid_loss
@@ -49,6 +50,7 @@ __all__ = [
     "NORMALIZE",
     "concept_sigmoid_loss",
     "conditional_bias_init",
+    "conditional_ranking_loss",
     "conditional_sigmoid_loss",
     "pair_ids_from_tokens",
     "positive_triple_rate",
