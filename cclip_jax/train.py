@@ -30,7 +30,7 @@ from cclip_jax.checkpointing import Checkpointer
 from cclip_jax.evaluation import suite
 from cclip_jax.evaluation.scorer import CONFIG_FILE, load_run_config, tokenizer_for
 from cclip_jax.metrics_writer import MetricsWriter
-from cclip_jax.train_step import LOSSES, Objective, TrainState, make_loss_fn, make_train_step
+from cclip_jax.train_step import COND_FORMS, LOSSES, Objective, TrainState, make_loss_fn, make_train_step
 
 LABEL_MODES = ("all", "positive_only")
 
@@ -57,6 +57,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.labels={config.labels!r} is not one of {LABEL_MODES}")
     if config.cond_weight < 0:
         raise ValueError(f"config.cond_weight={config.cond_weight} must be >= 0")
+    if config.cond_form not in COND_FORMS:
+        raise ValueError(f"config.cond_form={config.cond_form!r} is not one of {COND_FORMS}")
     if config.cond_normalize not in losses.NORMALIZE:
         raise ValueError(f"config.cond_normalize={config.cond_normalize!r} is not one of "
                          f"{losses.NORMALIZE}")

@@ -3,6 +3,8 @@
 Loss (`config.loss`), with the conditional term's knobs in `Objective`:
   `sigmoid`: `sigmoid_loss + λ(step) · conditional_sigmoid_loss` (λ = 0 is SigLIP),
   `softmax`: CLIP's symmetric cross-entropy (the CLIP baseline arm; no conditional term);
+  the conditional term in its `cond_form`: `sigmoid` (CCLIP) or `rank`
+  (`conditional_ranking_loss`, a multi-positive softmax with no bias);
   either plus `tags_weight · concept_sigmoid_loss` (the image × concept classifier control,
   on the conditional term's scale and bias).
 
@@ -29,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 from cclip_jax import diagnostics, losses
 
 LOSSES = ("sigmoid", "softmax")
+COND_FORMS = ("sigmoid", "rank")
 
 
 @flax.struct.dataclass
@@ -49,6 +52,7 @@ class Objective:
     """
 
     loss: str = "sigmoid"
+    cond_form: str = "sigmoid"
     cond_weight: float = 0.0
     unknown_weight: float = 1.0
     cross_positive_weight: float = 1.0
@@ -66,7 +70,7 @@ class Objective:
                     ) -> Objective:
         sched = config.cond_schedule
         return cls(
-            loss=config.loss, cond_weight=float(config.cond_weight),
+            loss=config.loss, cond_form=config.cond_form, cond_weight=float(config.cond_weight),
             unknown_weight=float(config.unknown_weight),
             cross_positive_weight=float(config.cross_positive_weight),
             normalize=config.cond_normalize, max_present=max_present,
@@ -116,10 +120,16 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
             plain = losses.softmax_loss(x, t, scale=s, axis_name=axes)
         else:
             plain = losses.sigmoid_loss(x, t, scale=s, bias=b, pair_ids=ids, axis_name=axes)
-        conditional = zero if not obj.conditional else losses.conditional_sigmoid_loss(
-            x, t, c, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight,
-            cross_positive_weight=obj.cross_positive_weight, normalize=obj.normalize,
-            max_present=obj.max_present, axis_name=axes)
+        if not obj.conditional:
+            conditional = zero
+        elif obj.cond_form == "rank":
+            conditional = losses.conditional_ranking_loss(
+                x, t, c, labels, scale=cs, unknown_weight=obj.unknown_weight, axis_name=axes)
+        else:
+            conditional = losses.conditional_sigmoid_loss(
+                x, t, c, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight,
+                cross_positive_weight=obj.cross_positive_weight, normalize=obj.normalize,
+                max_present=obj.max_present, axis_name=axes)
         tags = zero if not obj.tags_weight else losses.concept_sigmoid_loss(
             x, c, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight,
             axis_name=axes)

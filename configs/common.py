@@ -5,6 +5,8 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
 
     loss            'sigmoid' (SigLIP + cond_weight · CCLIP) | 'softmax' (CLIP)
     cond_weight     λ of the conditional term (0 = SigLIP baseline); see "What λ means" below
+    cond_form       'sigmoid' (CCLIP's gated sigmoid) | 'rank' (a multi-positive softmax over
+                    the gated logits, both directions, no bias: no constant-cosine collapse)
     cond_normalize  'triples' (the conditional loss is a weighted mean over its counted
                     triples) | 'batch' (its sum / B, as before: λ then scales with B and K)
     cond_schedule   {zero_frac, ramp_frac}: λ is 0 for zero_frac of the run, then ramps
@@ -72,6 +74,7 @@ def base_config(size: str = "mu") -> ml_collections.ConfigDict:
 
     c.loss = "sigmoid"
     c.cond_weight = 1.0
+    c.cond_form = "sigmoid"
     c.cond_normalize = "triples"
     c.cond_schedule = ml_collections.ConfigDict(dict(zero_frac=0.0, ramp_frac=0.0))
     c.cross_positive_weight = 1.0

@@ -146,3 +146,12 @@ def test_tags_term_is_the_classifier_over_real_concept_columns(setup):
                                        scale=out.cond_scale, bias=out.cond_bias,
                                        unknown_weight=0.5)
     np.testing.assert_allclose(aux["loss_tags"], want, rtol=2e-5)
+
+
+def test_rank_form_is_the_library_ranking_loss(setup):
+    _, aux = _run(setup, Objective(cond_weight=1.0, cond_form="rank", unknown_weight=0.5))
+    out = _embeddings(setup, setup[1])
+    want = losses.conditional_ranking_loss(out.image_emb, out.text_emb, out.concept_emb,
+                                           setup[1]["labels"], scale=out.cond_scale,
+                                           unknown_weight=0.5)
+    np.testing.assert_allclose(aux["loss_cond"], want, rtol=2e-5)

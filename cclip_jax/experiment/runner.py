@@ -28,6 +28,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "cclip_gate_ones": {"model.gate": "ones"},
     "cclip_pos_only": {"labels": "positive_only"},
     # The objective's knobs (configs/common.py).
+    "cclip_rank": {"cond_form": "rank"},  # a ranking form, with no bias to collapse to
     "cclip_beta": {"cross_positive_weight": 0.0},  # only each image's own caption is a +
     "cclip_stopgrad": {"concept_stop_gradient": True},
     "cclip_warmup": {"cond_schedule.zero_frac": 0.25, "cond_schedule.ramp_frac": 0.25},
