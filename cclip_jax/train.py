@@ -30,7 +30,14 @@ from cclip_jax.checkpointing import Checkpointer
 from cclip_jax.evaluation import suite
 from cclip_jax.evaluation.scorer import CONFIG_FILE, load_run_config, tokenizer_for
 from cclip_jax.metrics_writer import MetricsWriter
-from cclip_jax.train_step import COND_FORMS, LOSSES, Objective, TrainState, make_loss_fn, make_train_step
+from cclip_jax.train_step import (
+    COND_FORMS,
+    LOSSES,
+    Objective,
+    TrainState,
+    make_loss_fn,
+    make_train_step,
+)
 
 LABEL_MODES = ("all", "positive_only")
 
