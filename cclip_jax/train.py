@@ -24,8 +24,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
+from cclip_jax import biases, losses, models, optim, sharding
 from cclip_jax import data as data_lib
-from cclip_jax import losses, models, optim, sharding
 from cclip_jax.checkpointing import Checkpointer
 from cclip_jax.evaluation import suite
 from cclip_jax.evaluation.scorer import CONFIG_FILE, load_run_config, tokenizer_for
@@ -116,46 +116,6 @@ def check_data(config: ml_collections.ConfigDict, source: data_lib.BatchSliceSou
                          f"{source.max_concepts}")
 
 
-def initial_biases(config: ml_collections.ConfigDict, source: data_lib.BatchSliceSource
-                   ) -> dict[str, float]:
-    """`bias_init` and `cond_bias_init` where the config leaves them None (the default): the
-    logits of the plain term's positive rate (`1 / B`) and of the curated data's weighted
-    positive-triple rate (manifest `batches.triple_sums`; for the `tags` classifier, its +1
-    rate), so that every term starts balanced at any batch size (`cclip_jax.losses.init`)."""
-    out = {}
-    if config.model.bias_init is None:
-        out["bias_init"] = losses.sigmoid_bias_init(config.batch_size)
-    if config.model.cond_bias_init is None:
-        out["cond_bias_init"] = out.get("bias_init", config.model.bias_init)
-        if config.loss == "sigmoid" and config.cond_weight != 0:
-            sums = _triple_sums(source.manifest, source.curated_dir)
-            if config.labels == "positive_only":  # every -1 is read as 0
-                sums = {**sums, "pn": 0, "pu": sums["pu"] + sums["pn"]}
-            out["cond_bias_init"] = losses.conditional_bias_init(
-                sums, unknown_weight=config.unknown_weight,
-                cross_positive_weight=config.cross_positive_weight)
-        elif config.tags_weight:  # the classifier's rate: +1 among the counted labels
-            counts = source.manifest["batches"]["labels"]
-            pos = counts.get("+1", 0)
-            negative = counts.get("-1", 0) + config.unknown_weight * counts.get("0", 0)
-            out["cond_bias_init"] = losses.init.logit(pos / (pos + negative))
-    return out
-
-
-def _triple_sums(manifest: dict[str, Any], where: str) -> dict[str, float]:
-    stats = manifest["batches"]
-    if "triple_sums" in stats:
-        return stats["triple_sums"]
-    # Curated before the manifest counted them: estimate from the label totals, as if every
-    # concept column of every batch held the same counts.
-    columns = sum(int(k) * n for k, n in stats["concepts_per_batch"].items())
-    p, n, u = (stats["labels"].get(key, 0) / max(columns, 1) for key in ("+1", "-1", "0"))
-    logging.warning("%s/manifest.json has no batches.triple_sums (curated by an older "
-                    "version): the conditional bias starts from an estimate", where)
-    return {"pp": columns * p * p, "p": columns * p, "pn": columns * p * n,
-            "pu": columns * p * u}
-
-
 @dataclasses.dataclass
 class Setup:
     """Everything the loop needs, built once (also used by tests and the benchmark)."""
@@ -198,7 +158,8 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
         # saves nothing and costs gathers (the demo: R = 8, K = 16). Both give the same loss.
         max_present = None
 
-    model = models.build_model(config.model, **initial_biases(config, source))
+    model = models.build_model(config.model, **biases.initial_biases(config, source.manifest,
+                                                                     source.curated_dir))
     tx, lr_fn = optim.make_optimizer(config)
     boxed = model.abstract_params()
     param_sh = sharding.param_shardings(boxed, mesh, rules)["params"]
