@@ -104,3 +104,24 @@ def conditional_ranking_loss(x, t, c, labels, scale, unknown_weight=1.0):
         img = np.log((e * w[:, None, :]).sum(2) / (e * pos[:, None, :]).sum(2))  # entry (k, i)
         cap = np.log((e * w[:, :, None]).sum(1) / (e * pos[:, :, None]).sum(1))  # entry (k, j)
     return (np.where(pos > 0, img, 0.0).sum() + np.where(pos > 0, cap, 0.0).sum()) / (2 * count)
+
+
+def softmax_loss_negclip(x, t, h, valid, scale):
+    """NegCLIP: image->text rows over the B captions plus the valid hard negatives `h[valid]`
+    of the whole batch (target: the row's own caption); text->image as in `softmax_loss`."""
+    x, t, h = (np.asarray(a, np.float64) for a in (x, t, h))
+    z = scale * _cos(x, t)
+    zh = (scale * _cos(x, h))[:, np.asarray(valid, bool)]
+    rows = np.concatenate([z, zh], axis=1)
+    lse = lambda a: np.log(np.exp(a - a.max(1, keepdims=True)).sum(1)) + a.max(1)
+    i2t = np.mean(lse(rows) - np.diag(z))
+    t2i = np.mean(lse(z.T) - np.diag(z))
+    return (i2t + t2i) / 2
+
+
+def sigmoid_loss_negclip(x, t, h, valid, scale, bias, pair_ids=None):
+    """SigLIP plus `Σ_{j valid} softplus(scale·cos(x_j, h_j) + bias)`, all over B."""
+    x, h = np.asarray(x, np.float64), np.asarray(h, np.float64)
+    zh = scale * np.diag(_cos(x, h)) + bias
+    extra = (_softplus(zh) * np.asarray(valid, bool)).sum() / len(x)
+    return sigmoid_loss(x, t, scale, bias, pair_ids) + extra

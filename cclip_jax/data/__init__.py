@@ -5,9 +5,17 @@ Public API:
   make_global_batch(local, mesh, batch_axes) -> {images, text, concepts, labels} jax.Arrays
   BatchSliceSource (curated / baseline modes), ProcessSlice, Tokenizer
   ensure_demo_data(config) -> curated folder (synthetic world + curation, cached)
+  swap_hard_negative(caption) -> str | None (NegCLIP hard negatives; DataSpec.hard_negatives)
 """
 
-from cclip_jax.data.pipeline import ARRAY_FIELDS, DataSpec, build_dataset, make_global_batch
+from cclip_jax.data.hard_negatives import swap_counts, swap_hard_negative
+from cclip_jax.data.pipeline import (
+    ARRAY_FIELDS,
+    OPTIONAL_ARRAY_FIELDS,
+    DataSpec,
+    build_dataset,
+    make_global_batch,
+)
 from cclip_jax.data.prepare import ensure_demo_data
 from cclip_jax.data.source import MODES, BatchSliceSource
 from cclip_jax.data.transforms import ProcessSlice, Tokenizer
@@ -15,6 +23,7 @@ from cclip_jax.data.transforms import ProcessSlice, Tokenizer
 __all__ = [
     "ARRAY_FIELDS",
     "MODES",
+    "OPTIONAL_ARRAY_FIELDS",
     "BatchSliceSource",
     "DataSpec",
     "ProcessSlice",
@@ -22,4 +31,6 @@ __all__ = [
     "build_dataset",
     "ensure_demo_data",
     "make_global_batch",
+    "swap_counts",
+    "swap_hard_negative",
 ]

@@ -27,6 +27,8 @@ from cclip_jax.data.transforms import ProcessSlice, Tokenizer
 _STEPS = 2**62  # "forever": Grain MapDatasets are lazy, nothing is materialised
 # Fields that become device arrays (`batch`, the curated batch index, stays on the host).
 ARRAY_FIELDS = ("images", "text", "concepts", "labels", "text_cut", "concepts_cut")
+# Fields only some specs make (`DataSpec.hard_negatives`); they become device arrays when present.
+OPTIONAL_ARRAY_FIELDS = ("hard_text", "hard_ok")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,9 @@ class DataSpec:
       brightness: augmentation brightness jitter (in the [-1, 1] image range).
       num_workers: Grain worker processes (0 = in this process).
       prefetch: elements buffered per worker / thread.
+      hard_negatives: also make `hard_text` int32 `[b, L]` and `hard_ok` int8 `[b]`, each
+        caption's NegCLIP hard negative (`hard_negatives.swap_hard_negative`; see
+        `ProcessSlice`), for the `negclip` arm (`config.data.hard_negatives`).
     """
 
     curated_dir: str
@@ -57,6 +62,7 @@ class DataSpec:
     brightness: float = 0.05
     num_workers: int = 0
     prefetch: int = 2
+    hard_negatives: bool = False
 
 
 def build_dataset(spec: DataSpec, *, process_index: int = 0, process_count: int = 1,
@@ -65,7 +71,8 @@ def build_dataset(spec: DataSpec, *, process_index: int = 0, process_count: int 
 
     Each element: `images` float32 `[b, S, S, 3]`, `text` int32 `[b, L]`, `concepts` int32
     `[K/P, L]`, `labels` int8 `[b, K]`, `text_cut` int8 `[b]`, `concepts_cut` int8 `[K/P]`,
-    `batch` int32 `[]`, with `b = B / P` (see `ProcessSlice`).
+    `batch` int32 `[]`, with `b = B / P` (see `ProcessSlice`); with `spec.hard_negatives` also
+    `hard_text` int32 `[b, L]` and `hard_ok` int8 `[b]`.
     `start_step` skips elements without reading them (checkpoints restore the iterator state
     instead; this is for evaluation and benchmarks).
     """
@@ -76,7 +83,7 @@ def build_dataset(spec: DataSpec, *, process_index: int = 0, process_count: int 
                          f"split over {process_count} processes")
     tokenizer = Tokenizer(spec.tokenizer or source.tokenizer_path, spec.max_len, spec.pad_id)
     transform = ProcessSlice(tokenizer, spec.image_size, spec.max_shift, spec.brightness,
-                             process_index, process_count)
+                             process_index, process_count, spec.hard_negatives)
     ds = (
         grain.MapDataset.range(start_step, _STEPS)
         .map(source.__getitem__)
@@ -99,10 +106,11 @@ def make_global_batch(local: dict[str, Any], mesh: Mesh, batch_axes: Sequence[st
     """This process's slice -> global `jax.Array`s, first axis split over `batch_axes`.
 
     Global shapes: `images [B, S, S, 3]`, `text [B, L]`, `concepts [K, L]`, `labels [B, K]`,
-    `text_cut [B]`, `concepts_cut [K]`.
+    `text_cut [B]`, `concepts_cut [K]`, and where `local` has them (`DataSpec.hard_negatives`)
+    `hard_text [B, L]`, `hard_ok [B]`, split along the batch like `text`.
     """
     out = {}
-    for field in ARRAY_FIELDS:
+    for field in (*ARRAY_FIELDS, *(f for f in OPTIONAL_ARRAY_FIELDS if f in local)):
         value = np.asarray(local[field])
         sharding = NamedSharding(mesh, _spec(field, batch_axes))
         global_shape = (value.shape[0] * jax.process_count(), *value.shape[1:])

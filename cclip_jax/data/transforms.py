@@ -16,6 +16,7 @@ import sentencepiece as spm
 from PIL import Image
 
 from cclip_jax.data import png
+from cclip_jax.data.hard_negatives import swap_hard_negative
 
 
 @dataclasses.dataclass
@@ -108,6 +109,10 @@ class ProcessSlice:
     (this process's `k = K / P` concept rows: concepts are split over devices like captions),
     `labels` int8 `[b, K]`, `text_cut` int8 `[b]` and `concepts_cut` int8 `[k]` (1: the text
     had more than `L` pieces and was cut), `batch` int32 `[]` (the global batch index read).
+    With `hard_negatives` also `hard_text` int32 `[b, L]` (each caption's NegCLIP hard negative,
+    `hard_negatives.swap_hard_negative`, tokenized; the caption's own tokens where it cannot be
+    swapped) and `hard_ok` int8 `[b]` (1: swapped; 0: not, the row's `hard_text` is a copy of
+    `text` and must be ignored).
     """
 
     tokenizer: Tokenizer
@@ -116,6 +121,7 @@ class ProcessSlice:
     brightness: float
     process_index: int
     process_count: int
+    hard_negatives: bool = False
 
     def __call__(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
         images = to_model_range(np.stack([  # one float conversion for the whole slice
@@ -131,7 +137,7 @@ class ProcessSlice:
         mine = concepts[self.process_index * k : (self.process_index + 1) * k]
         text, text_cut = self.tokenizer.tokenize(raw["caption"])
         concepts, concepts_cut = self.tokenizer.tokenize(mine)
-        return {
+        out = {
             "images": images.astype(np.float32),
             "text": text,
             "concepts": concepts,
@@ -140,3 +146,13 @@ class ProcessSlice:
             "concepts_cut": concepts_cut.astype(np.int8),
             "batch": np.int32(raw["batch"]),
         }
+        if self.hard_negatives:
+            swapped = [swap_hard_negative(c) for c in raw["caption"]]
+            out["hard_ok"] = np.array([h is not None for h in swapped], np.int8)
+            # Unswappable rows reuse the caption's tokens rather than tokenizing it again.
+            todo = [i for i, h in enumerate(swapped) if h is not None]
+            hard = text.copy()
+            if todo:
+                hard[todo] = self.tokenizer([swapped[i] for i in todo])
+            out["hard_text"] = hard
+        return out

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from cclip_jax.losses import _engine as E
+from cclip_jax.losses.softmax import check_hard
 
 
 def sigmoid_loss(
@@ -16,12 +17,22 @@ def sigmoid_loss(
     bias: jax.Array | float,
     pair_ids: jax.Array | None = None,
     axis_name: E.AxisName = None,
+    hard_text_emb: jax.Array | None = None,
+    hard_valid: jax.Array | None = None,
 ) -> jax.Array:
     """SigLIP loss: `Σ_ij softplus(-y_ij z_ij) / B`, `z_ij = scale·cos(x_i, t_j) + bias`.
 
     `y_ij = +1` if `i == j` (caption `j` belongs to image `j`) else `-1`; with `pair_ids`,
     `y_ij = +1` if `pair_ids[i] == pair_ids[j]` (multi-positives: e.g. rows with identical
     captions, whose "negatives" would be false ones).
+
+    NegCLIP's hard negatives, with `hard_text_emb` (`h_j`: caption `j` with two attributes or
+    objects swapped): each valid row adds one negative pair, its image against its own hard
+    negative, and the loss becomes
+    `(Σ_ij softplus(-y_ij z_ij) + Σ_{j valid} softplus(scale·cos(x_j, h_j) + bias)) / B`,
+    i.e. the hard pairs are summed into the same total and divided by the same global `B`
+    (not by the number of valid rows: a batch with fewer swappable captions weighs the term
+    less). Local to each row, so sharded it only joins the existing `psum`.
 
     Args:
       image_emb: `[B, D]` raw (unnormalised) image embeddings.
@@ -34,6 +45,10 @@ def sigmoid_loss(
       axis_name: mesh axis (or tuple of axes) when called inside `jax.shard_map` with both
         embeddings split along `B` and `scale`/`bias` replicated; every device then returns the
         global loss (global `B` in the denominator).
+      hard_text_emb: optional `[B, D]` raw hard-negative embeddings, split along `B` like
+        `text_emb`; row `j` is scored against image `j` only. None: the plain loss.
+      hard_valid: optional bool or integer `[B]` (split like the rows): nonzero where row `j`
+        has a hard negative; the others add nothing. None with `hard_text_emb`: all rows.
 
     Returns:
       The scalar loss, in float32 (or wider if the inputs are).
@@ -61,6 +76,14 @@ def sigmoid_loss(
     block = {"t": t, "ids": ids}
     tile_rows = E.divisor_at_most(b, E.TILE_ELEMENTS // b)
     total = E.ring_sum(_sigmoid_tile, tile_rows, axis_name, dtype, local, block)
+    if hard_text_emb is not None:
+        h, valid = check_hard(hard_text_emb, hard_valid, x)
+        h = h * E.inv_norm(jnp.sum(h * h, axis=-1))[:, None]
+        z = local["scale"] * jnp.sum(local["x"] * h, axis=-1) + local["bias"]  # [b]
+        hard = E.softplus(z)
+        total = total + jnp.sum(hard if valid is None else jnp.where(valid, hard, 0))
+    elif hard_valid is not None:
+        raise ValueError("hard_valid without hard_text_emb")
     return E.global_mean(total, b, axis_name)
 
 
