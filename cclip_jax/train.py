@@ -66,6 +66,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.cond_weight={config.cond_weight} must be >= 0")
     if config.cond_form not in COND_FORMS:
         raise ValueError(f"config.cond_form={config.cond_form!r} is not one of {COND_FORMS}")
+    if config.cond_form == "pool" and not config.model.get("pool_conditional", False):
+        raise ValueError("config.cond_form='pool' needs config.model.pool_conditional=True (the "
+                         "image tower's concept-pooled embeddings)")
     if config.cond_normalize not in losses.NORMALIZE:
         raise ValueError(f"config.cond_normalize={config.cond_normalize!r} is not one of "
                          f"{losses.NORMALIZE}")

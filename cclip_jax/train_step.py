@@ -4,7 +4,8 @@ Loss (`config.loss`), with the conditional term's knobs in `Objective`:
   `sigmoid`: `sigmoid_loss + λ(step) · conditional_sigmoid_loss` (λ = 0 is SigLIP),
   `softmax`: CLIP's symmetric cross-entropy (the CLIP baseline arm; no conditional term);
   the conditional term in its `cond_form`: `sigmoid` (CCLIP) or `rank`
-  (`conditional_ranking_loss`, a multi-positive softmax with no bias);
+  (`conditional_ranking_loss`, a multi-positive softmax with no bias) or `pool`
+  (`pooled_conditional_sigmoid_loss` on the model's concept-pooled `image_cond_emb`);
   either plus `tags_weight · concept_sigmoid_loss` (the image × concept classifier control,
   on the conditional term's scale and bias).
 
@@ -31,7 +32,7 @@ from jax.sharding import PartitionSpec as P
 from cclip_jax import diagnostics, losses
 
 LOSSES = ("sigmoid", "softmax")
-COND_FORMS = ("sigmoid", "rank")
+COND_FORMS = ("sigmoid", "rank", "pool")
 
 
 @flax.struct.dataclass
@@ -114,7 +115,7 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
     ways = math.prod(mesh.shape[a] for a in axes)  # devices the batch rows are split over
     rows, rep = P(axes), P()
 
-    def ring(x, t, c, labels, ids, s, b, cs, cb):
+    def ring(x, t, c, labels, ids, s, b, cs, cb, xc):
         zero = jnp.zeros((), x.dtype)
         if obj.loss == "softmax":
             plain = losses.softmax_loss(x, t, scale=s, axis_name=axes)
@@ -125,6 +126,11 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
         elif obj.cond_form == "rank":
             conditional = losses.conditional_ranking_loss(
                 x, t, c, labels, scale=cs, unknown_weight=obj.unknown_weight, axis_name=axes)
+        elif obj.cond_form == "pool":  # x_{i|k} [b, K, D]: dense over the batch's concepts
+            conditional = losses.pooled_conditional_sigmoid_loss(
+                xc, t, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight,
+                cross_positive_weight=obj.cross_positive_weight, normalize=obj.normalize,
+                axis_name=axes)
         else:
             conditional = losses.conditional_sigmoid_loss(
                 x, t, c, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight,
@@ -135,7 +141,7 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
             axis_name=axes)
         return plain, conditional, tags
 
-    specs = (rows, rows, rep, rows, rows, rep, rep, rep, rep)
+    specs = (rows, rows, rep, rows, rows, rep, rep, rep, rep, rows)
     sharded = jax.shard_map(ring, mesh=mesh, in_specs=specs, out_specs=(rep, rep, rep),
                             check_vma=True)
 
@@ -147,6 +153,10 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
         out = model.apply({"params": params}, images=batch["images"], texts=batch["text"],
                           concepts=batch["concepts"] if obj.needs_concepts else None,
                           text_groups=ways)
+        pooled = out.image_cond_emb if obj.conditional and obj.cond_form == "pool" else None
+        if obj.conditional and obj.cond_form == "pool" and pooled is None:
+            raise ValueError("cond_form='pool' needs a model built with "
+                             "config.model.pool_conditional=True")
         concepts = out.concept_emb
         if concepts is not None and obj.concept_stop_gradient:
             # The concept path gets no gradient; the shared text tower still trains through
@@ -158,7 +168,8 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
             # which every loss ignores, or the classifier would learn them as negatives.
             labels = jnp.where(jnp.any(labels == 1, axis=0), labels, 2).astype(jnp.int8)
         plain, conditional, tags = sharded(out.image_emb, out.text_emb, concepts, labels, ids,
-                                           out.scale, out.bias, out.cond_scale, out.cond_bias)
+                                           out.scale, out.bias, out.cond_scale, out.cond_bias,
+                                           pooled)
         aux = {"loss_sig" if obj.loss == "sigmoid" else "loss_clip": plain,
                "scale": out.scale, "bias": out.bias,
                "captions_cut": jnp.sum(batch["text_cut"], dtype=jnp.int32)}

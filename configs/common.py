@@ -6,7 +6,11 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
     loss            'sigmoid' (SigLIP + cond_weight · CCLIP) | 'softmax' (CLIP)
     cond_weight     λ of the conditional term (0 = SigLIP baseline); see "What λ means" below
     cond_form       'sigmoid' (CCLIP's gated sigmoid) | 'rank' (a multi-positive softmax over
-                    the gated logits, both directions, no bias: no constant-cosine collapse)
+                    the gated logits, both directions, no bias: no constant-cosine collapse) |
+                    'pool' (the image MAP head pools each image per concept, query
+                    probe + W_q·c_k; sigmoid of s_c·cos(x_{i|k}, t_j) + b_c, ungated, same
+                    label weights; needs model.pool_conditional=True; always dense: max_present
+                    does not apply)
     cond_normalize  'triples' (the conditional loss is a weighted mean over its counted
                     triples) | 'batch' (its sum / B, as before: λ then scales with B and K)
     cond_schedule   {zero_frac, ramp_frac}: λ is 0 for zero_frac of the run, then ramps
@@ -25,7 +29,8 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
                     the dense path also runs when 2R >= K (it then computes no more logits)
     mesh            {data, fsdp, tensor} sizes; one may be -1 (fills the remaining devices)
     sharding_rules  'dp' | 'fsdp' | 'tp' | 'fsdp_tp' (cclip_jax.sharding.RULES)
-    model           cclip_jax.models config (towers, embed_dim, dtype, gate, ...)
+    model           cclip_jax.models config (towers, embed_dim, dtype, gate, ...;
+                    pool_conditional: the concept-query MAP head of cond_form 'pool')
     optim           AdamW: lr, warmup_steps, end_lr_frac, b1, b2, eps, weight_decay,
                     grad_clip_norm, lr_mults {img, txt, temperature} (0 freezes a group;
                     temperature: the four logit scales and biases)

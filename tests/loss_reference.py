@@ -106,6 +106,28 @@ def conditional_ranking_loss(x, t, c, labels, scale, unknown_weight=1.0):
     return (np.where(pos > 0, img, 0.0).sum() + np.where(pos > 0, cap, 0.0).sum()) / (2 * count)
 
 
+def pooled_conditional_sigmoid_loss(xc, t, labels, scale, bias, unknown_weight=1.0,
+                                    cross_positive_weight=1.0, normalize="triples"):
+    """The pool arm: `z_ijk = scale·cos(x_{i|k}, t_j) + bias` with `xc [B, K, D]` holding
+    `x_{i|k}`, and the labels' weights of `conditional_sigmoid_loss`."""
+    xc, t = np.asarray(xc, np.float64), np.asarray(t, np.float64)
+    labels = np.asarray(labels)
+    z = scale * _cos(np.swapaxes(xc, 0, 1), t[None]) + bias  # [K, B(i), B(j)]
+    a = labels.T[:, :, None]  # L[i, k]
+    b = labels.T[:, None, :]  # L[j, k]
+    pos = (a == 1) & (b == 1)
+    same_image = np.eye(len(t), dtype=bool)[None]
+    w_pos = pos * np.where(same_image, 1.0, cross_positive_weight)
+    neg1 = ((a == 1) & (b == -1)) | ((a == -1) & (b == 1))
+    negu = ((a == 1) & (b == 0)) | ((a == 0) & (b == 1))
+    w_neg = neg1 + unknown_weight * negu
+    loss = w_pos * _softplus(-z) + w_neg * _softplus(z)
+    if normalize == "batch":
+        return loss.sum() / len(t)
+    weight = (w_pos + w_neg).sum()
+    return loss.sum() / weight if weight > 0 else 0.0
+
+
 def softmax_loss_negclip(x, t, h, valid, scale):
     """NegCLIP: image->text rows over the B captions plus the valid hard negatives `h[valid]`
     of the whole batch (target: the row's own caption); text->image as in `softmax_loss`."""

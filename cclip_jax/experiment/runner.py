@@ -29,6 +29,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "cclip_pos_only": {"labels": "positive_only"},
     # The objective's knobs (configs/common.py).
     "cclip_rank": {"cond_form": "rank"},  # a ranking form, with no bias to collapse to
+    # Concept-conditioned pooling: x_{i|k} = MAP(patches_i; probe + W·c_k), ungated logit.
+    "cclip_pool": {"cond_form": "pool", "model.pool_conditional": True},
     "cclip_beta": {"cross_positive_weight": 0.0},  # only each image's own caption is a +
     "cclip_stopgrad": {"concept_stop_gradient": True},
     "cclip_warmup": {"cond_schedule.zero_frac": 0.25, "cond_schedule.ramp_frac": 0.25},

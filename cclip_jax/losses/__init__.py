@@ -40,6 +40,7 @@ from cclip_jax.losses.init import (
     sigmoid_bias_init,
     triple_sums,
 )
+from cclip_jax.losses.pooled import pooled_conditional_sigmoid_loss
 from cclip_jax.losses.ranking import conditional_ranking_loss
 from cclip_jax.losses.sigmoid import pair_ids_from_tokens, sigmoid_loss
 from cclip_jax.losses.softmax import softmax_loss
@@ -53,6 +54,7 @@ __all__ = [
     "conditional_ranking_loss",
     "conditional_sigmoid_loss",
     "pair_ids_from_tokens",
+    "pooled_conditional_sigmoid_loss",
     "positive_triple_rate",
     "sigmoid_bias_init",
     "sigmoid_loss",

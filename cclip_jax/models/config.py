@@ -31,6 +31,10 @@ Layout (an `ml_collections.ConfigDict`; a plain nested dict works too)::
     model.cond_temperature_init 10.0    initial exp(cond_t) of the conditional term
     model.cond_bias_init      None      None: the trainer starts it at the logit of the data's
                                         weighted positive-triple rate (manifest); else -10
+    model.pool_conditional    False     the pool arm: the image MAP head also pools each image
+                                        per concept, query probe + W_q·c_k (W_q zero-init),
+                                        output image_cond_emb [B, K, D]; needs image
+                                        pool_type 'map'
 
 Optional per-tower overrides of the variant: `width`, `depth`, `mlp_dim`, `num_heads`,
 `patch_size` (image).
@@ -95,7 +99,17 @@ def get_default_model_config(
     cfg.bias_init = ml_collections.FieldReference(None, field_type=float)
     cfg.cond_temperature_init = 10.0
     cfg.cond_bias_init = ml_collections.FieldReference(None, field_type=float)
+    cfg.pool_conditional = False
     return cfg
+
+
+def pool_conditional(config: Mapping[str, Any]) -> bool:
+    """`config.model.pool_conditional`, checked against the image pool type."""
+    pool = bool(config.get("pool_conditional", False))
+    if pool and config["image"].get("pool_type", "map") != "map":
+        raise ValueError("config.model.pool_conditional=True needs config.model.image.pool_type="
+                         f"'map', got {config['image'].get('pool_type')!r}")
+    return pool
 
 
 def _choice(value: Any, choices: Any, field: str) -> Any:

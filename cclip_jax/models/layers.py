@@ -235,23 +235,33 @@ class Encoder(nn.Module):
 
 
 class MAPHead(nn.Module):
-    """Multi-head attention pooling: a learned probe attends over `[B, L, D]` -> `[B, D]`."""
+    """Multi-head attention pooling: a learned probe attends over `[B, L, D]` -> `[B, D]`.
+
+    `query_offsets [Q, D]` adds `Q` more queries, `probe + query_offsets[q]`, pooled by the same
+    weights in the same call (the keys and values are computed once): the output is then
+    `[B, 1 + Q, D]`, the plain pooled token first (the pool arm's `x_{i|k}`).
+    """
 
     mlp_dim: int
     num_heads: int
     dtype: DType = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None = None) -> Array:
+    def __call__(self, x: Array, mask: Array | None = None,
+                 query_offsets: Array | None = None) -> Array:
         b, _, d = x.shape
         probe = self.param("probe", logical(_xavier, (None, None, "embed")), (1, 1, d))
-        probe = jnp.broadcast_to(probe.astype(self.dtype), (b, 1, d))
+        probe = probe.astype(self.dtype)
+        queries = probe[0]  # [1, D]
+        if query_offsets is not None:
+            queries = jnp.concatenate([queries, probe[0] + query_offsets.astype(self.dtype)])
+        queries = jnp.broadcast_to(queries[None], (b, *queries.shape))
         x = Attention(self.num_heads, self.dtype, name="MultiHeadDotProductAttention_0")(
-            probe, x, mask
+            queries, x, mask
         )
         y = layer_norm(self.dtype, "LayerNorm_0")(x)
         x = x + MlpBlock(self.mlp_dim, self.dtype, name="MlpBlock_0")(y)
-        return x[:, 0]
+        return x[:, 0] if query_offsets is None else x
 
 
 def projection(out_dim: int, dtype: DType, name: str = "head") -> nn.Dense:

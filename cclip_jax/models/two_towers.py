@@ -38,6 +38,8 @@ class TwoTowerOutput:
       concept_emb: `[K, D]` concept embeddings after the gate, or None.
       scale, bias: scalars of the plain SigLIP term (`scale = exp(t)`).
       cond_scale, cond_bias: scalars of the conditional term.
+      image_cond_emb: `[B, K, D]` concept-pooled image embeddings `x_{i|k}` (the pool arm:
+        `pool_conditional=True` with images and concepts given), else None.
     """
 
     image_emb: Array | None
@@ -47,6 +49,7 @@ class TwoTowerOutput:
     bias: Array
     cond_scale: Array
     cond_bias: Array
+    image_cond_emb: Array | None = None
 
     def __getitem__(self, key: str) -> Array | None:
         return getattr(self, key)
@@ -63,6 +66,9 @@ class TwoTower(nn.Module):
     resolved config); the towers are named `img` and `txt` as in big_vision.
     Parameters `t`, `b` (plain term) and `cond_t`, `cond_b` (conditional term) are scalars in
     the log-scale parametrisation: the loss uses `exp(t)` and `b`.
+    `pool_conditional`: with images and concepts, the image tower's MAP head also pools each
+    image once per concept (query `probe + W_q·ĉ_k` from the raw, ungated concept embedding;
+    `ImageEncoder`), returned as `image_cond_emb`.
     """
 
     image: Mapping[str, Any]
@@ -72,6 +78,7 @@ class TwoTower(nn.Module):
     bias_init: float = -10.0
     cond_temperature_init: float = 10.0
     cond_bias_init: float = -10.0
+    pool_conditional: bool = False
 
     def _temperature(self, name: str, init: float) -> Array:
         return self.param(name, layers.logical(_constant(init), ()), ())
@@ -97,13 +104,13 @@ class TwoTower(nn.Module):
         """
         if self.gate not in _GATE_FNS:
             raise ValueError(f"Unknown gate {self.gate!r}; known: {tuple(_GATE_FNS)}")
-        image_emb = text_emb = concept_emb = None
-        if images is not None:
-            image_emb = ImageEncoder(**self.image, name="img")(images).astype(jnp.float32)
+        image_emb = text_emb = concept_emb = image_cond_emb = None
+        pool = self.pool_conditional and images is not None and concepts is not None
         if texts is not None or concepts is not None:
             txt = TextEncoder(**self.text, name="txt")
             # Gate "ones" ignores the concept embeddings: encoded apart, XLA drops them.
-            together = (texts is not None and concepts is not None and self.gate != "ones"
+            together = (texts is not None and concepts is not None
+                        and (self.gate != "ones" or pool)
                         and texts.shape[1] == concepts.shape[1])
             if together:
                 text_emb, concept_emb = encode_together(txt, texts, concepts, text_groups)
@@ -112,8 +119,16 @@ class TwoTower(nn.Module):
                 concept_emb = None if concepts is None else txt(concepts)
             if text_emb is not None:
                 text_emb = text_emb.astype(jnp.float32)
-            if concept_emb is not None:
-                concept_emb = _GATE_FNS[self.gate](concept_emb.astype(jnp.float32))
+        if images is not None:
+            img = ImageEncoder(**self.image, name="img")
+            if pool:  # the raw (ungated) concept embeddings make the queries
+                image_emb, image_cond_emb = img(images, concept_emb.astype(jnp.float32))
+                image_cond_emb = image_cond_emb.astype(jnp.float32)
+            else:
+                image_emb = img(images)
+            image_emb = image_emb.astype(jnp.float32)
+        if concept_emb is not None:
+            concept_emb = _GATE_FNS[self.gate](concept_emb.astype(jnp.float32))
         t = self._temperature("t", float(np.log(self.temperature_init)))
         b = self._temperature("b", self.bias_init)
         cond_t = self._temperature("cond_t", float(np.log(self.cond_temperature_init)))
@@ -126,6 +141,7 @@ class TwoTower(nn.Module):
             bias=b,
             cond_scale=jnp.exp(cond_t),
             cond_bias=cond_b,
+            image_cond_emb=image_cond_emb,
         )
 
     def dummy_inputs(self, batch: int = 1) -> dict[str, Array]:
@@ -182,7 +198,8 @@ def build_model(config: Mapping[str, Any] | None = None, **overrides: Any) -> Tw
     # Fields left out or None (the trainer fills the biases from the batch) keep TwoTower's
     # defaults: SigLIP's t = log 10, b = -10.
     scalars = {name: float(cfg[name]) for name in _SCALAR_INITS if cfg.get(name) is not None}
-    return TwoTower(image=image_kw, text=text_kw, gate=cfg.get("gate", "identity"), **scalars)
+    return TwoTower(image=image_kw, text=text_kw, gate=cfg.get("gate", "identity"),
+                    pool_conditional=model_config.pool_conditional(cfg), **scalars)
 
 
 _SCALAR_INITS = ("temperature_init", "bias_init", "cond_temperature_init", "cond_bias_init")

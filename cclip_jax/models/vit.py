@@ -39,7 +39,7 @@ class ImageEncoder(nn.Module):
 
     Tree (big_vision names): `embedding` (patch conv), `pos_embedding [1, N, D]` (learned only),
     `cls` (pool `tok` only), `Transformer/...`, `MAPHead_0` (pool `map` only), `head`
-    (when `out_dim` is set).
+    (when `out_dim` is set), `concept_query` (only when called with `concept_emb`).
     """
 
     width: int
@@ -71,7 +71,18 @@ class ImageEncoder(nn.Module):
             )
 
     @nn.compact
-    def __call__(self, images: Array) -> Array:
+    def __call__(self, images: Array, concept_emb: Array | None = None, *,
+                 return_tokens: bool = False) -> Any:
+        """`images [B, S, S, C]` -> the pooled embedding `[B, out_dim or width]`.
+
+        `concept_emb [K, D]` (pool `map` only; the pool arm): the MAP head also pools each
+        image once per concept, with query `probe + W_q·ĉ_k` (`ĉ_k = c_k / ‖c_k‖`, `W_q` the
+        Dense `concept_query` from D to the tower width, zero-initialised so that at init every
+        `x_{i|k}` equals the plain `x_i`), and the call returns `(pooled [B, ·],
+        cond [B, K, ·])`, both through the same `head`.
+        `return_tokens`: also return the final (post-`encoder_norm`) patch tokens `[B, N, width]`
+        the pooling attends over, last in the returned tuple.
+        """
         self._check_input(images)
         if self.pool_type not in POOL_TYPES:
             raise ValueError(f"Unknown image pool_type {self.pool_type!r}; known: {POOL_TYPES}")
@@ -119,12 +130,37 @@ class ImageEncoder(nn.Module):
             name="Transformer",
         )(x)
 
-        if self.pool_type == "map":
+        tokens = x[:, 1:] if self.pool_type == "tok" else x
+        cond = None
+        if concept_emb is not None:
+            if self.pool_type != "map":
+                raise ValueError("concept-conditioned pooling needs image pool_type 'map', got "
+                                 f"{self.pool_type!r}")
+            c = concept_emb.astype(jnp.float32)
+            c = c * jax.lax.rsqrt(jnp.maximum(jnp.sum(c * c, axis=-1, keepdims=True), 1e-12))
+            offsets = nn.Dense(
+                d,
+                use_bias=False,
+                dtype=self.dtype,
+                kernel_init=layers.logical(nn.initializers.zeros_init(), ("proj", "embed")),
+                name="concept_query",
+            )(c)  # [K, width]
+            both = layers.MAPHead(self.mlp_dim, self.num_heads, self.dtype, name="MAPHead_0")(
+                x, query_offsets=offsets)  # [B, 1 + K, width]
+            x, cond = both[:, 0], both[:, 1:]
+        elif self.pool_type == "map":
             x = layers.MAPHead(self.mlp_dim, self.num_heads, self.dtype, name="MAPHead_0")(x)
         elif self.pool_type == "gap":
             x = jnp.mean(x, axis=1)
         else:  # tok
             x = x[:, 0]
         if self.out_dim is not None:
-            x = layers.projection(self.out_dim, self.dtype)(x)
-        return layers.constrain(x, ("batch", "act_embed"))
+            head = layers.projection(self.out_dim, self.dtype)
+            x = head(x)
+            cond = None if cond is None else head(cond)
+        out = (layers.constrain(x, ("batch", "act_embed")),)
+        if cond is not None:
+            out += (layers.constrain(cond, ("batch", None, "act_embed")),)
+        if return_tokens:
+            out += (tokens,)
+        return out[0] if len(out) == 1 else out
