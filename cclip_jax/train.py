@@ -148,7 +148,8 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
         image_size=config.model.image.image_size, max_len=config.model.text.max_len,
         tokenizer=config.data.tokenizer, pad_id=config.model.text.pad_id,
         max_shift=config.data.max_shift, brightness=config.data.brightness,
-        num_workers=config.data.num_workers, prefetch=config.data.prefetch)
+        num_workers=config.data.num_workers, prefetch=config.data.prefetch,
+        hard_negatives=config.data.hard_negatives)
     try:
         source = data_lib.BatchSliceSource(curated_dir, config.data.mode)
     except FileNotFoundError as e:
@@ -242,7 +243,7 @@ class _StopFlag:
 
 # Per-step counts that are logged as sums over the steps since the previous log line (a
 # count seen only at logged steps would miss most of them).
-_INTERVAL_SUMS = ("captions_cut", "concepts_cut")
+_INTERVAL_SUMS = ("captions_cut", "concepts_cut", "hard_unswapped")
 
 
 def _flush(pending: list, writer: MetricsWriter, config: ml_collections.ConfigDict,

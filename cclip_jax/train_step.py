@@ -6,6 +6,7 @@ Loss (`config.loss`), with the conditional term's knobs in `Objective`:
   the conditional term in its `cond_form`: `sigmoid` (CCLIP) or `rank`
   (`conditional_ranking_loss`, a multi-positive softmax with no bias) or `pool`
   (`pooled_conditional_sigmoid_loss` on the model's concept-pooled `image_cond_emb`);
+  the plain term with NegCLIP hard negatives when `config.data.hard_negatives`;
   either plus `tags_weight · concept_sigmoid_loss` (the image × concept classifier control,
   on the conditional term's scale and bias).
 
@@ -65,6 +66,7 @@ class Objective:
     cond_zero_steps: int = 0
     cond_ramp_steps: int = 0
     tags_weight: float = 0.0
+    hard_negatives: bool = False
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, max_present: int | None
@@ -80,7 +82,8 @@ class Objective:
             plain_multi_positive=bool(config.plain_multi_positive),
             cond_zero_steps=round(sched.zero_frac * config.total_steps),
             cond_ramp_steps=round(sched.ramp_frac * config.total_steps),
-            tags_weight=float(config.tags_weight))
+            tags_weight=float(config.tags_weight),
+            hard_negatives=bool(config.data.hard_negatives))
 
     @property
     def conditional(self) -> bool:
@@ -113,14 +116,19 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
         raise ValueError(f"config.loss={obj.loss!r} is not one of {LOSSES}")
     axes = tuple(batch_axes)
     ways = math.prod(mesh.shape[a] for a in axes)  # devices the batch rows are split over
-    rows, rep = P(axes), P()
 
-    def ring(x, t, c, labels, ids, s, b, cs, cb, xc):
+    def ring(r: dict, rep: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """This device's rows `r` (embeddings, labels, ids), the replicated `rep` (concepts,
+        scales, biases) -> the global (plain, conditional, tags) losses."""
+        x, t, labels = r["x"], r["t"], r["labels"]
+        c, cs, cb = rep["c"], rep["cond_scale"], rep["cond_bias"]
+        hard = dict(hard_text_emb=r["hard"], hard_valid=r["hard_ok"])
         zero = jnp.zeros((), x.dtype)
         if obj.loss == "softmax":
-            plain = losses.softmax_loss(x, t, scale=s, axis_name=axes)
+            plain = losses.softmax_loss(x, t, scale=rep["scale"], axis_name=axes, **hard)
         else:
-            plain = losses.sigmoid_loss(x, t, scale=s, bias=b, pair_ids=ids, axis_name=axes)
+            plain = losses.sigmoid_loss(x, t, scale=rep["scale"], bias=rep["bias"],
+                                        pair_ids=r["ids"], axis_name=axes, **hard)
         if not obj.conditional:
             conditional = zero
         elif obj.cond_form == "rank":
@@ -128,7 +136,7 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
                 x, t, c, labels, scale=cs, unknown_weight=obj.unknown_weight, axis_name=axes)
         elif obj.cond_form == "pool":  # x_{i|k} [b, K, D]: dense over the batch's concepts
             conditional = losses.pooled_conditional_sigmoid_loss(
-                xc, t, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight,
+                r["xc"], t, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight,
                 cross_positive_weight=obj.cross_positive_weight, normalize=obj.normalize,
                 axis_name=axes)
         else:
@@ -141,8 +149,8 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
             axis_name=axes)
         return plain, conditional, tags
 
-    specs = (rows, rows, rep, rows, rows, rep, rep, rep, rep, rows)
-    sharded = jax.shard_map(ring, mesh=mesh, in_specs=specs, out_specs=(rep, rep, rep),
+    # Every leaf of the first dict is split along the batch rows, of the second replicated.
+    sharded = jax.shard_map(ring, mesh=mesh, in_specs=(P(axes), P()), out_specs=(P(), P(), P()),
                             check_vma=True)
 
     def loss_fn(params: Any, batch: dict[str, jax.Array], step: jax.Array
@@ -167,12 +175,20 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
             # Padding columns (no +1 anywhere in the batch) are no concept: label them 2,
             # which every loss ignores, or the classifier would learn them as negatives.
             labels = jnp.where(jnp.any(labels == 1, axis=0), labels, 2).astype(jnp.int8)
-        plain, conditional, tags = sharded(out.image_emb, out.text_emb, concepts, labels, ids,
-                                           out.scale, out.bias, out.cond_scale, out.cond_bias,
-                                           pooled)
+        hard = hard_ok = None
+        if obj.hard_negatives:  # NegCLIP: each caption's swapped twin, scored against its image
+            hard = model.apply({"params": params}, texts=batch["hard_text"]).text_emb
+            hard_ok = batch["hard_ok"]
+        row_args = dict(x=out.image_emb, t=out.text_emb, labels=labels, ids=ids, xc=pooled,
+                        hard=hard, hard_ok=hard_ok)
+        rep_args = dict(c=concepts, scale=out.scale, bias=out.bias, cond_scale=out.cond_scale,
+                        cond_bias=out.cond_bias)
+        plain, conditional, tags = sharded(row_args, rep_args)
         aux = {"loss_sig" if obj.loss == "sigmoid" else "loss_clip": plain,
                "scale": out.scale, "bias": out.bias,
                "captions_cut": jnp.sum(batch["text_cut"], dtype=jnp.int32)}
+        if hard_ok is not None:  # rows whose caption the swap rule could not change
+            aux["hard_unswapped"] = jnp.sum(hard_ok == 0, dtype=jnp.int32)
         if ids is not None:  # positives beyond the diagonal: identical captions in the batch
             aux["plain_extra_positives"] = jnp.sum(ids[:, None] == ids[None, :]) - ids.shape[0]
         total = plain

@@ -36,7 +36,9 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
                     temperature: the four logit scales and biases)
     data            curated_dir ('' = generate the synthetic demo data into cache_dir),
                     mode ('curated' | 'baseline'), synthetic {...}, curation {...} (overrides of
-                    configs/curate.py), tokenizer ('' = the curated one), max_shift,
+                    configs/curate.py), tokenizer ('' = the curated one), hard_negatives
+                    (NegCLIP: each caption's attribute/object swap, cclip_jax.data
+                    .hard_negatives, as a negative of its image in the plain term), max_shift,
                     brightness, num_workers (Grain processes), prefetch
     init_from       '' | a SigLIP .npz | a cclip checkpoint folder (ignored when resuming)
     compilation_cache_dir  XLA persistent compilation cache ('' = off)
@@ -112,6 +114,7 @@ def base_config(size: str = "mu") -> ml_collections.ConfigDict:
             max_concepts=16, max_masked=4, max_present=8, pool_size=1024,
             batches_per_shard=16, tokenizer_vocab_size=512, num_workers=1)),
         tokenizer="",
+        hard_negatives=False,
         max_shift=2,
         brightness=0.05,
         num_workers=1,

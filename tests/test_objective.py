@@ -155,3 +155,24 @@ def test_rank_form_is_the_library_ranking_loss(setup):
                                            setup[1]["labels"], scale=out.cond_scale,
                                            unknown_weight=0.5)
     np.testing.assert_allclose(aux["loss_cond"], want, rtol=2e-5)
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "softmax"])
+def test_hard_negatives_enter_the_plain_term(setup, loss):
+    batch = dict(setup[1])
+    hard_text = np.roll(np.array(batch["text"]), 1, axis=0)  # any other caption will do
+    hard_ok = (np.arange(hard_text.shape[0]) % 3 != 0).astype(np.int8)
+    batch.update(hard_text=jnp.asarray(hard_text), hard_ok=jnp.asarray(hard_ok))
+    _, aux = _run(setup, Objective(loss=loss, cond_weight=0.0, hard_negatives=True), batch)
+    out = _embeddings(setup, batch)
+    s, _, params = setup
+    hard = s.model.apply({"params": params}, texts=batch["hard_text"]).text_emb
+    kw = dict(hard_text_emb=hard, hard_valid=batch["hard_ok"])
+    if loss == "sigmoid":
+        want = losses.sigmoid_loss(out.image_emb, out.text_emb, scale=out.scale, bias=out.bias,
+                                   **kw)
+    else:
+        want = losses.softmax_loss(out.image_emb, out.text_emb, scale=out.scale, **kw)
+    np.testing.assert_allclose(aux["loss_sig" if loss == "sigmoid" else "loss_clip"], want,
+                               rtol=2e-5)
+    assert int(aux["hard_unswapped"]) == int((hard_ok == 0).sum())

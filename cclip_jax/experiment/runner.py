@@ -40,6 +40,11 @@ ARMS: dict[str, dict[str, Any]] = {
     "cclip_masked": {"data.curation.concept_kinds": "masked"},
     # Control: the same labels as an image x concept classifier, no conditional pairs.
     "tags": {"cond_weight": 0.0, "tags_weight": 1.0},
+    # Control: NegCLIP's swapped-caption hard negatives, on the softmax and the sigmoid base.
+    "negclip": {"loss": "softmax", "cond_weight": 0.0, "data.mode": "baseline",
+                "data.hard_negatives": True},
+    "negclip_sigmoid": {"cond_weight": 0.0, "data.mode": "baseline",
+                        "data.hard_negatives": True},
 }
 BLIND = "blind"  # the text-only baseline, one deterministic "seed" per preset
 LAMBDA_ARM = "cclip_lam"  # + a value: `cclip` with that cond_weight (the λ sweep)
