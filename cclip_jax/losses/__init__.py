@@ -25,8 +25,10 @@ The conditional loss rests on `cos(x ⊙ g, t ⊙ g) = (x ⊙ g²)·t / (‖x �
 are one matmul. With `max_present=R`, only triples with a `+1` side count, and they are enumerated
 from the (at most `R`) present concepts of each row: work is `O(B·R·B·D)` instead of `O(B·B·K·D)`.
 
-The modules: `sigmoid` and `conditional` define the losses as tile functions, `_engine` sums
-tile functions over the batch (tiles, the ring and their custom VJPs), `softmax` is CLIP's
+The modules: `sigmoid` and `conditional` define the losses as tile functions (the
+conditional loss's label weights in `_weights`, its `max_present` path in `_sparse`; `ranking`
+and `pooled` are its other forms), `_engine` sums tile functions over the batch (tiles, the
+ring and their custom VJPs), `softmax` is CLIP's
 loss (all-gathered, not tiled: its softmax needs every logit of a row), `tags` an image × concept
 classifier over the same labels (a control), and `init` gives bias initial values from the
 batch's statistics.
