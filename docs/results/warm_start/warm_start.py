@@ -1,4 +1,4 @@
-"""Warm start: does the conditional term help once SigLIP has trained? (session 3)
+"""Warm start: does the conditional term help once SigLIP has trained? (measured 2026-11-24)
 
     python docs/results/warm_start/warm_start.py --workdir=/tmp/warm
 
