@@ -8,7 +8,7 @@ from jax import lax
 
 from cclip_jax.losses import _engine as E
 from cclip_jax.losses._sparse import _own_positives_sparse, _sparse_sum
-from cclip_jax.losses._weights import SCALARS, _conditional_terms, _pair_weights
+from cclip_jax.losses._weights import SCALARS, _conditional_terms, _pair_weights, check_concepts
 
 NORMALIZE = ("triples", "batch")
 """The choices of `normalize`: a weighted mean over counted triples, or a sum per row."""
@@ -73,13 +73,7 @@ def conditional_sigmoid_loss(
     """
     x, t = E.check_pair(image_emb, text_emb, axis_name)
     b, d = x.shape
-    if concept_emb.ndim != 2 or concept_emb.shape[1] != d:
-        raise ValueError(f"concept_emb must be [K, D={d}], got shape {concept_emb.shape}")
-    k = concept_emb.shape[0]
-    if concept_labels.shape != (b, k):
-        raise ValueError(f"concept_labels must be [B={b}, K={k}], got {concept_labels.shape}")
-    if not jnp.issubdtype(concept_labels.dtype, jnp.integer):
-        raise ValueError(f"concept_labels must be integer (int8), got {concept_labels.dtype}")
+    check_concepts(concept_emb, concept_labels, b, d)
     if max_present is not None and (not isinstance(max_present, int) or max_present < 1):
         raise ValueError(f"max_present must be a positive int or None, got {max_present!r}")
     if normalize not in NORMALIZE:

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from cclip_jax.losses import _engine as E
+from cclip_jax.losses._weights import check_concepts
 
 
 def conditional_ranking_loss(
@@ -96,13 +97,7 @@ def conditional_ranking_loss(
     """
     x, t = E.check_pair(image_emb, text_emb, axis_name)
     b, d = x.shape
-    if concept_emb.ndim != 2 or concept_emb.shape[1] != d:
-        raise ValueError(f"concept_emb must be [K, D={d}], got shape {concept_emb.shape}")
-    k = concept_emb.shape[0]
-    if concept_labels.shape != (b, k):
-        raise ValueError(f"concept_labels must be [B={b}, K={k}], got {concept_labels.shape}")
-    if not jnp.issubdtype(concept_labels.dtype, jnp.integer):
-        raise ValueError(f"concept_labels must be integer (int8), got {concept_labels.dtype}")
+    check_concepts(concept_emb, concept_labels, b, d)
     dtype = x.dtype
     g2 = jnp.square(jnp.asarray(concept_emb).astype(dtype))  # the gate algebra needs only g²
     labels = jnp.asarray(concept_labels).astype(jnp.int8)
