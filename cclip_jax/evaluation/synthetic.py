@@ -7,7 +7,8 @@
 - Conditional retrieval: for a query image and a concept that holds in it (a colour, a shape, a
   colour-shape binding, a masked relation `<M> red <M> left of <M> blue <M>`), rank the other
   images by `cos(x_q ⊙ c, x_j ⊙ c)`; an image is relevant iff the oracle says the concept holds
-  in it. Precision@k per concept type.
+  in it. Precision@k per concept type, and `plain_p<k>`: the same queries ranked by the plain
+  `cos(x_q, x_j)`, the score a gate must beat to have learned anything.
 """
 
 from __future__ import annotations
@@ -112,12 +113,17 @@ def conditional_retrieval(scorer: ModelScorer, world_dir: str, split: str, *, nu
     relevant = np.stack([relevant_of[c] for _, _, c in queries])
     exclude = np.zeros((len(queries), n), bool)
     exclude[np.arange(len(queries)), [q for q, _, _ in queries]] = True
+    # The same ranking by the plain cosine cos(x_q, x_j): if the gate does not beat it, the
+    # gate has learned nothing the image embedding did not already rank by.
+    plain = np.stack([scorer.similarity(x[q : q + 1], x)[0] for q, _, _ in queries])
     result = {"metrics": metrics.precision_at_k(scores, relevant, exclude=exclude),
               "n": len(queries), "skipped": skipped.count,
               "skipped_examples": skipped.examples, "truncated": int(cut.sum()),
               "truncated_examples": [c for c, t in zip(unique, cut, strict=True) if t]}
     base = relevant & ~exclude  # chance: the fraction of relevant candidates
     result["chance"] = {"p1": float(np.mean(base.sum(1) / (~exclude).sum(1)))}
+    for key, value in metrics.precision_at_k(plain, relevant, exclude=exclude).items():
+        result["metrics"][f"plain_{key}"] = value
     types = np.array([t for _, t, _ in queries])
     for t in CONCEPT_TYPES:
         sel = types == t

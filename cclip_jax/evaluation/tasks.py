@@ -115,6 +115,14 @@ def _result(name: str, values: dict[str, float], n: int, skipped: Skipped, trunc
 # ---------------------------------------------------------------------------- runners
 
 
+def _per_item(ids: Sequence[str], kept: np.ndarray, scores: dict[str, np.ndarray]
+              ) -> dict[str, list]:
+    """Each evaluated item's id and expected score per metric (`scores`: metric -> `[n]`): what
+    a bootstrap over items resamples (cclip_jax.experiment.stats)."""
+    return {"ids": [str(ids[i]) for i in kept],
+            **{k: [round(float(x), 6) for x in v] for k, v in scores.items()}}
+
+
 def _group_accuracy(correct: np.ndarray, groups: Sequence[str], min_size: int
                     ) -> tuple[float | None, dict[str, dict[str, float]]]:
     """Macro accuracy over groups with at least `min_size` items (None if there is none), and
@@ -166,7 +174,7 @@ def run_pairs(scorer: Scorer, task: PairTask, batch_size: int = 256) -> dict[str
     correct, kept = np.concatenate(correct), np.concatenate(kept)
     values = {"accuracy": float(correct.mean())}
     chance = {"accuracy": 0.5}
-    extra = {}
+    extra = {"per_item": _per_item(task.ids, kept, {"accuracy": correct})}
     if task.groups is not None:
         macro, extra["groups"] = _group_accuracy(correct, [task.groups[i] for i in kept],
                                                  task.min_group_size)
@@ -206,9 +214,9 @@ def run_groups(scorer: Scorer, task: GroupTask, batch_size: int = 256) -> dict[s
         kept.append(idx)
     _need_items(task.name, sum(map(len, kept)), skipped)
     s, kept = np.concatenate(scores), np.concatenate(kept)
-    extra = {}
+    per_item = metrics.winoground_correct(s)
+    extra = {"per_item": _per_item(task.ids, kept, per_item)}
     if task.tags is not None:
-        per_item = metrics.winoground_correct(s)
         tags = np.asarray([task.tags[i] for i in kept])
         extra["tags"] = {str(g): {**{k: float(v[tags == g].mean()) for k, v in per_item.items()},
                                   "n": int((tags == g).sum())} for g in np.unique(tags)}

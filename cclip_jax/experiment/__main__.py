@@ -1,8 +1,10 @@
-"""`python -m cclip_jax.experiment --config=configs/experiment_binding.py --workdir=DIR`.
+"""`python -m cclip_jax.experiment --config=configs/experiment_v2.py --workdir=DIR`.
 
-Writes `DIR/results.json` (per arm, caption preset and item kind: mean, std, seeds), the runs
-under `DIR/runs/`, and `DIR/report.html`. Re-running the command resumes: finished runs are
-read back, not retrained.
+Writes `DIR/results.json`, `DIR/results.md`, the runs under `DIR/runs/`, and `DIR/report.html`.
+Re-running the command resumes: finished runs are read back, not retrained. A config with
+`version = 2` (configs/experiment_v2.py) runs the phased experiment
+(cclip_jax/experiment/experiment_v2.py); configs/experiment_binding.py the v1 grid
+(cclip_jax/experiment/runner.py).
 """
 
 from __future__ import annotations
@@ -21,11 +23,17 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from cclip_jax import console
-    from cclip_jax.experiment import runner  # after flag parsing (Grain workers)
 
     console.quiet_libraries()
     absl_logging.set_verbosity(absl_logging.INFO)
-    results = runner.run_experiment(_CONFIG.value, _WORKDIR.value)
+    if _CONFIG.value.get("version", 1) == 2:
+        from cclip_jax.experiment import experiment_v2  # after flag parsing (Grain workers)
+
+        results = experiment_v2.run(_CONFIG.value, _WORKDIR.value)
+    else:
+        from cclip_jax.experiment import runner
+
+        results = runner.run_experiment(_CONFIG.value, _WORKDIR.value)
     print("\n".join(results["summary"]))
     print(f"wrote {_WORKDIR.value}/results.json and {_WORKDIR.value}/report.html "
           f"({results['wall_s']:.0f} s)")

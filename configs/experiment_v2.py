@@ -1,0 +1,117 @@
+"""The binding experiment, v2: at plateau, pre-registered, paired by seed, with every arm.
+
+    python -m cclip_jax.experiment --config=configs/experiment_v2.py --workdir=DIR
+    python -m cclip_jax.experiment --config=configs/experiment_v2.py:quick --workdir=DIR
+    ... --config.world_seed=1          # the replication on another synthetic world
+
+Four phases (cclip_jax/experiment/phases.py), each resumable, each writing
+`DIR/phase<N>/results.json` that the later phases read:
+
+  0 calibrate  SigLIP and CLIP on `clean` and `natural`, at tower width 32 and a wider one,
+               with the primary score on the DEV items every `eval_every` steps. Picks the
+               width that scores higher at equal training time, and the training length T:
+               the first evaluated step after which the (3-point smoothed) mean curve stays
+               within `tolerance` of its best.
+  1 screen     every arm (runner.ARMS) and CCLIP at each λ in `lambdas`, `natural`, at T, on
+               the DEV items: picks the best `n_cclip` CCLIP arms, the best contrastive
+               baseline, and the better NegCLIP control.
+  2 confirm    those arms against the baseline and the `tags` and NegCLIP controls, on fresh
+               seeds, paired by seed, on `natural` (the decision) and `clean`, on the TEST items.
+  3 small      the best CCLIP arm of phase 1 against SigLIP at other batch sizes, at equal
+               examples seen (steps = T · batch_size / B), TEST items.
+
+The DEV and TEST items are two evaluation worlds (eval seeds `dev_eval_seed` and
+`test_eval_seed`) drawn from the same generator; nothing is chosen on the TEST items.
+
+The pre-registration (`prereg`, docs/results/experiment_v2/preregistration.md) fixes the
+primary score, the smallest effect of interest, the guards and the decision rule before any
+confirmation run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import ml_collections
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import demo
+
+# The primary score: the mean of these (split, kind, metric) scores, natural captions, TEST
+# items. Pair kinds score accuracy (chance 1/2), group kinds Winoground's group score (1/6).
+PRIMARY = tuple((split, kind, metric) for split in ("iid", "compositional")
+                for kind, metric in (("attribute_swap", "accuracy"), ("size_swap", "accuracy"),
+                                     ("group_attribute", "group"), ("group_size", "group")))
+
+
+def prereg() -> ml_collections.ConfigDict:
+    """The pre-registered score and rule (committed before phase 2 ran)."""
+    p = ml_collections.ConfigDict()
+    p.primary = PRIMARY
+    p.preset = "natural"  # the decision is on natural captions; `clean` is reported beside it
+    p.min_effect = 0.03  # the smallest difference of the primary score that matters
+    p.alpha = 0.05  # family-wise, Holm over the CCLIP arms of phase 2
+    # An arm may not buy its score by losing more than this on these (mean paired difference).
+    p.guard_loss = 0.02
+    p.guards = ("iid/attribute_replace/accuracy", "compositional/attribute_replace/accuracy",
+                "iid/retrieval/i2t_r5", "iid/retrieval/t2i_r5")
+    p.n_boot = 2000
+    return p
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    quick = arg == "quick"
+    c = ml_collections.ConfigDict()
+    c.version = 2
+    c.title = "CCLIP binding experiment v2" + (" (quick)" if quick else "")
+    c.phases = ("calibrate", "screen", "confirm", "small")
+    c.world_seed = 0  # the synthetic training world (a replication: another seed)
+    c.num_train = 4096 if quick else 100_000
+    c.batch_size = 64
+    c.dev_eval_seed = 2
+    c.test_eval_seed = 1
+    c.num_items = 40 if quick else 300  # per item kind and split
+    c.warmup_frac = 0.05
+    c.prereg = prereg()
+
+    c.calibrate = ml_collections.ConfigDict(dict(
+        arms=("siglip", "clip"), presets=("natural",) if quick else ("clean", "natural"),
+        # (width, steps): the wider towers get fewer steps (they are ~2.6x slower per step on
+        # 2 CPU cores at width 64, benchmarks figure in docs/results/experiment_v2); widths
+        # are compared at equal training time.
+        widths=((32, 60), (64, 12)) if quick else ((32, 10_000), (64, 5_000)),
+        eval_every=20 if quick else 500, tolerance=0.02, seed=0))
+    c.screen = ml_collections.ConfigDict(dict(
+        arms=("clip", "siglip", "siglip_curated", "cclip", "cclip_gate_ones", "cclip_pos_only",
+              "cclip_rank", "cclip_pool", "cclip_beta", "cclip_stopgrad", "cclip_warmup",
+              "cclip_unigram", "cclip_attribute_noun", "cclip_masked", "tags", "negclip",
+              "negclip_sigmoid"),
+        lambdas=(0.03, 0.1, 0.3),  # λ = 1 is `cclip`
+        preset="natural", seeds=(0,) if quick else (0, 1),
+        baselines=("clip", "siglip", "siglip_curated"), negclip=("negclip", "negclip_sigmoid"),
+        n_cclip=3))
+    c.confirm = ml_collections.ConfigDict(dict(
+        presets=("natural",) if quick else ("natural", "clean"),
+        seeds=(100, 101) if quick else (100, 101, 102, 103, 104)))
+    c.small = ml_collections.ConfigDict(dict(
+        batch_sizes=(32, 128), seeds=(200, 201) if quick else (200, 201, 202),
+        preset="natural", baseline="siglip"))
+
+    b = demo.get_config()  # the demo's towers and optimizer, the objective's defaults (λ = 1)
+    b.total_steps = 60 if quick else 4000  # set per run from phase 0's T
+    b.checkpoint_every_steps = b.total_steps
+    b.max_checkpoints = 1
+    b.log_every_steps = 10 if quick else 100
+    b.progress = False
+    b.data.num_workers = 0  # runs follow each other in one process: no worker start-up each
+    b.eval.report = False  # one report for the whole experiment
+    b.eval.synthetic.update(dict(
+        splits=("iid", "compositional", "productivity"), num_items=c.num_items,
+        retrieval_images=40 if quick else 200, captions_per_image=5,
+        cond_queries=10 if quick else 50, cond_pool=40 if quick else 300, blind=False))
+    if quick:
+        b.data.curation.pool_size = 1024
+        b.model.image.depth = b.model.text.depth = 1
+    c.base = b
+    return c
