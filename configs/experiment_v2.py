@@ -74,6 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_items = 40 if quick else 300  # per item kind and split
     c.warmup_frac = 0.05
     c.prereg = prereg()
+    # Every change made after the pre-registration commit, in words (results.md lists them).
+    c.deviations = ()
 
     c.calibrate = ml_collections.ConfigDict(dict(
         arms=("siglip", "clip"), presets=("natural",) if quick else ("clean", "natural"),

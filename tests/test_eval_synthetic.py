@@ -12,6 +12,7 @@ from cclip_jax import synthetic as syn
 from cclip_jax.evaluation import metrics
 from cclip_jax.evaluation import synthetic as syn_eval
 from cclip_jax.evaluation.blind import BigramScorer
+from cclip_jax.evaluation.images import load_images
 from cclip_jax.evaluation.scorer import ModelScorer
 from cclip_jax.experiment import analysis
 
@@ -75,6 +76,18 @@ def test_conditional_retrieval_by_colour_is_exact_with_a_colour_scorer(world):
     assert m["shape_p1"] < 1.0
     assert result["n"] == 12 * len(syn_eval.CONCEPT_TYPES) and result["skipped"] == 0
     assert 0 < result["chance"]["p1"] < 1
+    # The plain-cosine baseline: the same queries ranked by cos(x_q, x_j), by hand.
+    paths, scenes = syn_eval.scene_pool(world, "iid", 48)
+    x = ColourScorer().embed_images(load_images(paths, 32)[0])
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    hits = []
+    for q in range(12):
+        sims = x @ x[q]
+        sims[q] = -np.inf
+        top = np.flatnonzero(sims == sims.max())  # ties: the expected precision
+        for concept in syn_eval.query_concepts(scenes[q], q).values():
+            hits.append(np.mean([bool(syn.holds(scenes[j], concept)) for j in top]))
+    assert m["plain_p1"] == pytest.approx(np.mean(hits))
     for row in result["rows"]:
         # Rows name images relative to the world; their relevance flags are the oracle's.
         assert os.path.exists(os.path.join(world, row["query"]))

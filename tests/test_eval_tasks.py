@@ -85,6 +85,9 @@ def test_run_pairs(sugarcrepe):
     task = sugarcrepe["add_att"]
     result = tasks.run_pairs(ColourScorer(), task)
     assert result["metrics"] == {"accuracy": pytest.approx(3.5 / 5)}  # 1 + 1 + 0 + 0.5 + 1
+    # Each evaluated item's score, by id (what the experiment's bootstrap resamples).
+    assert result["per_item"]["accuracy"] == [1, 1, 0, 0.5, 1]
+    assert len(result["per_item"]["ids"]) == 5 == len(set(result["per_item"]["ids"]))
     assert result["n"] == 5 and result["chance"] == {"accuracy": 0.5}
     assert result["skipped"] == 1 and result["skipped_examples"] == [
         "000000000143.jpg (missing file)"]
@@ -176,6 +179,8 @@ def test_run_groups(tmp_path):
                                                    "group": (1 + 1 / 6) / 3})
         assert result["chance"] == pytest.approx({"text": 0.25, "image": 0.25, "group": 1 / 6})
         assert result["n"] == 3 and result["skipped"] == 1
+        assert result["per_item"]["ids"] == ["0", "1", "2"]
+        assert result["per_item"]["group"] == pytest.approx([1, 1 / 6, 0], abs=1e-6)
         assert result["tags"]["Object"] == pytest.approx(
             {"text": 0.625, "image": 0.625, "group": 7 / 12, "n": 2})
     # An image of another item must not leak into an item's 2x2 block: check item 2 alone.

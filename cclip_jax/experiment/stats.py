@@ -72,6 +72,13 @@ def mean_of_parts(parts: Sequence[np.ndarray]) -> np.ndarray:
     return np.mean([np.asarray(p, np.float64).mean(axis=1) for p in parts], axis=0)
 
 
+def _draw_counts(rng: np.random.Generator, reps: int, n: int) -> np.ndarray:
+    """`[reps, n]`: how often each of n things is drawn in each of `reps` draws of n with
+    replacement."""
+    drawn = rng.integers(0, n, (reps, n)) + n * np.arange(reps)[:, None]
+    return np.bincount(drawn.ravel(), minlength=reps * n).reshape(reps, n).astype(np.float64)
+
+
 def bootstrap_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, n_boot: int = 2000,
                    seed: int = 0, level: float = 0.95) -> dict[str, float]:
     """Percentile interval of `mean_of_parts(a) - mean_of_parts(b)` over seeds and items.
@@ -98,13 +105,15 @@ def bootstrap_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, n_boot: 
                              f"S = {a[0].shape[0]}, got {x.shape} and {y.shape}")
     s = a[0].shape[0]
     rng = np.random.default_rng(seed)
-    reps = np.empty(n_boot)
-    for r in range(n_boot):
-        seeds = rng.integers(0, s, s)
-        items = [rng.integers(0, x.shape[1], x.shape[1]) for x in a]
-        diff = (mean_of_parts([x[seeds][:, i] for x, i in zip(a, items, strict=True)])
-                - mean_of_parts([y[seeds][:, i] for y, i in zip(b, items, strict=True)]))
-        reps[r] = diff.mean()
+    # A replicate's mean over its drawn seeds and items is a weighted mean with the draw
+    # counts as weights (the score is linear in the item scores): [R, S] and [R, N] counts.
+    seed_counts = _draw_counts(rng, n_boot, s)
+    reps = np.zeros(n_boot)
+    for x, y in zip(a, b, strict=True):
+        n = x.shape[1]
+        item_counts = _draw_counts(rng, n_boot, n)
+        reps += np.einsum("rs,sn,rn->r", seed_counts, x - y, item_counts) / (s * n)
+    reps /= len(a)
     lo, hi = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2])
     return {"mean": float(np.mean(mean_of_parts(a) - mean_of_parts(b))), "lo": float(lo),
             "hi": float(hi), "n_boot": n_boot}

@@ -57,7 +57,10 @@ def _parts(runs: Mapping[int, Mapping[str, Any]], seeds: Sequence[int], keys: Se
 
 
 def _mean_diff(a: Sequence[float], b: Sequence[float]) -> float:
-    return float(np.nanmean(np.asarray(a) - np.asarray(b)))
+    """Mean of the per-seed differences over the seeds where both have the key (else NaN)."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    d = d[~np.isnan(d)]
+    return float(d.mean()) if len(d) else float("nan")
 
 
 def compare(a_runs: Mapping[int, Mapping[str, Any]], b_runs: Mapping[int, Mapping[str, Any]],
@@ -126,9 +129,20 @@ def confirm(exp: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
             verdicts[a]["holm_p"] = adjusted[a]
         gates = {a: gate_check(arms[a], sorted(arms[a])) for a in arms}
         out[preset] = {"table": table, "best_control": best, "versus": versus,
-                       "verdicts": verdicts, "gates": gates,
+                       "verdicts": verdicts, "overall": overall(verdicts), "gates": gates,
                        "decides": preset == p["preset"]}
     return out
+
+
+def overall(verdicts: Mapping[str, Mapping[str, Any]]) -> str:
+    """The pre-registered verdict over the arms: "support" if any arm is supported,
+    "refutation" if every arm is refuted, "inconclusive" otherwise."""
+    found = [v["verdict"] for v in verdicts.values()]
+    if "support" in found:
+        return "support"
+    if found and all(v == "refutation" for v in found):
+        return "refutation"
+    return "inconclusive"
 
 
 def small(exp: Mapping[str, Any], records: Sequence[Mapping[str, Any]],

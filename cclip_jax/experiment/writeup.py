@@ -64,7 +64,8 @@ def summary(results: Mapping[str, Any]) -> list[str]:
             role = "decides" if body["decides"] else "secondary, not decided on"
             best = body["best_control"]
             lines.append(f"Confirmation, {preset} captions ({role}), TEST items: best control "
-                         f"{best} {_ms(body['table'][best])}.")
+                         f"{best} {_ms(body['table'][best])}; overall verdict: "
+                         f"{body['overall'].upper()}.")
             for arm, v in body["verdicts"].items():
                 c = body["versus"][arm][best]
                 boot = c.get("bootstrap")
@@ -116,6 +117,9 @@ def markdown(results: Mapping[str, Any], plots: Mapping[str, str], workdir: str)
                                                      p["primary"])
            + f" ({p['preset']} captions). Smallest effect of interest {p['min_effect']:g}.", ""]
     out += ["## Summary", ""] + [f"- {line}" for line in results["summary"]] + [""]
+    out += ["## Deviations from the pre-registration", ""]
+    out += [f"- {d}" for d in cfg.get("deviations", ())] or ["None."]
+    out += [""]
     if "calibrate" in ph:
         out += ["## Phase 0: calibration (DEV items)", ""]
         rows = [[r["run"]["width"], r["run"]["preset"], r["run"]["arm"], r["run"]["steps"],
