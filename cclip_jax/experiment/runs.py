@@ -125,17 +125,20 @@ def _per_item(results: Mapping[str, Any], keys: Sequence[str]) -> dict[str, dict
     return out
 
 
-def _timing(metrics_path: str, steps: int) -> tuple[float, list[list[float]]]:
-    """(steady training seconds: steps / the median logged rate, the loss curve)."""
-    rates, curve = [], []
+def _timing(metrics_path: str, steps: int) -> tuple[float, float, list[list[float]]]:
+    """(steady training seconds: steps / the median logged rate, the first logged interval's
+    time beyond steady training: compiling and starting the data, the loss curve)."""
+    rates, logged, curve = [], [], []
     with open(metrics_path) as f:
         for line in f:
             row = json.loads(line)
             rates.append(row["steps_per_s"])
+            logged.append(row["step"])
             curve.append([row["step"], round(float(row["loss"]), 4)])
     # The first interval holds the compile and every interval after an evaluation its time.
     steady = float(np.median(rates[1:] if len(rates) > 1 else rates))
-    return steps / steady, curve
+    first = logged[0] / rates[0] - logged[0] / steady
+    return steps / steady, max(first, 0.0), curve
 
 
 def execute(exp: ml_collections.ConfigDict, workdir: str, run: Run) -> dict[str, Any]:
@@ -163,13 +166,13 @@ def execute(exp: ml_collections.ConfigDict, workdir: str, run: Run) -> dict[str,
             final = body
     if final is None:
         raise RuntimeError(f"{path}: training ended without its final evaluation")
-    train_s, loss_curve = _timing(os.path.join(path, "metrics.jsonl"), run.steps)
+    train_s, start_s, loss_curve = _timing(os.path.join(path, "metrics.jsonl"), run.steps)
     flat = analysis.flatten(final["results"])
     record = {
         "run": run.to_dict(), "key": run.key, "primary": curve[-1][1], "curve": curve,
         "final": flat, "items": _per_item(final["results"], item_keys(exp)),
         "loss_curve": loss_curve, "wall_s": round(wall, 2), "train_s": round(train_s, 2),
-        "eval_s": round(eval_s, 2),
+        "eval_s": round(eval_s, 2), "first_step_s": round(start_s, 2),
         # Everything that is not steady training: data set-up, compiling, evaluating, saving.
         "overhead_s": round(max(wall - train_s, 0.0), 2)}
     tmp = record_path + ".tmp"
