@@ -145,6 +145,18 @@ def test_csv_adapter_reads_and_accounts(csv_file):
     assert sum(isinstance(x, adapters.Example) and x.image == b"" for x in items) == 31
 
 
+def test_csv_with_byte_order_mark(tmp_path):
+    """Excel writes UTF-8 CSVs with a BOM; it must not become part of the first column's name."""
+    (tmp_path / "a.png").write_bytes(png())
+    with open(tmp_path / "bom.csv", "w", newline="", encoding="utf-8-sig") as f:
+        csv.writer(f).writerows([["image", "caption"], ["a.png", "a red square"]])
+    assert (tmp_path / "bom.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+    opts = adapters.ReadOptions()
+    (unit,) = adapters.list_units(str(tmp_path / "bom.csv"), "csv", opts)
+    (ex,) = adapters.read_unit(0, unit, "csv", opts)
+    assert ex == adapters.Example((0, 0), "a.png", "a red square", png())
+
+
 def test_wrong_path_and_empty_input_fail_at_start(tmp_path):
     opts = adapters.ReadOptions()
     with pytest.raises(adapters.InputError, match="does not exist"):

@@ -185,8 +185,10 @@ def _csv_units(path: str) -> list[str]:
 def _read_csv(unit: int, path: str, opts: ReadOptions) -> Iterator[Example | Skip]:
     folder = os.path.dirname(os.path.abspath(path))
     delimiter = "\t" if path.endswith(".tsv") else ","
-    # surrogateescape keeps undecodable bytes visible so that the row, not the file, is skipped.
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+    # utf-8-sig drops a leading byte-order mark (Excel writes one by default), which would
+    # otherwise stick to the first column's name. surrogateescape keeps undecodable bytes
+    # visible so that the row, not the file, is skipped.
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)
         fields = next(reader, None) or []
         needed = [opts.csv_caption_column] + ([] if opts.caption_only else [opts.csv_image_column])
