@@ -17,8 +17,10 @@ the driver mount (e.g. a GCS FUSE / NFS / HDFS mount); see docs/curation.md.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -163,9 +165,13 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     opts = adapters.ReadOptions.from_config(config)
     aopts = batches.AssemblyOptions.from_config(config)
     units = adapters.list_units(input_path, input_format, opts)
-    shards.invalidate(out_dir)
+    stale = shards.clear_previous(out_dir)
+    if stale:
+        logging.info("removed %d file(s) of an earlier curation from %s", len(stale), out_dir)
     side = os.path.join(out_dir, _SIDE)
-    os.makedirs(side, exist_ok=True)
+    # Side outputs of a run that died before `_finish` must not be folded into this one.
+    shutil.rmtree(side, ignore_errors=True)
+    os.makedirs(side)
     cfg = config.to_dict()
     args = shlex.split(config.beam_options) or ["--runner=DirectRunner"]
     bsz = config.batch_size

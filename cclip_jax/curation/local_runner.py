@@ -75,7 +75,9 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     opts = adapters.ReadOptions.from_config(config)
     aopts = batches.AssemblyOptions.from_config(config)
     units = adapters.list_units(input_path, input_format, opts)
-    shards.invalidate(out_dir)
+    stale = shards.clear_previous(out_dir)
+    if stale:
+        logging.info("removed %d file(s) of an earlier curation from %s", len(stale), out_dir)
     quiet = not config.progress
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

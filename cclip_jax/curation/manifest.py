@@ -39,16 +39,15 @@ def describe_inputs(units: list[Any], hash_inputs: bool) -> list[dict[str, Any]]
 
 
 def make_tokenizer(out_dir: str, config: ml_collections.ConfigDict,
-                   captions: Iterable[str] | None = None) -> str:
+                   captions: Iterable[str] | None, shard_files: list[str]) -> str:
     """Installs the given tokenizer, or trains one on the first `tokenizer_sample` written
-    captions in batch order (`captions` when the caller has them, else read from the shards)."""
+    captions in batch order (`captions` when the caller has them, else read from this run's
+    `shard_files`, in order: never from whatever else lies in the folder)."""
     path = os.path.join(out_dir, shards.TOKENIZER)
     if config.tokenizer_model:
         return tokenizer.install(config.tokenizer_model, path)
     captions = captions if captions is not None else (
-        cap
-        for name in sorted(f for f in os.listdir(out_dir) if f.startswith("batches-"))
-        for cap in shards.iter_captions(os.path.join(out_dir, name))
+        cap for name in shard_files for cap in shards.iter_captions(os.path.join(out_dir, name))
     )
     return tokenizer.train(itertools.islice(captions, config.tokenizer_sample), path,
                            vocab_size=config.tokenizer_vocab_size,
@@ -60,7 +59,7 @@ def finish(out_dir: str, config: ml_collections.ConfigDict, *, runner: str, inpu
            counts: dict[str, Any], batch_stats: dict[str, Any], concept_stats: dict[str, Any],
            random_sharing: float, captions: Iterable[str] | None = None) -> dict[str, Any]:
     """Writes the tokenizer, then `manifest.json` (atomically, last). Returns the manifest."""
-    make_tokenizer(out_dir, config, captions)
+    make_tokenizer(out_dir, config, captions, [s["file"] for s in shard_list])
     manifest = {
         "format": shards.FORMAT,
         "runner": runner,

@@ -6,6 +6,8 @@ Layout of `out_dir`:
   tokenizer.model              SentencePiece model with `<M>` (trained unless one was given)
   manifest.json                written last, atomically: its presence means the run is complete
 
+A run starts with `clear_previous`: the old manifest, then the old shards, are removed.
+
 Inside a shard, batch j occupies records `j * (B + 1)` .. `j * (B + 1) + B`: first one *batch
 record* (its concept strings, padded with "" to `max_concepts`), then its B *example records*
 in batch order (key, caption, label row int8 [max_concepts], image bytes). Reading rows
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -140,7 +143,17 @@ def iter_captions(shard_path: str) -> Iterator[str]:
 
 
 def write_manifest(out_dir: str, manifest: dict[str, Any]) -> None:
-    """Writes `manifest.json` atomically (temp file + rename): the run's completion mark."""
+    """Writes `manifest.json` atomically (temp file + rename): the run's completion mark.
+
+    The files it lists (shards, tokenizer) are flushed to disk first, so that after a power
+    loss a manifest never stands next to shards whose data was still in the page cache."""
+    for name in [s["file"] for s in manifest.get("shards", [])] + [manifest.get("tokenizer")]:
+        if name and os.path.exists(os.path.join(out_dir, name)):
+            fd = os.open(os.path.join(out_dir, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     tmp = os.path.join(out_dir, f".{MANIFEST}.tmp")
     with open(tmp, "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
@@ -154,6 +167,32 @@ def invalidate(out_dir: str) -> None:
     path = os.path.join(out_dir, MANIFEST)
     if os.path.exists(path):
         os.remove(path)
+
+
+def is_shard_name(name: str) -> bool:
+    """Whether `name` is one of the curator's own shard files (`shard_name` of some index)."""
+    return re.fullmatch(r"batches-\d{5,}\.array_record", name) is not None
+
+
+def clear_previous(out_dir: str) -> list[str]:
+    """Makes `out_dir` ready for a new run: the old manifest goes first (so a run that dies
+    from here on leaves a folder that never looks complete), then the shards and temp
+    manifest of any earlier run. A smaller re-curation would otherwise leave old shards
+    behind for a reader that globs `batches-*.array_record`. Only the curator's own file
+    names are removed; anything else in the folder is left alone, and `tokenizer.model` is
+    overwritten later (it may be the very file `config.tokenizer_model` names).
+
+    Returns:
+      The names removed (shards and temp manifest), sorted.
+    """
+    invalidate(out_dir)
+    if not os.path.isdir(out_dir):
+        return []
+    stale = sorted(n for n in os.listdir(out_dir)
+                   if is_shard_name(n) or n == f".{MANIFEST}.tmp")
+    for name in stale:
+        os.remove(os.path.join(out_dir, name))
+    return stale
 
 
 class CuratedShards:
