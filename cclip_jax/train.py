@@ -147,6 +147,7 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
         curated_dir=curated_dir, mode=config.data.mode, seed=config.seed,
         image_size=config.model.image.image_size, max_len=config.model.text.max_len,
         tokenizer=config.data.tokenizer, pad_id=config.model.text.pad_id,
+        sticky_eos=bool(config.model.text.get("sticky_eos", False)),
         max_shift=config.data.max_shift, brightness=config.data.brightness,
         num_workers=config.data.num_workers, prefetch=config.data.prefetch,
         hard_negatives=config.data.hard_negatives)

@@ -191,3 +191,60 @@ def test_png_fast_path_equals_pillow_and_falls_back():
     assert decode_pixels(fast, 16).shape == (16, 16, 3)
     with pytest.raises(ValueError, match="example 'k7': cannot decode"):
         decode_pixels(fast[:60], 32, "k7")
+
+
+@pytest.fixture(scope="module")
+def word_tokenizer(tmp_path_factory):
+    """A tiny SentencePiece model (pad 0, unk 1, bos 2, EOS 3) in which `▁red` is one piece."""
+    from cclip_jax.curation import tokenizer as curation_tokenizer
+
+    words = ["red", "blue", "green", "cube", "ball", "small", "large"]
+    corpus = [" ".join(words[(i + j) % 7] for j in range(5)) for i in range(200)]
+    path = str(tmp_path_factory.mktemp("spm") / "words.model")
+    return curation_tokenizer.train(corpus, path, vocab_size=64)
+
+
+def test_sticky_eos_follows_big_vision(word_tokenizer):
+    """big_vision's `tokenize(eos="sticky")` (pp/ops_text.py, its docstring's examples with
+    max_len=3, id("a")=2, EOS=1): "a" -> [2, 1, pad], "aa" -> [2, 2, 1], "aaa" -> [2, 2, 1];
+    with pad_value=1 (SigLIP), "a" -> [2, 1, 1]. Here "red" is one piece and EOS is 3."""
+    plain = data_lib.Tokenizer(word_tokenizer, 3)
+    sticky = data_lib.Tokenizer(word_tokenizer, 3, sticky_eos=True)
+    eos = sticky.eos_id()
+    assert eos == 3 == sticky.processor.eos_id()
+    (r,), = sticky.processor.encode(["red"])
+    assert sticky.processor.encode(["red red red red"]) == [[r] * 4]  # one piece per word
+    texts = ["red", "red red", "red red red", "red red red red", ""]
+    ids, cut = sticky.tokenize(texts)
+    np.testing.assert_array_equal(ids, [[r, eos, 0], [r, r, eos], [r, r, eos], [r, r, eos],
+                                        [eos, 0, 0]])
+    # Cut: some piece was dropped. "red red" + EOS fills the 3 positions exactly.
+    np.testing.assert_array_equal(cut, [False, False, True, True, False])
+    # Without sticky EOS (this project's own models): no EOS, a long text keeps 3 pieces.
+    ids, cut = plain.tokenize(texts)
+    np.testing.assert_array_equal(ids, [[r, 0, 0], [r, r, 0], [r, r, r], [r, r, r], [0, 0, 0]])
+    np.testing.assert_array_equal(cut, [False, False, False, True, False])
+    # SigLIP pads with EOS itself (pad_value=1 there): a short caption is what it was before
+    # sticky EOS existed; only a caption that fills max_len or more changes, its last id to EOS.
+    siglip = data_lib.Tokenizer(word_tokenizer, 3, pad_id=eos, sticky_eos=True)
+    old = data_lib.Tokenizer(word_tokenizer, 3, pad_id=eos)
+    np.testing.assert_array_equal(siglip(["red"]), [[r, eos, eos]])
+    np.testing.assert_array_equal(siglip(texts[:2]), old(texts[:2]))
+    long = "small red cube next to a large blue ball"
+    pieces = sticky.processor.encode([long])[0]
+    assert len(pieces) > 3
+    np.testing.assert_array_equal(siglip([long])[0], [*pieces[:2], eos])
+    np.testing.assert_array_equal(old([long])[0], pieces[:3])
+
+
+def test_pipeline_tokenizes_with_sticky_eos_when_asked(curated):
+    """`DataSpec.sticky_eos` (from `config.model.text.sticky_eos`) reaches the tokenizer."""
+    shards = CuratedShards(curated)
+    e = take(data_lib.build_dataset(spec(curated, max_len=3, sticky_eos=True)), 1)[0][0]
+    tok = data_lib.Tokenizer(shards.tokenizer_path, 3, sticky_eos=True)
+    raw = shards.read_rows(int(e["batch"]))
+    np.testing.assert_array_equal(e["text"], tok(raw["caption"]))
+    eos = tok.eos_id()
+    lengths = np.array([len(ids) for ids in tok.processor.encode(raw["caption"])])
+    np.testing.assert_array_equal(e["text_cut"], lengths > 2)  # 2 pieces + EOS fit in 3
+    assert (lengths > 2).any() and np.all(e["text"][lengths > 2, -1] == eos)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -190,3 +191,80 @@ def test_mis_shaped_array_is_reported(small_npz, tmp_path):
     model = models.build_model(_small_config())
     with pytest.raises(ValueError, match=r"txt/Embed_0/embedding \(checkpoint \(100, 32\)"):
         models.load_siglip_npz(str(tmp_path / "vocab.npz"), _initial_params(model))
+
+
+def test_siglip_config_asks_for_sticky_eos():
+    """big_vision's SigLIP configs tokenize with `eos="sticky", pad_value=1`."""
+    text = models.siglip_config("So400m/14", max_len=16).text
+    assert text.sticky_eos is True and text.pad_id == 1 and text.mask_padding is False
+    assert models.get_default_model_config("B", patch_size=16).text.sticky_eos is False
+
+
+def test_bfloat16_checkpoint_loads(small_npz, tmp_path):
+    """numpy writes ml_dtypes bfloat16 arrays as untyped `V2` records; they load as the
+    float32 values of the bfloat16 numbers (bf16 -> f32 is exact)."""
+    _, arrays = small_npz
+    bf16 = {k: v.astype(jnp.bfloat16) for k, v in arrays.items()}
+    np.savez(tmp_path / "bf16.npz", **bf16)
+    with np.load(tmp_path / "bf16.npz") as f:
+        assert f["params/t"].dtype == np.dtype("V2")  # what makes the plain read fail
+    model = models.build_model(_small_config())
+    loaded = models.load_siglip_npz(str(tmp_path / "bf16.npz"), _initial_params(model))
+    flat = traverse_util.flatten_dict(loaded["params"], sep="/")
+    for key, value in arrays.items():
+        ours = np.asarray(flat[key.removeprefix("params/")])
+        assert ours.dtype == np.float32
+        np.testing.assert_array_equal(ours, bf16[key].astype(np.float32).reshape(ours.shape))
+        # bfloat16 keeps 8 significant bits: relative rounding error at most 2**-8.
+        np.testing.assert_allclose(ours, value.reshape(ours.shape), rtol=2.0**-8, atol=0)
+
+
+def _corner_aligned_reference(grid: np.ndarray, g_new: int) -> np.ndarray:
+    """float64 `[g, g, D]` -> `[g_new, g_new, D]`, linear interpolation with the corner samples
+    on the corners: output index i reads input coordinate x = i (g - 1) / (g_new - 1), the
+    weighted mean (1 - w) a[floor x] + w a[floor x + 1], w = x - floor x; rows, then columns."""
+    g = grid.shape[0]
+
+    def along(a: np.ndarray, axis: int) -> np.ndarray:
+        out = []
+        for i in range(g_new):
+            x = i * (g - 1) / (g_new - 1)
+            lo = min(int(np.floor(x)), g - 2)
+            w = x - lo
+            out.append((1 - w) * np.take(a, lo, axis) + w * np.take(a, lo + 1, axis))
+        return np.stack(out, axis)
+
+    return along(along(grid.astype(np.float64), 0), 1)
+
+
+def test_position_grid_resampled_as_big_vision():
+    """big_vision's `resample_posemb` (`scipy.ndimage.zoom(order=1)`) aligns corners; checked
+    against the formula in float64, 14x14 -> 16x16 (B/16 at 224 -> 256 px) and 4x4 -> 7x7."""
+    from cclip_jax.models.siglip_npz import _resample_grid
+
+    rng = np.random.default_rng(1)
+    for g, g_new, d in ((14, 16, 5), (4, 7, 3), (16, 14, 2)):
+        grid = rng.standard_normal((g, g, d)).astype(np.float32)
+        ours = _resample_grid(grid.reshape(1, g * g, d), g_new * g_new)
+        assert ours.shape == (1, g_new * g_new, d) and ours.dtype == np.float32
+        want = _corner_aligned_reference(grid, g_new)
+        np.testing.assert_allclose(ours.reshape(g_new, g_new, d), want, atol=1e-6, rtol=0)
+        # The four corners are copied exactly.
+        np.testing.assert_array_equal(ours.reshape(g_new, g_new, d)[:: g_new - 1, :: g_new - 1],
+                                      grid[:: g - 1, :: g - 1])
+    # B/16, 224 -> 256 px: [1, 196, 768] -> [1, 256, 768].
+    assert _resample_grid(np.zeros((1, 196, 768), np.float32), 256).shape == (1, 256, 768)
+
+
+def test_b16_224_checkpoint_grid_loads_at_256(tmp_path):
+    """The loader resamples a B/16 224-px grid for a 256-px model (report and shape)."""
+    shapes = big_vision_siglip_shapes("mu/16", 224, 512, 16, depth=1)
+    arrays = {k: np.full(s, 0.5, np.float32) for k, s in shapes.items()}
+    np.savez(tmp_path / "g14.npz", **arrays)
+    cfg = models.siglip_config("mu/16", 256, vocab_size=512, max_len=16)
+    cfg.image.depth = cfg.text.depth = 1
+    model = models.build_model(cfg)
+    loaded, report = models.load_siglip_npz(str(tmp_path / "g14.npz"), _initial_params(model),
+                                            return_report=True)
+    assert report.resampled == {"img/pos_embedding": ((1, 196, 32), (1, 256, 32))}
+    np.testing.assert_allclose(loaded["params"]["img"]["pos_embedding"], 0.5)

@@ -42,6 +42,8 @@ class DataSpec:
       image_size: output side S.
       max_len: token length L of captions and concepts (longer ones are cut and flagged).
       tokenizer: SentencePiece model path ("" = the one next to the shards).
+      pad_id: the id texts are padded with (`config.model.text.pad_id`).
+      sticky_eos: SigLIP's sticky EOS (`config.model.text.sticky_eos`; see `Tokenizer`).
       max_shift: augmentation translation in pixels (0 = none).
       brightness: augmentation brightness jitter (in the [-1, 1] image range).
       num_workers: Grain worker processes (0 = in this process).
@@ -58,6 +60,7 @@ class DataSpec:
     max_len: int = 16
     tokenizer: str = ""
     pad_id: int = 0
+    sticky_eos: bool = False
     max_shift: int = 2
     brightness: float = 0.05
     num_workers: int = 0
@@ -81,7 +84,8 @@ def build_dataset(spec: DataSpec, *, process_index: int = 0, process_count: int 
     if source.max_concepts % process_count:
         raise ValueError(f"max_concepts={source.max_concepts} of {spec.curated_dir} does not "
                          f"split over {process_count} processes")
-    tokenizer = Tokenizer(spec.tokenizer or source.tokenizer_path, spec.max_len, spec.pad_id)
+    tokenizer = Tokenizer(spec.tokenizer or source.tokenizer_path, spec.max_len, spec.pad_id,
+                          spec.sticky_eos)
     transform = ProcessSlice(tokenizer, spec.image_size, spec.max_shift, spec.brightness,
                              process_index, process_count, spec.hard_negatives)
     ds = (

@@ -23,12 +23,19 @@ from cclip_jax.data.hard_negatives import swap_hard_negative
 class Tokenizer:
     """SentencePiece ids, right-padded with `pad_id` and cut to `max_len`.
 
+    With `sticky_eos` (SigLIP; `config.model.text.sticky_eos`, set by `siglip_config`) the ids
+    follow big_vision's `tokenize(eos="sticky")`: the model's EOS is appended, and a text that
+    does not fit keeps its first `max_len - 1` pieces and EOS in the last position, so a tower
+    that pools the last position always reads EOS. Without it (this project's own models,
+    which mask padding) no EOS is added and a long text keeps its first `max_len` pieces.
+
     The processor is loaded lazily (and dropped when pickled) so Grain workers build their own.
     """
 
     model_path: str
     max_len: int
     pad_id: int = 0
+    sticky_eos: bool = False
     _sp: Any = dataclasses.field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -43,19 +50,36 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return int(self.processor.get_piece_size())
 
+    def eos_id(self) -> int:
+        """The SentencePiece model's EOS id (what `sticky_eos` appends)."""
+        eos = int(self.processor.eos_id())
+        if eos < 0:
+            raise ValueError(f"tokenizer {self.model_path} has no EOS piece; sticky_eos needs one")
+        return eos
+
     def __call__(self, texts: list[str]) -> np.ndarray:
-        """`[N]` strings -> int32 `[N, max_len]`; "" gives a row of `pad_id`."""
+        """`[N]` strings -> int32 `[N, max_len]`; "" gives a row of `pad_id` (with
+        `sticky_eos`: EOS, then `pad_id`)."""
         return self.tokenize(texts)[0]
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """`[N]` strings -> (int32 ids `[N, max_len]`, bool `[N]`: the text was longer than
-        `max_len` pieces and was cut)."""
+        """`[N]` strings -> (int32 ids `[N, max_len]`, bool `[N]`: some piece of the text did
+        not fit and was cut, i.e. more than `max_len` pieces, or with `sticky_eos` more than
+        `max_len - 1`)."""
+        if self.sticky_eos and self.max_len < 1:
+            raise ValueError(f"sticky_eos needs max_len >= 1, got {self.max_len}")
+        eos = [self.eos_id()] if self.sticky_eos else []
         out = np.full((len(texts), self.max_len), self.pad_id, np.int32)
         cut = np.zeros(len(texts), bool)
         # One thread: a batch is a few dozen short texts, and SentencePiece's default thread
         # pool costs more to start than the encoding itself.
         for i, ids in enumerate(self.processor.encode(list(texts), num_threads=1)):
+            ids = ids + eos
             cut[i] = len(ids) > self.max_len
+            if cut[i] and eos:
+                # big_vision's sticky EOS: `tokens[:max_len - 1] + tokens[-1:]`, the last
+                # token being the appended EOS.
+                ids = ids[: self.max_len - 1] + eos
             ids = ids[: self.max_len]
             out[i, : len(ids)] = ids
         return out, cut

@@ -141,7 +141,8 @@ class ModelScorer:
         template = jax.device_get(nn.unbox(model.init_params(jax.random.key(0)))["params"])
         params = models.load_siglip_npz(npz_path, template)
         tok = Tokenizer(tokenizer_path, int(config.model.text.max_len),
-                        int(config.model.text.pad_id))
+                        int(config.model.text.pad_id),
+                        bool(config.model.text.get("sticky_eos", False)))
         return cls(model, params, tok, batch_size)
 
 
@@ -169,4 +170,6 @@ def tokenizer_for(config: ml_collections.ConfigDict) -> Tokenizer:
     if not os.path.exists(path):
         raise FileNotFoundError(f"tokenizer {path} (config.data.tokenizer / curated_dir) is "
                                 "missing")
-    return Tokenizer(path, int(config.model.text.max_len), int(config.model.text.pad_id))
+    # `get`: run configs written before `sticky_eos` existed have no such field.
+    return Tokenizer(path, int(config.model.text.max_len), int(config.model.text.pad_id),
+                     bool(config.model.text.get("sticky_eos", False)))

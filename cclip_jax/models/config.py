@@ -15,6 +15,8 @@ Layout (an `ml_collections.ConfigDict`; a plain nested dict works too)::
     model.text.pool_type      'last'    'last' (SigLIP) | 'first' | 'map' | 'gap'
     model.text.pad_id         0
     model.text.mask_padding   True      False reproduces big_vision's unmasked text tower
+    model.text.sticky_eos     False     tokenize with big_vision's sticky EOS (SigLIP): EOS
+                                        appended, and last when a text is cut
     model.text.proj           True
     model.embed_dim           768       shared embedding width D
     model.dtype               'float32' activation/matmul dtype ('bfloat16' on accelerators);
@@ -86,6 +88,7 @@ def get_default_model_config(
             pool_type="last",
             pad_id=0,
             mask_padding=True,
+            sticky_eos=False,
             proj=True,
         )
     )

@@ -6,13 +6,17 @@ A SigLIP checkpoint (e.g. `gs://big_vision/siglip/webli_en_b16_224_63724782.npz`
 MultiHeadDotProductAttention_0/query/kernel [768, 12, 64]`, `params/img/MAPHead_0/probe`,
 `params/txt/Embed_0/embedding [32000, 768]`, `params/txt/pos_embedding [1, 64, 768]`,
 `params/txt/head/kernel`, `params/t [1]`, `params/b [1]`, ... Our towers use the same names
-(see `layers.py`), so loading is a checked one-to-one copy plus three conversions:
+(see `layers.py`), so loading is a checked one-to-one copy plus these conversions:
 
 * scanned (`encoderblock`, stacked on a leading axis) <-> unscanned (`encoderblock_0..N-1`)
   blocks, in either direction;
-* the image `pos_embedding` is bilinearly resampled when the grid differs (another resolution
-  or patch size); the text one is truncated when `max_len` is shorter than the checkpoint's;
-* `t`, `b` of shape `[1]` become our scalars.
+* the image `pos_embedding` `[1, g*g, D]` is resampled to the model's grid when it differs
+  (another resolution or patch size) as big_vision's `resample_posemb` does: linear
+  interpolation with corners aligned (`scipy.ndimage.zoom(order=1)`), so the corner positions
+  are kept exactly; the text one is truncated when `max_len` is shorter than the checkpoint's;
+* `t`, `b` of shape `[1]` become our scalars;
+* bfloat16 arrays (numpy writes ml_dtypes' bfloat16 as raw 2-byte `V2` records, without the
+  type) are read back as bfloat16 and widened, exactly, to float32.
 
 `cond_t`/`cond_b` (the conditional term) do not exist in SigLIP: they keep their initial values
 (from the config) or, with `cond_from_plain=True`, copy the checkpoint's `t`/`b`.
@@ -26,10 +30,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import scipy.ndimage
 from flax import traverse_util
 
 from cclip_jax.models import config as model_config
@@ -69,8 +73,10 @@ def siglip_config(
 
     SigLIP: MAP pooling and no projection on the image side, `last` pooling with a `head` on the
     text side (same size name as the image tower), embedding width = tower width, and a text tower
-    without padding mask (SigLIP pads with a sticky EOS and reads the last position). Set
-    `image_size` to fine-tune at another resolution; the loader resamples the position grid.
+    without padding mask that reads the last position, fed as big_vision's SigLIP configs tokenize
+    (`eos="sticky"`, `pad_value=1`): `sticky_eos=True` puts EOS after the text, or last when the
+    text is cut, and padding is id 1 (EOS in the c4_en/mc4 vocabularies). Set `image_size` to
+    fine-tune at another resolution; the loader resamples the position grid.
     """
     size = sizes.decode_variant(variant)
     if size.patch_size is None:
@@ -82,14 +88,31 @@ def siglip_config(
         name, patch_size=size.patch_size, image_size=image_size
     )
     cfg.image.proj = False
-    cfg.text.update(vocab_size=vocab_size, max_len=max_len, pad_id=1, mask_padding=False)
+    cfg.text.update(vocab_size=vocab_size, max_len=max_len, pad_id=1, mask_padding=False,
+                    sticky_eos=True)
     cfg.embed_dim = size.width
     return cfg
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """The `.npz` arrays by key (without `params/`); bfloat16 ones widened to float32."""
     with np.load(path, allow_pickle=False) as f:
-        return {k.removeprefix("params/"): f[k] for k in f.files}
+        return {k.removeprefix("params/"): _widen_bfloat16(k, f[k]) for k in f.files}
+
+
+def _widen_bfloat16(key: str, value: np.ndarray) -> np.ndarray:
+    """A `V2` array (how numpy stores an ml_dtypes bfloat16 array: its header keeps only the
+    item size) -> float32 of the same shape; other arrays unchanged.
+
+    A 2-byte record is taken as bfloat16: float16 is stored as `<f2`, and jax checkpoints have
+    no other 2-byte non-numpy type. Widening bfloat16 to float32 is exact.
+    """
+    if value.dtype.kind != "V" or value.dtype.names is not None:
+        return value
+    if value.dtype.itemsize != 2:
+        raise ValueError(f"checkpoint array {key} has an untyped {value.dtype.itemsize}-byte "
+                         f"dtype {value.dtype} (only 2-byte, bfloat16, is understood)")
+    return value.view(jnp.bfloat16).astype(np.float32)
 
 
 def _match_layout(ckpt: dict[str, np.ndarray], target: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,13 +135,22 @@ def _match_layout(ckpt: dict[str, np.ndarray], target: Mapping[str, Any]) -> dic
 
 
 def _resample_grid(posemb: np.ndarray, n_new: int) -> np.ndarray:
-    """`[1, g*g, D]` -> `[1, n_new, D]` by bilinear interpolation of the square grid."""
+    """`[1, g*g, D]` -> float32 `[1, n_new, D]`: the square grid resampled as big_vision's
+    `models/vit.py:resample_posemb` does, for parity with its fine-tuning at another resolution.
+
+    `scipy.ndimage.zoom(order=1)` (default `grid_mode=False`) is linear interpolation with the
+    corners aligned: output row `i` of `g_new` reads input row `i * (g_old - 1) / (g_new - 1)`
+    (likewise for columns). `jax.image.resize` (used before) aligns pixel centres instead: at
+    14 -> 16 (B/16, 224 -> 256 px) its sample positions are up to 0.054 grid steps away.
+    """
     g_old, g_new = round(posemb.shape[1] ** 0.5), round(n_new**0.5)
     if g_old**2 != posemb.shape[1] or g_new**2 != n_new:
         raise ValueError(f"cannot resample non-square position grids {posemb.shape[1]} -> {n_new}")
-    grid = jnp.asarray(posemb.reshape(g_old, g_old, -1), jnp.float32)
-    grid = jax.image.resize(grid, (g_new, g_new, grid.shape[-1]), method="bilinear")
-    return np.asarray(grid).reshape(1, n_new, -1)
+    grid = np.asarray(posemb, np.float32).reshape(g_old, g_old, -1)
+    grid = scipy.ndimage.zoom(grid, (g_new / g_old, g_new / g_old, 1), order=1)
+    if grid.shape[:2] != (g_new, g_new):  # zoom rounds its output size; check, never guess
+        raise ValueError(f"zoom gave a {grid.shape[:2]} grid, not {g_new}x{g_new}")
+    return grid.reshape(1, n_new, -1)
 
 
 def _convert(key: str, value: np.ndarray, want: tuple[int, ...]) -> np.ndarray | None:
