@@ -8,11 +8,17 @@ the run's own `DIR/config.json`.
 
 With no checkpoint in DIR and `config.init_from` a SigLIP `.npz`, the `.npz` is evaluated
 (towers from `config.model`, tokenizer from `config.data.tokenizer`) and written as step 0.
+
+Exit status: 0 when every evaluation ran; 1 when one failed (a benchmark's files missing, its
+config field empty, or a file not in the published format), after the others have run and
+been written, with one line on stderr naming each failure.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -56,10 +62,27 @@ def evaluate(config, workdir: str, step: int | None = None) -> str:
     return path
 
 
+def run(config, workdir: str, step: int | None = None) -> int:
+    """`evaluate`, then the exit status: 1 if an evaluation recorded an error. A failure is
+    not an exception in `evaluate` so that the evaluations that did run are still written,
+    but a script or scheduler must see it."""
+    from cclip_jax.evaluation import suite
+
+    path = evaluate(config, workdir, step)
+    with open(path) as f:
+        results = json.load(f)["results"]
+    failed = suite.failed(results)
+    if failed:
+        print(f"error: {len(failed)} evaluation(s) failed (the others are in {path}): "
+              + "; ".join(f"{k}: {results[k]['error']}" for k in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    evaluate(_CONFIG.value, _WORKDIR.value, _STEP.value)
+    sys.exit(run(_CONFIG.value, _WORKDIR.value, _STEP.value))
 
 
 if __name__ == "__main__":

@@ -80,6 +80,8 @@ def existing(paths: Sequence[str]) -> np.ndarray:
 def require_dir(path: str, what: str) -> None:
     """Fails with a message naming `path` when the folder is missing (a whole set absent is
     a wrong path, not a few skipped items)."""
+    if not path:  # else the message would read "folder  does not exist"
+        raise FileNotFoundError(f"{what} folder: no path given (empty)")
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{what} folder {path} does not exist")
 

@@ -14,7 +14,10 @@
 Result keys are `family/split/kind` (`binding/iid/attribute_swap`, `blind/...`,
 `cond_retrieval/iid`, `retrieval/synthetic_iid`) or `family/name` (`sugarcrepe/swap_att`,
 `aro/relation`, `winoground/all`, `retrieval/<name>`, `zeroshot/<name>`); every value is the
-runners' JSON layout (`metrics`, `n`, `skipped`, `truncated`, `chance`, ...).
+runners' JSON layout (`metrics`, `n`, `skipped`, `truncated`, `chance`, ...). A published
+benchmark that cannot run (a file or folder missing, its config field empty, a file not in
+the published format) is recorded as `{"error": message naming the field or file}`; the
+others still run, and `python -m cclip_jax.evaluate` then exits 1 (`failed`).
 """
 
 from __future__ import annotations
@@ -111,34 +114,71 @@ def synthetic_suite(scorer: ModelScorer, config: ml_collections.ConfigDict,
     return world
 
 
+# The files each published benchmark reads: (field of `config.eval`, what it names, a folder?).
+# `external_suite` checks them before loading, so that a missing or unset path is reported by
+# its config field (the loaders, also used without a config, only know their arguments).
+_INPUTS = {
+    "sugarcrepe/all": (("sugarcrepe.json_dir", "SugarCrepe JSON folder", True),
+                       ("sugarcrepe.image_dir", "COCO val2017 image folder", True)),
+    "aro/relation": (("aro.relation_json", "ARO VG-Relation JSON file", False),
+                     ("aro.image_dir", "ARO image folder", True)),
+    "aro/attribution": (("aro.attribution_json", "ARO VG-Attribution JSON file", False),
+                        ("aro.image_dir", "ARO image folder", True)),
+    "winoground/all": (("winoground.examples_jsonl", "Winoground examples.jsonl file", False),
+                       ("winoground.image_dir", "Winoground image folder", True)),
+    "retrieval/karpathy": (("retrieval.karpathy_json", "Karpathy split JSON file", False),
+                           ("retrieval.image_root", "retrieval image root folder", True)),
+    "zeroshot/folder": (("zeroshot.folder", "class-folder root", True),),
+    "zeroshot/tfds": (("zeroshot.tfds_dir", "prepared TFDS builder folder", True),),
+}
+
+
+def require_inputs(eval_config: ml_collections.ConfigDict, key: str) -> None:
+    """Raises `FileNotFoundError` naming the `config.eval` field (and the path it holds, or
+    that it is empty) when a file or folder that evaluation `key` reads is absent."""
+    for field, what, is_dir in _INPUTS[key]:
+        section, name = field.split(".")
+        path = eval_config[section][name]
+        if not path:
+            raise FileNotFoundError(f"config.eval.{field} is empty: set it to the {what}")
+        if not (os.path.isdir(path) if is_dir else os.path.isfile(path)):
+            raise FileNotFoundError(f"config.eval.{field}={path!r}: {what} does not exist")
+
+
+def failed(results: dict[str, Any]) -> list[str]:
+    """The keys of the evaluations that recorded an error (missing or malformed files)."""
+    return sorted(k for k, v in results.items() if isinstance(v, dict) and "error" in v)
+
+
 def external_suite(scorer: ModelScorer, config: ml_collections.ConfigDict,
                    results: dict[str, Any]) -> None:
-    """The published benchmarks whose files the config points at (each one optional)."""
+    """The published benchmarks whose files the config points at (each one optional: one is
+    asked for by its first field in `_INPUTS`; a failed one is recorded, see `failed`)."""
     e = config.eval
-    if e.sugarcrepe.json_dir:
-        def sugarcrepe():
-            return tasks.run_sugarcrepe(scorer, datasets.load_sugarcrepe(
-                e.sugarcrepe.json_dir, e.sugarcrepe.image_dir))
-        _run(results, "sugarcrepe/all", sugarcrepe, catch=True)
-    for name in ("relation", "attribution"):
-        path = e.aro.get(f"{name}_json", "")
-        if path:
-            _run(results, f"aro/{name}", lambda p=path, n=name: tasks.run_pairs(
-                scorer, datasets.load_aro(p, e.aro.image_dir, n)), catch=True)
-    if e.winoground.examples_jsonl:
-        _run(results, "winoground/all", lambda: tasks.run_groups(scorer, datasets.load_winoground(
-            e.winoground.examples_jsonl, e.winoground.image_dir)), catch=True)
-    if e.retrieval.karpathy_json:
-        _run(results, "retrieval/karpathy", lambda: tasks.run_retrieval(
-            scorer, datasets.load_karpathy(e.retrieval.karpathy_json, e.retrieval.image_root,
-                                           e.retrieval.split)), catch=True)
-    if e.zeroshot.folder:
-        _run(results, "zeroshot/folder", lambda: tasks.run_classification(
-            scorer, datasets.load_image_folder(e.zeroshot.folder)), catch=True)
-    if e.zeroshot.tfds_dir:
-        _run(results, "zeroshot/tfds", lambda: tasks.run_classification(
+    loaders = {
+        "sugarcrepe/all": lambda: tasks.run_sugarcrepe(scorer, datasets.load_sugarcrepe(
+            e.sugarcrepe.json_dir, e.sugarcrepe.image_dir)),
+        "aro/relation": lambda: tasks.run_pairs(scorer, datasets.load_aro(
+            e.aro.relation_json, e.aro.image_dir, "relation")),
+        "aro/attribution": lambda: tasks.run_pairs(scorer, datasets.load_aro(
+            e.aro.attribution_json, e.aro.image_dir, "attribution")),
+        "winoground/all": lambda: tasks.run_groups(scorer, datasets.load_winoground(
+            e.winoground.examples_jsonl, e.winoground.image_dir)),
+        "retrieval/karpathy": lambda: tasks.run_retrieval(scorer, datasets.load_karpathy(
+            e.retrieval.karpathy_json, e.retrieval.image_root, e.retrieval.split)),
+        "zeroshot/folder": lambda: tasks.run_classification(
+            scorer, datasets.load_image_folder(e.zeroshot.folder)),
+        "zeroshot/tfds": lambda: tasks.run_classification(
             scorer, datasets.load_tfds_classification(e.zeroshot.tfds_dir,
-                                                      e.zeroshot.tfds_split)), catch=True)
+                                                      e.zeroshot.tfds_split)),
+    }
+    for key, load in loaders.items():
+        section, name = _INPUTS[key][0][0].split(".")
+        if e[section].get(name, ""):
+            def checked(key=key, load=load):
+                require_inputs(e, key)
+                return load()
+            _run(results, key, checked, catch=True)
 
 
 def run_suite(scorer: ModelScorer, config: ml_collections.ConfigDict) -> tuple[dict, str]:
