@@ -262,3 +262,28 @@ def test_cli_guesses_experiment_and_fails_cleanly_without_chromium(tmp_path, mon
     monkeypatch.setattr(browser, "find_chromium", lambda: None)
     with pytest.raises(report.ChromiumNotFoundError, match="apt-get install chromium"):
         report.screenshot(str(tmp_path / "report.html"), str(tmp_path / "x.png"))
+
+
+def test_loss_terms_get_their_own_axes(tmp_path, monkeypatch):
+    """loss_cond (30-190) and loss_sig (~5) on one linear axis flatten loss_sig: each loss term
+    is drawn on its own axes, with a y range that fits it."""
+    from matplotlib.figure import Figure
+
+    from cclip_jax.report import run
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: saved.append(fig))
+    records = [{"step": s, "loss_sig": 5.0 + 0.1 * (s % 3), "loss_cond": 190.0 - 16 * s,
+                "lr": 1e-3} for s in range(1, 11)]
+    for r in records:
+        r["loss"] = r["loss_sig"] + 0.1 * r["loss_cond"]
+    run._curves(records, assets.Assets(str(tmp_path)))
+    (fig,) = [f for f in saved if f.get_suptitle() == "Loss terms"]
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    labels = [[line.get_label() for line in ax.get_lines()] for ax in axes]
+    assert labels == [["loss"], ["loss_sig"], ["loss_cond"]]
+    low, high = axes[1].get_ylim()
+    assert 4.5 < low and high < 5.5  # loss_sig's variation fills its axes
+    assert axes[2].get_ylim()[1] > 150
+    # The other groups keep one axes (the learning rate).
+    assert any(len(f.axes) == 1 and f.axes[0].get_title() == "Learning rate" for f in saved)

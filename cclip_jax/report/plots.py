@@ -37,9 +37,9 @@ def wants_log(values: Sequence[float]) -> bool:
 
 
 def line_plot(path: str, series: Sequence[Series], *, title: str, xlabel: str = "step",
-              ylabel: str = "", logy: bool | None = None) -> None:
+              ylabel: str = "", logy: bool | None = None) -> Any:
     """One axes of lines, `(label, xs, ys)` each (NaN or None are gaps); `logy=None` decides
-    from the data. A legend is drawn when there is more than one line."""
+    from the data. A legend is drawn when there is more than one line. Returns the figure."""
     fig = _figure()
     ax = fig.add_subplot()
     for label, xs, ys in series:
@@ -55,6 +55,34 @@ def line_plot(path: str, series: Sequence[Series], *, title: str, xlabel: str = 
     ax.grid(alpha=0.3)
     _legend(fig, ax, len(series))
     fig.savefig(path)
+    return fig
+
+
+def panel_plot(path: str, series: Sequence[Series], *, title: str, xlabel: str = "step"
+               ) -> Any:
+    """One axes per series, each with its own linear y range, x shared; returns the figure.
+
+    For terms of different sizes on one subject: loss_cond (30-190) and loss_sig (~5) on one
+    linear axis leave loss_sig a flat line, and their ratio is too small for `wants_log`."""
+    cols = 1 if len(series) <= 3 else 2
+    rows = -(-len(series) // cols)
+    fig = _figure(5.6 if cols == 1 else 9.0, 0.7 + 1.6 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True).ravel()
+    for ax in axes[len(series) :]:
+        ax.set_visible(False)
+    for ax, (label, xs, ys) in zip(axes, series, strict=False):
+        ys = [math.nan if y is None else y for y in ys]
+        ax.plot(xs, ys, label=label, linewidth=1.4, marker="o" if len(xs) <= 30 else None,
+                markersize=3)
+        ax.set_ylabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(series) - cols : len(series)]:
+        ax.set_xlabel(xlabel)
+        ax.xaxis.set_tick_params(labelbottom=True)
+    fig.suptitle(title, fontsize=11)
+    fig.savefig(path)
+    return fig
 
 
 def _legend(fig: Any, ax: Any, count: int) -> None:

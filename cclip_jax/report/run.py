@@ -34,10 +34,13 @@ CONFIG_FILE = "config.json"
 
 # One plot per group: (title, keys, prefix, logy); it shows those of its keys the run logged,
 # then any other logged key that starts with `prefix` (new loss terms, per-tower norms). `logy`
-# None lets the data choose a log axis (loss_cond can be 40x loss_sig); False keeps it linear
-# (a schedule decaying to ~0 is read on a linear axis). Keys in no group are listed by name.
+# None lets the data choose a log axis; False keeps it linear (a schedule decaying to ~0 is
+# read on a linear axis); PANELS gives each key its own axes: loss_cond (30-190) is too close
+# to loss_sig (~5) for a log axis to be chosen, and a shared linear one flattens loss_sig and
+# the plain loss. Keys in no group are listed by name.
+PANELS = "panels"
 CURVE_GROUPS = (
-    ("Loss terms", ("loss", "loss_sig", "loss_cond"), "loss_", None),
+    ("Loss terms", ("loss", "loss_sig", "loss_cond"), "loss_", PANELS),
     ("Learning rate", ("lr",), None, False),
     ("Gate entropy (normalised)", ("gate_entropy",), None, False),
     ("Mean gated logit: positive vs negative triples", ("logit_pos", "logit_neg"), None, False),
@@ -163,7 +166,10 @@ def _curves(records: list[dict[str, Any]], assets: Assets) -> list[Markup]:
             points = [(r["step"], r[k]) for r in records if isinstance(r.get(k), int | float)]
             series.append((k, [x for x, _ in points], [y for _, y in points]))
         path, src = assets.new(f"curve_{len(figs)}", ".png")
-        plots.line_plot(path, series, title=title, logy=logy)
+        if logy == PANELS:
+            plots.panel_plot(path, series, title=title)
+        else:
+            plots.line_plot(path, series, title=title, logy=logy)
         figs.append(plot(src, title))
     out = [plots_block(figs)] if figs else []
     rest = [k for k in logged if k not in used]
