@@ -35,12 +35,16 @@ def overhead(results: Mapping[str, Any]) -> dict[str, Any]:
         per_phase[name] = {"runs": len(body["records"]), "wall_s": round(w, 1),
                            "share": round(sum(r["overhead_s"] for r in body["records"])
                                           / max(w, 1e-9), 3)}
-    first = sum(r.get("first_step_s", 0.0) for r in recs)
+    # (records written before the first interval was timed have no `first_step_s`)
+    timed = [r for r in recs if "first_step_s" in r]
+    first = sum(r["first_step_s"] for r in timed)
+    first_wall = sum(r["wall_s"] for r in timed)
     return {"runs": len(recs), "wall_s": round(wall, 1), "overhead_s": round(over, 1),
             "eval_s": round(ev, 1), "first_step_s": round(first, 1),
             "share": round(over / max(wall, 1e-9), 3),
             "eval_share": round(ev / max(wall, 1e-9), 3),
-            "first_step_share": round(first / max(wall, 1e-9), 3), "per_phase": per_phase}
+            "first_step_share": round(first / first_wall, 3) if timed else None,
+            "per_phase": per_phase}
 
 
 def summary(results: Mapping[str, Any]) -> list[str]:
@@ -94,8 +98,10 @@ def summary(results: Mapping[str, Any]) -> list[str]:
     if o:
         lines.append(f"Overhead (set-up, compile, evaluation, saving): {100 * o['share']:.1f}% of "
                      f"the runs' {o['wall_s'] / 60:.0f} min over {o['runs']} runs: evaluation "
-                     f"{100 * o['eval_share']:.1f}%, compiling and starting the first step "
-                     f"{100 * o['first_step_share']:.1f}%.")
+                     f"{100 * o['eval_share']:.1f}%"
+                     + ("" if o["first_step_share"] is None else
+                        f", compiling and starting the first step "
+                        f"{100 * o['first_step_share']:.1f}%") + ".")
     lines.append(f"Rule (pre-registered): support = Holm-adjusted p < {p['alpha']:g} against the "
                  f"best control with Δ ≥ {p['min_effect']:g} and no guard losing more than "
                  f"{p['guard_loss']:g}; refutation = the simultaneous interval's upper bound "
