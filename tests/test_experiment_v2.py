@@ -211,6 +211,8 @@ def test_quick_experiment_v2_runs_end_to_end(tmp_path):
     assert set(natural["verdicts"]) == set(results["phases"]["screen"]["decision"]["cclip"])
     assert all(v["verdict"] in ("support", "refutation", "inconclusive")
                for v in natural["verdicts"].values())
+    # The blind text-only baseline sees no image: near chance on same-word items.
+    assert 0.2 < results["blind"]["natural"]["primary"] < 0.5
     for name in ("results.md", "report.html", "plots/calibration.png"):
         assert (out / name).exists(), name
     # Resuming reads every run record back: the same results, no training.

@@ -37,7 +37,7 @@ def recompute(results: Mapping[str, Any]) -> dict[str, Any]:
             fn = verdict.confirm if name == "confirm" else verdict.small
             decision = fn(results["config"], records, screen)
         bodies[name] = {**body, "decision": decision}
-    out = experiment_v2.assemble(results["config"], bodies)
+    out = experiment_v2.assemble(results["config"], bodies, results.get("blind"))
     if "wall_s" in results:
         out["wall_s"] = results["wall_s"]
     return out

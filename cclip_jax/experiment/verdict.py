@@ -63,6 +63,18 @@ def _mean_diff(a: Sequence[float], b: Sequence[float]) -> float:
     return float(d.mean()) if len(d) else float("nan")
 
 
+def _paired_keys(a_runs: Mapping[int, Mapping[str, Any]], b_runs: Mapping[int, Mapping[str, Any]],
+                 seeds: Sequence[int], keys: Sequence[str]) -> dict[str, dict[str, float]]:
+    """`paired_t` of each key both arms have on every seed (keys an evaluation lacks are left
+    out)."""
+    out = {}
+    for key in keys:
+        a, b = _values(a_runs, seeds, key), _values(b_runs, seeds, key)
+        if not (np.isnan(a).any() or np.isnan(b).any()):
+            out[key] = stats.paired_t(a, b)
+    return out
+
+
 def compare(a_runs: Mapping[int, Mapping[str, Any]], b_runs: Mapping[int, Mapping[str, Any]],
             exp: Mapping[str, Any], m: int, boot_seed: int = 0) -> dict[str, Any]:
     """Arm a against arm b, paired by seed: the primary difference (95% and simultaneous
@@ -77,8 +89,8 @@ def compare(a_runs: Mapping[int, Mapping[str, Any]], b_runs: Mapping[int, Mappin
            "diff_simultaneous": stats.paired_t(a, b, 1 - p["alpha"] / max(m, 1)),
            "guards": {g: _mean_diff(_values(a_runs, seeds, g), _values(b_runs, seeds, g))
                       for g in p["guards"]},
-           "secondary": {k: _mean_diff(_values(a_runs, seeds, k), _values(b_runs, seeds, k))
-                         for k in (*RELATION_KEYS, *PRODUCTIVITY_KEYS, *RETRIEVAL_KEYS)}}
+           "secondary": _paired_keys(a_runs, b_runs, seeds,
+                                     (*RELATION_KEYS, *PRODUCTIVITY_KEYS, *RETRIEVAL_KEYS))}
     if all(k in a_runs[s].get("items", {}) for k in keys for s in seeds):
         out["bootstrap"] = stats.bootstrap_diff(_parts(a_runs, seeds, keys),
                                                 _parts(b_runs, seeds, keys),

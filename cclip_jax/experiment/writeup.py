@@ -47,6 +47,12 @@ def overhead(results: Mapping[str, Any]) -> dict[str, Any]:
             "per_phase": per_phase}
 
 
+def chance(primary: Sequence[Sequence[str]]) -> float:
+    """The primary score of a scorer that ties everything: 1/2 per pair accuracy, 1/6 per
+    group score."""
+    return float(np.mean([1 / 6 if m == "group" else 0.5 for _, _, m in primary]))
+
+
 def summary(results: Mapping[str, Any]) -> list[str]:
     """The machine-written sentences: each phase's decision, and per CCLIP arm its verdict."""
     ph, lines = results["phases"], []
@@ -87,6 +93,9 @@ def summary(results: Mapping[str, Any]) -> list[str]:
                         lines.append(f"[{preset}] {arm}: gated conditional retrieval ({split}) "
                                      f"does not beat the plain cosine (p@1 Δ {_ci(d)}): its "
                                      "gate learned nothing the image embedding lacked.")
+    for preset, b in (results.get("blind") or {}).items():
+        lines.append(f"Blind text-only bigram baseline, {preset} captions, TEST items: primary "
+                     f"{b['primary']:.3f} (chance {chance(p['primary']):.3f}).")
     if "small" in ph:
         d = ph["small"]["decision"]
         per = "; ".join(f"B={b}: Δ = {_ci(v['diff'])}" for b, v in d["per_batch_size"].items())
@@ -160,12 +169,16 @@ def markdown(results: Mapping[str, Any], plots: Mapping[str, str], workdir: str)
                                  _ci(boot) if boot else "—", f"{c['diff']['p']:.3g}", verdict])
             out += _table(["arm", "vs", "Δ [95% t]", "Δ [simultaneous]", "bootstrap",
                            "p (raw)", "verdict"], rows)
-            keys = sorted({k for vs in body["versus"].values() for c in vs.values()
-                           for k in (*c["guards"], *c["secondary"])})
             best = body["best_control"]
-            rows = [[k, *(f"{body['versus'][a][best]['guards'].get(k, body['versus'][a][best]['secondary'].get(k, float('nan'))):+.3f}"  # noqa: E501
-                          for a in body["versus"])] for k in keys]
-            out += [f"Guards and secondary keys, mean paired Δ against {best}:", ""]
+            guards = sorted({k for vs in body["versus"].values() for k in vs[best]["guards"]})
+            rows = [[k, *(f"{vs[best]['guards'][k]:+.3f}" for vs in body["versus"].values())]
+                    for k in guards]
+            out += [f"Guards, mean paired Δ against {best}:", ""]
+            out += _table(["key", *body["versus"]], rows)
+            keys = sorted({k for vs in body["versus"].values() for k in vs[best]["secondary"]})
+            rows = [[k, *(_ci(vs[best]["secondary"][k]) if k in vs[best]["secondary"] else "—"
+                          for vs in body["versus"].values())] for k in keys]
+            out += [f"Secondary keys, paired Δ [95% t] against {best}:", ""]
             out += _table(["key", *body["versus"]], rows)
             rows = [[a, split, _ci(d), "yes" if d["beats_plain"] else "no"]
                     for a, g in body["gates"].items() for split, d in g.items()]
