@@ -70,6 +70,9 @@ BAD = {  # webdataset samples that must be skipped, by reason
     "bad_noimage": ("a red square", None),
     "bad_nocaption": (None, png()),
 }
+BAD_REASONS = {"bad_empty": "caption_empty", "bad_utf8": "caption_not_utf8",
+               "bad_long": "caption_too_long", "bad_image": "image_corrupt",
+               "bad_noimage": "image_missing", "bad_nocaption": "caption_missing"}
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +122,7 @@ def test_webdataset_adapter_reads_and_accounts(webdataset_dir):
     skipped = {x.key: x.reason for x in items if isinstance(x, adapters.Skip)}
     assert len(ok) == 70 and ok[0].key == "000000" and ok[0].ordinal == (0, 0)
     assert ok[0].caption == scene_captions(70)[0] and ok[0].image == png((0, 0, 0))
-    assert skipped == {
-        "bad_empty": "caption_empty",
-        "bad_utf8": "caption_not_utf8",
-        "bad_long": "caption_too_long",
-        "bad_image": "image_corrupt",
-        "bad_noimage": "image_missing",
-        "bad_nocaption": "caption_missing",
-    }
+    assert skipped == BAD_REASONS
 
 
 def test_csv_adapter_reads_and_accounts(csv_file):

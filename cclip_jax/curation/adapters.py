@@ -6,8 +6,10 @@ in a fixed order. The ordinal `(unit, index)` of an example is its identity in e
 stage: pools are sorted by it, so the local and the Beam runner produce the same batches.
 
 Bad records never crash a run and are never lost silently: each one is yielded as a `Skip` with
-a reason, and the runners count the reasons into the manifest. A wrong path or an input with no
-units fails at start with `InputError`.
+a reason, and a unit that is damaged (a tar cut short, a CSV file with unreadable bytes) yields
+the records read before the damage and then one `UnitProblem` naming the file. The runners
+fold both into the manifest (`bad_input.py`). A wrong path or an input with no units fails at
+start with `InputError`.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ import dataclasses
 import glob
 import io
 import os
-import tarfile
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from PIL import Image
 
-from cclip_jax.curation import text
+from cclip_jax.curation import tar_reader, text
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
 FORMATS = ("webdataset", "csv", "tfds")
@@ -35,7 +36,10 @@ CAPTION_NOT_UTF8 = "caption_not_utf8"
 CAPTION_TOO_LONG = "caption_too_long"
 IMAGE_MISSING = "image_missing"
 IMAGE_CORRUPT = "image_corrupt"
-UNIT_UNREADABLE = "unit_unreadable"
+RECORD_TRUNCATED = "record_truncated"  # its caption or image lies (partly) behind a cut
+# Unit problems (the manifest's `bad_input.files` keys).
+UNIT_TRUNCATED, UNIT_CORRUPT = tar_reader.TRUNCATED, tar_reader.CORRUPT
+UNIT_UNREADABLE = tar_reader.UNREADABLE
 
 
 class InputError(ValueError):
@@ -64,6 +68,24 @@ class Skip(NamedTuple):
     ordinal: tuple[int, int]
     key: str
     reason: str
+
+
+class UnitProblem(NamedTuple):
+    """A unit that could not be read to its end (yielded after the records read before it).
+
+    Attributes:
+      unit: the unit's index.
+      path: its file.
+      problem: `UNIT_TRUNCATED`, `UNIT_CORRUPT` or `UNIT_UNREADABLE`.
+      records: complete records read before the problem (kept or skipped by their own reason).
+      detail: one line saying where and what.
+    """
+
+    unit: int
+    path: str
+    problem: str
+    records: int
+    detail: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,27 +170,23 @@ def _webdataset_units(path: str) -> list[str]:
     return [path] if path.endswith(".tar") else []
 
 
-def _read_webdataset(unit: int, path: str, opts: ReadOptions) -> Iterator[Example | Skip]:
-    samples: dict[str, dict[str, bytes]] = {}
-    try:
-        with tarfile.open(path, "r") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                base = os.path.basename(member.name)
-                if "." not in base:
-                    continue
-                # webdataset convention: the key is everything before the first dot.
-                stem, ext = base.split(".", 1)
-                key = os.path.join(os.path.dirname(member.name), stem)
-                f = tar.extractfile(member)
-                samples.setdefault(key, {})[ext.lower()] = f.read() if f else b""
-    except (tarfile.TarError, OSError, EOFError):
-        yield Skip((unit, 0), path, UNIT_UNREADABLE)
-        return
-    for index, (key, files) in enumerate(samples.items()):
+def _read_webdataset(unit: int, path: str, opts: ReadOptions
+                     ) -> Iterator[Example | Skip | UnitProblem]:
+    tar = tar_reader.read_tar(path)
+    complete = 0
+    for index, (key, files) in enumerate(tar.samples.items()):
         image = next((files[e] for e in IMAGE_EXTENSIONS if e in files), None)
-        yield _accept((unit, index), key, files.get("txt"), image, opts)
+        item = _accept((unit, index), key, files.get("txt"), image, opts)
+        # The record at a cut lacks the caption or image that lay behind it: it was truncated,
+        # not written without one. (With both read completely it is kept, like any other.)
+        if (tar.problem and key == tar.last_key and isinstance(item, Skip)
+                and item.reason in (CAPTION_MISSING, IMAGE_MISSING)):
+            item = item._replace(reason=RECORD_TRUNCATED)
+        else:
+            complete += 1
+        yield item
+    if tar.problem:
+        yield UnitProblem(unit, path, tar.problem, complete, tar.detail)
 
 
 # ----------------------------------------------------------------------------------- csv
@@ -182,34 +200,68 @@ def _csv_units(path: str) -> list[str]:
     return [path] if path.endswith((".csv", ".tsv")) else []
 
 
-def _read_csv(unit: int, path: str, opts: ReadOptions) -> Iterator[Example | Skip]:
-    folder = os.path.dirname(os.path.abspath(path))
-    delimiter = "\t" if path.endswith(".tsv") else ","
+def _csv_rows(unit: int, path: str) -> Iterator[list[str] | UnitProblem]:
+    """The data rows of a CSV file after its header; a `UnitProblem` where reading fails.
+
+    Reading stops at the first unreadable row (a disk error; an unclosed quote that swallows
+    the rest of the file into one field over the csv module's limit): the rows before it are
+    kept.
+    """
     # utf-8-sig drops a leading byte-order mark (Excel writes one by default), which would
     # otherwise stick to the first column's name. surrogateescape keeps undecodable bytes
     # visible so that the row, not the file, is skipped.
-    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+    delimiter = "\t" if path.endswith(".tsv") else ","
+    try:
+        f = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    except OSError as e:
+        yield UnitProblem(unit, path, UNIT_UNREADABLE, 0, f"cannot open: {e}")
+        return
+    with f:
         reader = csv.reader(f, delimiter=delimiter)
-        fields = next(reader, None) or []
-        needed = [opts.csv_caption_column] + ([] if opts.caption_only else [opts.csv_image_column])
-        missing = [c for c in needed if c not in fields]
-        if missing:
-            raise InputError(f"{path}: missing CSV column(s) {missing}; header is {fields}")
-        cap_col = fields.index(opts.csv_caption_column)
-        img_col = fields.index(opts.csv_image_column) if opts.csv_image_column in fields else -1
-        name = os.path.basename(path)
-        for index, row in enumerate(reader):
-            caption = row[cap_col] if cap_col < len(row) else None
-            rel = row[img_col] if 0 <= img_col < len(row) else ""
-            key = rel or f"{name}:{index}"
-            image = None
-            if not opts.caption_only and rel:
-                try:
-                    with open(os.path.join(folder, rel), "rb") as img:
-                        image = img.read()
-                except OSError:
-                    image = None
-            yield _accept((unit, index), key, caption, image, opts)
+        rows = 0
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except (csv.Error, OSError) as e:
+                yield UnitProblem(unit, path, UNIT_CORRUPT, max(rows - 1, 0),
+                                  f"line {reader.line_num}: {e}")
+                return
+            rows += 1
+            yield row
+
+
+def _read_csv(unit: int, path: str, opts: ReadOptions
+              ) -> Iterator[Example | Skip | UnitProblem]:
+    folder = os.path.dirname(os.path.abspath(path))
+    rows = _csv_rows(unit, path)
+    fields = next(rows, None) or []
+    if isinstance(fields, UnitProblem):
+        yield fields
+        return
+    needed = [opts.csv_caption_column] + ([] if opts.caption_only else [opts.csv_image_column])
+    missing = [c for c in needed if c not in fields]
+    if missing:
+        raise InputError(f"{path}: missing CSV column(s) {missing}; header is {fields}")
+    cap_col = fields.index(opts.csv_caption_column)
+    img_col = fields.index(opts.csv_image_column) if opts.csv_image_column in fields else -1
+    name = os.path.basename(path)
+    for index, row in enumerate(rows):
+        if isinstance(row, UnitProblem):
+            yield row
+            return
+        caption = row[cap_col] if cap_col < len(row) else None
+        rel = row[img_col] if 0 <= img_col < len(row) else ""
+        key = rel or f"{name}:{index}"
+        image = None
+        if not opts.caption_only and rel:
+            try:
+                with open(os.path.join(folder, rel), "rb") as img:
+                    image = img.read()
+            except OSError:
+                image = None
+        yield _accept((unit, index), key, caption, image, opts)
 
 
 # ---------------------------------------------------------------------------------- tfds
@@ -283,8 +335,8 @@ def list_units(path: str, input_format: str, opts: ReadOptions) -> list[Any]:
 
 
 def read_unit(unit_index: int, unit: Any, input_format: str, opts: ReadOptions
-              ) -> Iterator[Example | Skip]:
-    """Yields the unit's examples and skips in order (see the module docstring)."""
+              ) -> Iterator[Example | Skip | UnitProblem]:
+    """Yields the unit's examples and skips in order, then its `UnitProblem` if it has one."""
     if input_format == "webdataset":
         yield from _read_webdataset(unit_index, unit, opts)
     elif input_format == "csv":

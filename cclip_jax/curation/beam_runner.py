@@ -2,7 +2,8 @@
 
 Stages map one to one onto the local runner and call the same engine-free functions:
 
-  units --FlatMap(read)--> examples (+ tagged skips) --tokenise, n-grams--> Count.PerElement
+  units --FlatMap(read)--> examples (+ tagged skips and damaged units: one BadInputLog)
+  --tokenise, n-grams--> Count.PerElement
   --band filter--> kept concepts (side input) --> per caption: concepts, MinHash route
   --GroupByKey(pool)--> assemble_pool (BM25, greedy batches, masked captions, labels)
   leftovers --GroupByKey--> one leftover pool --> batches with their global order (side input)
@@ -32,6 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from cclip_jax.curation import (
     adapters,
+    bad_input,
     batches,
     concepts,
     kinds,
@@ -61,10 +63,30 @@ class Record(NamedTuple):
 def _read(unit: tuple[int, Any], fmt: str, opts: adapters.ReadOptions) -> Iterator[Any]:
     index, spec = unit
     for item in adapters.read_unit(index, spec, fmt, opts):
-        if isinstance(item, adapters.Skip):
-            yield beam.pvalue.TaggedOutput("skip", item.reason)
-        else:
+        if isinstance(item, adapters.Example):
             yield item
+        else:  # a Skip or a UnitProblem
+            yield beam.pvalue.TaggedOutput("bad", item)
+
+
+class _BadInputFn(beam.CombineFn):
+    """`bad_input.BadInputLog` as a combiner: the local runner's rule, merged across workers."""
+
+    def create_accumulator(self) -> bad_input.BadInputLog:
+        return bad_input.BadInputLog()
+
+    def add_input(self, log: bad_input.BadInputLog, item: Any) -> bad_input.BadInputLog:
+        log.add(item)
+        return log
+
+    def merge_accumulators(self, logs: Any) -> bad_input.BadInputLog:
+        out = bad_input.BadInputLog()
+        for log in logs:
+            out = out.merge(log)
+        return out
+
+    def extract_output(self, log: bad_input.BadInputLog) -> dict[str, Any]:
+        return log.raw()
 
 
 def _tokenise(ex: adapters.Example) -> tuple[adapters.Example, list[str]]:
@@ -178,13 +200,13 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
 
     with beam.Pipeline(options=PipelineOptions(args)) as p:
         read = (p | "Units" >> beam.Create(list(enumerate(units)))
-                | "Read" >> beam.FlatMap(_read, input_format, opts).with_outputs("skip",
+                | "Read" >> beam.FlatMap(_read, input_format, opts).with_outputs("bad",
                                                                                 main="ex"))
-        (read.skip | "CountSkips" >> beam.combiners.Count.PerElement()
-         | "SkipList" >> beam.combiners.ToList()
-         | "SaveSkips" >> beam.Map(lambda kv: _save(dict(sorted(kv)), f"{side}/skipped.json")))
+        (read.bad | "BadInput" >> beam.CombineGlobally(_BadInputFn())
+         | "SaveBadInput" >> beam.Map(_save, f"{side}/bad_input.json"))
         toks = read.ex | "Tokenise" >> beam.Map(_tokenise)
         n = read.ex | "N" >> beam.combiners.Count.Globally()
+        n | "SaveN" >> beam.Map(_save, f"{side}/accepted.json")
         max_n, seed = config.max_ngram, config.seed
         kept = (toks | "Ngrams" >> beam.FlatMap(lambda et: concepts.caption_ngrams(et[1], max_n))
                 | "DF" >> beam.combiners.Count.PerElement()
@@ -243,20 +265,22 @@ def _load(side: str, name: str, default: Any) -> Any:
 def _finish(config: ml_collections.ConfigDict, input_path: str, input_format: str, out_dir: str,
             units: list[Any], side: str, t0: float) -> dict[str, Any]:
     """Driver side, after the pipeline: folds the side outputs into tokenizer + manifest."""
-    skipped = _load(side, "skipped.json", {})
+    bad = bad_input.BadInputLog.from_raw(_load(side, "bad_input.json",
+                                               bad_input.BadInputLog().raw()))
+    bad_report = bad.report(units)
+    bad_input.log_report(bad_report)
     kept = _load(side, "concepts.json", [])
     shard_rows = _load(side, "shards.json", [])
     acc = stats.BatchStats()
     for _, _, raw in shard_rows:
         acc = acc.merge(stats.BatchStats.from_raw(raw))
-    accepted = acc.examples + _load(side, "dropped.json", 0)
-    strings = [k for k, _ in kept]
-    counts = {"read": accepted + sum(skipped.values()), "accepted": accepted,
-              "skipped": skipped, "leftover_dropped": _load(side, "dropped.json", 0),
-              "written": acc.examples, "concepts_by_kind": kinds.count_kinds(strings)}
+    accepted = _load(side, "accepted.json", 0)
     if accepted == 0:
         raise adapters.InputError(
-            f"no usable example in {input_path}; skipped by reason: {skipped}")
+            f"no usable example in {input_path}; {bad_input.summary(bad_report)}")
+    strings = [k for k, _ in kept]
+    counts = manifest.make_counts(accepted, bad.skipped(), _load(side, "dropped.json", 0),
+                                  acc.examples, kinds.count_kinds(strings))
     df = np.array([v for _, v in kept], dtype=np.int64)
     result = manifest.finish(
         out_dir, config, runner="beam", input_path=input_path, input_format=input_format,
@@ -264,7 +288,7 @@ def _finish(config: ml_collections.ConfigDict, input_path: str, input_format: st
         batch_stats=acc.to_dict(),
         concept_stats=stats.concept_summary(strings, df, accepted,
                                             _load(side, "pairs.json", 0)),
-        random_sharing=_load(side, "random.json", 0.0))
+        random_sharing=_load(side, "random.json", 0.0), bad_input=bad_report)
     for name in os.listdir(side):
         os.remove(os.path.join(side, name))
     os.rmdir(side)

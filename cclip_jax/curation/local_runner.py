@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from cclip_jax.curation import (
     adapters,
+    bad_input,
     batches,
     concepts,
     kinds,
@@ -86,19 +86,21 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     captions: list[str] = []
     images: list[bytes] = []
     ordinals: list[tuple[int, int]] = []
-    skipped: Counter = Counter()
+    bad = bad_input.BadInputLog()
     for ui, unit in enumerate(tqdm(units, desc="read", disable=quiet)):
         for item in adapters.read_unit(ui, unit, input_format, opts):
-            if isinstance(item, adapters.Skip):
-                skipped[item.reason] += 1
+            if not isinstance(item, adapters.Example):
+                bad.add(item)
                 continue
             keys.append(item.key)
             captions.append(item.caption)
             images.append(item.image)
             ordinals.append(item.ordinal)
+    bad_report = bad.report(units)
+    bad_input.log_report(bad_report)  # now, not at the end: the damage is known after reading
     if not captions:
         raise adapters.InputError(
-            f"no usable example in {input_path}; skipped by reason: {dict(skipped)}")
+            f"no usable example in {input_path}; {bad_input.summary(bad_report)}")
     timings["read"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -141,14 +143,13 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     first = np.lexsort((np.arange(len(rkeys)), rkeys))[:sample]
     random_share = batches.random_sharing([cons.row(i) for i in first.tolist()],
                                           config.batch_size)
-    counts = {"read": len(captions) + sum(skipped.values()), "accepted": len(captions),
-              "skipped": dict(sorted(skipped.items())), "leftover_dropped": len(dropped),
-              "written": acc.examples, "concepts_by_kind": kinds.count_kinds(cons.strings)}
+    counts = manifest.make_counts(len(captions), bad.skipped(), len(dropped), acc.examples,
+                                  kinds.count_kinds(cons.strings))
     result = manifest.finish(
         out_dir, config, runner="local", input_path=input_path, input_format=input_format,
         units=units, shard_list=shard_list, counts=counts, batch_stats=acc.to_dict(),
         concept_stats=stats.concept_summary(cons.strings, cons.df, len(captions), len(cons.ids)),
-        random_sharing=random_share,
+        random_sharing=random_share, bad_input=bad_report,
         captions=(captions[i] for b in all_batches for i in b.members.tolist()))
     timings["tokenizer+manifest"] = time.perf_counter() - t
     logging.info("curation stage times (s): %s", {k: round(v, 2) for k, v in timings.items()})

@@ -54,10 +54,23 @@ def make_tokenizer(out_dir: str, config: ml_collections.ConfigDict,
                            model_type=config.get("tokenizer_type", "bpe"))
 
 
+def make_counts(accepted: int, skipped: dict[str, int], leftover_dropped: int, written: int,
+                concepts_by_kind: dict[str, int]) -> dict[str, Any]:
+    """The manifest's `counts`, which add up: read = accepted + skipped (summed over reasons),
+    accepted = written + leftover_dropped."""
+    if accepted != written + leftover_dropped:  # a bug, not bad input: never write such a run
+        raise RuntimeError(f"accepted {accepted} != written {written} + leftover_dropped "
+                             f"{leftover_dropped}")
+    return {"read": accepted + sum(skipped.values()), "accepted": accepted, "skipped": skipped,
+            "leftover_dropped": leftover_dropped, "written": written,
+            "concepts_by_kind": concepts_by_kind}
+
+
 def finish(out_dir: str, config: ml_collections.ConfigDict, *, runner: str, input_path: str,
            input_format: str, units: list[Any], shard_list: list[dict[str, Any]],
            counts: dict[str, Any], batch_stats: dict[str, Any], concept_stats: dict[str, Any],
-           random_sharing: float, captions: Iterable[str] | None = None) -> dict[str, Any]:
+           random_sharing: float, bad_input: dict[str, Any],
+           captions: Iterable[str] | None = None) -> dict[str, Any]:
     """Writes the tokenizer, then `manifest.json` (atomically, last). Returns the manifest."""
     make_tokenizer(out_dir, config, captions, [s["file"] for s in shard_list])
     manifest = {
@@ -75,6 +88,7 @@ def finish(out_dir: str, config: ml_collections.ConfigDict, *, runner: str, inpu
         "shards": shard_list,
         "tokenizer": shards.TOKENIZER,
         "counts": counts,
+        "bad_input": bad_input,
         "concepts": concept_stats,
         "batches": batch_stats,
         "sharing": {"curated": batch_stats["curated_sharing"],
