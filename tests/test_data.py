@@ -131,6 +131,44 @@ def test_baseline_mode_draws_iid_batches_of_the_same_pairs(curated):
     assert [k for k in src[n]["key"]] != keys[:b]  # epoch 2: a new permutation
 
 
+def _augmentation_of(image, clean, max_shift, brightness):
+    """Whether `image` is `clean` shifted by at most `max_shift` px (edge padding) with a
+    brightness offset of at most `brightness`, clipped to [-1, 1]; and whether it differs."""
+    m, s = max_shift, clean.shape[0]
+    padded = np.pad(clean, ((m, m), (m, m), (0, 0)), mode="edge")
+    inside = np.abs(image) < 1 - 1e-6  # pixels the clip did not touch
+    for dy in range(2 * m + 1):
+        for dx in range(2 * m + 1):
+            shifted = padded[dy : dy + s, dx : dx + s]
+            offset = float(np.mean((image - shifted)[inside]))
+            if abs(offset) <= brightness + 1e-6 and np.allclose(
+                    image, np.clip(shifted + offset, -1, 1), atol=1e-5, rtol=0):
+                return True, (dy, dx) != (m, m) or abs(offset) > 1e-6
+    return False, False
+
+
+def test_default_augmentation_keeps_each_image_with_its_caption(curated):
+    """With the trainer's default augmentation on (every other content check turns it off),
+    row i of a batch is still pair i of the curated batch: its caption's tokens, and an image
+    that is a shifted, brightened copy of that pair's image (not of another row's)."""
+    data = smoke_config("").data
+    assert (data.max_shift, data.brightness) == (2, 0.05)  # the defaults (configs/common.py)
+    shards = CuratedShards(curated)
+    tok = data_lib.Tokenizer(shards.tokenizer_path, 16)
+    ds = data_lib.build_dataset(spec(curated, max_shift=data.max_shift,
+                                     brightness=data.brightness))
+    changed = 0
+    for e in take(ds, 3)[0]:
+        raw = shards.read_rows(int(e["batch"]))
+        np.testing.assert_array_equal(e["text"], tok(raw["caption"]))
+        for i, data_i in enumerate(raw["image"]):
+            clean = data_lib.transforms.decode_image(data_i, 32)
+            ok, moved = _augmentation_of(e["images"][i], clean, data.max_shift, data.brightness)
+            assert ok, f"batch {int(e['batch'])} row {i}: not an augmentation of its own image"
+            changed += moved
+    assert changed > 40  # of 48 rows: the augmentation did run
+
+
 def test_iterator_state_restores_mid_epoch_with_workers(curated):
     ds = data_lib.build_dataset(spec(curated, num_workers=1))
     _, it = take(ds, 3)
