@@ -357,3 +357,79 @@ def test_tower_options_trace():
 def test_remat_policies_table_is_complete():
     assert layers.REMAT_POLICIES["none"] is None
     assert all(callable(p) for k, p in layers.REMAT_POLICIES.items() if k != "none")
+
+
+# Pinned outputs of `test_fixed_outputs_are_pinned`, computed once from the code of 2026-12-02
+# (image_emb[:, :4] then text_emb[:, :4], row-major).
+_PINNED = np.array([
+    0.8304613, -0.8273387, -0.88559496, -0.96456444, 0.87988645, -0.81757915, -0.81836885,
+    -0.91878706, 1.9035946, 1.0338519, -1.044044, -1.9314622, 1.9466548, 0.8290106,
+    -1.5790975, -1.6750466,
+], np.float32)
+
+
+def test_fixed_outputs_are_pinned():
+    """A regression pin: fixed numpy weights and inputs -> stored output values.
+
+    Catches numeric drift that every comparison of one path against another misses, e.g.
+    the LayerNorm epsilon (big_vision's 1e-6): the position embeddings are scaled down and the
+    images are faint, so the first LayerNorms see a variance of ~2e-4, and epsilon 1e-5 moves
+    every pinned value by 4e-4 to 1e-2 relative (checked), 40x the tolerance. If a change is
+    meant to move these numbers, recompute them and say why in the commit.
+    """
+    model = models.build_model(models.get_default_model_config("mu"))
+    variables = random_variables(model, seed=7)
+    for tower in ("txt", "img"):
+        pos = variables["params"][tower]["pos_embedding"]
+        variables["params"][tower]["pos_embedding"] = pos * 0.05
+    rng = np.random.default_rng(7)
+    images = (0.01 * rng.uniform(-1, 1, (2, 32, 32, 3))).astype(np.float32)
+    texts = np.zeros((2, 16), np.int32)
+    texts[0, :5] = [5, 17, 99, 3, 1000]
+    texts[1, :9] = rng.integers(2, 1024, 9)
+    out = jax.jit(lambda v, i, t: model.apply(v, images=i, texts=t))(variables, images, texts)
+    got = np.concatenate([np.asarray(out.image_emb)[:, :4].ravel(),
+                          np.asarray(out.text_emb)[:, :4].ravel()])
+    np.testing.assert_allclose(got, _PINNED, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("mask_padding", [True, False])
+@pytest.mark.parametrize("pool_type", ["last", "first", "gap", "map"])
+def test_text_embedding_pools_the_configured_tokens(pool_type, mask_padding):
+    """The caption embedding is `head(pool(h))` of the tower's final hidden states `h`, with the
+    pooling `config.model.text.pool_type` names: `last` reads the last real token (with
+    `mask_padding`) or position L-1 (without), `first` position 0, `gap` the mean over real
+    tokens (or all), `map` the MAP head over them. Shapes alone would not tell these apart."""
+    cfg = models.get_default_model_config("mu")
+    cfg.text.update(pool_type=pool_type, mask_padding=mask_padding)
+    model = models.build_model(cfg)
+    variables = random_variables(model, seed=3)
+    rng = np.random.default_rng(3)
+    lengths = np.array([2, 5, 9, 16])  # never 1: a 1-token caption's first token is its last
+    ids = rng.integers(2, 1024, size=(4, 16))
+    texts = np.where(np.arange(16)[None] < lengths[:, None], ids, 0).astype(np.int32)
+
+    @jax.jit
+    def run(v, t):
+        return model.apply(v, texts=t, capture_intermediates=lambda m, _: isinstance(
+            m, layers.Encoder))
+
+    out, state = run(variables, texts)
+    (h,) = state["intermediates"]["txt"]["Encoder_0"]["__call__"]  # [B, L, width]
+    h = np.asarray(h, np.float64)
+    mask = texts != 0 if mask_padding else np.ones(texts.shape, bool)
+    txt = variables["params"]["txt"]
+    if pool_type == "last":
+        pooled = h[np.arange(4), lengths - 1] if mask_padding else h[:, -1]
+    elif pool_type == "first":
+        pooled = h[:, 0]
+    elif pool_type == "gap":
+        pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    else:
+        head = layers.MAPHead(model.text["mlp_dim"], model.text["num_heads"])
+        pooled = np.asarray(head.apply({"params": txt["MAPHead_0"]}, jnp.asarray(h, jnp.float32),
+                                       jnp.asarray(texts != 0) if mask_padding else None))
+    want = pooled @ np.asarray(txt["head"]["kernel"]) + np.asarray(txt["head"]["bias"])
+    np.testing.assert_allclose(out.text_emb, want, rtol=1e-4, atol=1e-5)
+    # The pooled rows really differ by position, so reading another one would fail above.
+    assert not np.allclose(h[np.arange(4), lengths - 1], h[:, 0], atol=1e-2)
