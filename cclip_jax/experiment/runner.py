@@ -21,7 +21,9 @@ from cclip_jax.experiment import analysis
 
 # What each arm changes in the base config (the base is CCLIP at the config's λ).
 ARMS: dict[str, dict[str, Any]] = {
-    "clip": {"loss": "softmax", "cond_weight": 0.0, "data.mode": "baseline"},
+    # (plain_multi_positive is a sigmoid-term option: the softmax arms switch it off.)
+    "clip": {"loss": "softmax", "cond_weight": 0.0, "data.mode": "baseline",
+             "plain_multi_positive": False},
     "siglip": {"cond_weight": 0.0, "data.mode": "baseline"},
     "siglip_curated": {"cond_weight": 0.0, "data.mode": "curated"},
     "cclip": {},
@@ -42,7 +44,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "tags": {"cond_weight": 0.0, "tags_weight": 1.0},
     # Control: NegCLIP's swapped-caption hard negatives, on the softmax and the sigmoid base.
     "negclip": {"loss": "softmax", "cond_weight": 0.0, "data.mode": "baseline",
-                "data.hard_negatives": True},
+                "data.hard_negatives": True, "plain_multi_positive": False},
     "negclip_sigmoid": {"cond_weight": 0.0, "data.mode": "baseline",
                         "data.hard_negatives": True},
 }
