@@ -16,6 +16,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, TensorBoard.")
 _LIBRARY_INFO = flags.DEFINE_bool("library_info", False,
                                   "Show INFO logs of orbax and grain (one per file they write).")
+_FORCE = flags.DEFINE_bool(
+    "force_config_change", False,
+    "Resume a run folder with a config that differs from its own (outside the fields that may "
+    "change on resume); the change is recorded in DIR/history.jsonl.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -26,7 +30,7 @@ def main(argv: list[str]) -> None:
         console.quiet_libraries()
     from cclip_jax import train  # after flag parsing: Grain workers need parsed absl flags
 
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, force_config_change=_FORCE.value)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from collections.abc import Mapping
 import jax
 from tensorboardX import SummaryWriter
 
-METRICS_FILE = "metrics.jsonl"
+from cclip_jax import run_folder
+
+METRICS_FILE = run_folder.METRICS
 
 
 def truncate_jsonl(path: str, last_step: int) -> None:
@@ -63,7 +65,7 @@ class MetricsWriter:
         if self.enabled:
             os.makedirs(workdir, exist_ok=True)
             truncate_jsonl(self.path, start_step)
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(run_folder.path(workdir, run_folder.TENSORBOARD))
         self._t0, self._s0 = time.perf_counter(), start_step
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:

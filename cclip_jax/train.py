@@ -24,11 +24,11 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from cclip_jax import biases, losses, models, optim, sharding
+from cclip_jax import biases, losses, models, optim, run_folder, sharding
 from cclip_jax import data as data_lib
 from cclip_jax.checkpointing import Checkpointer
 from cclip_jax.evaluation import suite
-from cclip_jax.evaluation.scorer import CONFIG_FILE, load_run_config, tokenizer_for
+from cclip_jax.evaluation.scorer import tokenizer_for
 from cclip_jax.metrics_writer import MetricsWriter
 from cclip_jax.train_step import (
     COND_FORMS,
@@ -280,11 +280,11 @@ def _flush(pending: list, writer: MetricsWriter, config: ml_collections.ConfigDi
     pending.clear()
 
 
-def write_run_config(workdir: str, config: ml_collections.ConfigDict,
-                     fields: dict[str, Any]) -> None:
-    """`workdir/config.json`: the config with the fields worked out at build filled in (the
-    curated folder, the initial biases: what the evaluation CLI and the report read to rebuild
-    the model and find the tokenizer and the data). `fields`: dotted path -> value."""
+def resolved_config(config: ml_collections.ConfigDict, fields: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """The config as `config.json` holds it: with the fields worked out at build filled in
+    (the curated folder, the initial biases: what the evaluation CLI and the report read to
+    rebuild the model and find the tokenizer and the data). `fields`: dotted path -> value."""
     resolved = json.loads(config.to_json_best_effort())
     for path, value in fields.items():
         *parents, leaf = path.split(".")
@@ -292,10 +292,13 @@ def write_run_config(workdir: str, config: ml_collections.ConfigDict,
         for name in parents:
             node = node[name]
         node[leaf] = value
-    tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(resolved, f, indent=1)
-    os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
+    return resolved
+
+
+def write_run_config(workdir: str, config: ml_collections.ConfigDict,
+                     fields: dict[str, Any]) -> None:
+    """`workdir/config.json`: `resolved_config(config, fields)`, written atomically."""
+    run_folder.write_config(workdir, resolved_config(config, fields))
 
 
 def _host_params(state: TrainState) -> Any:
@@ -317,8 +320,15 @@ def _eval_due(config: ml_collections.ConfigDict, step: int) -> bool:
     return every > 0 and step % every == 0 and step < config.total_steps
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains to `config.total_steps`, resuming from `workdir`; returns the last metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       force_config_change: bool = False) -> dict[str, float]:
+    """Trains to `config.total_steps`, resuming from `workdir`; returns the last metrics.
+
+    A resume must use the run's own config, up to `run_folder.MAY_CHANGE_ON_RESUME`: any other
+    change raises `run_folder.ConfigChangedError` before anything is written, unless
+    `force_config_change` (then it is recorded in the folder's history). `config.json` is
+    (re)written only once the restore has succeeded.
+    """
     if config.distributed:
         jax.distributed.initialize()
     if config.compilation_cache_dir:
@@ -326,19 +336,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                           os.path.expanduser(config.compilation_cache_dir))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     setup = build(config)
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-        write_run_config(workdir, config, setup.resolved)
-    run_config = load_run_config(workdir) if jax.process_index() == 0 else None
-    evaluator = (suite.RunEvaluator(setup.model, tokenizer_for(run_config), run_config, workdir)
-                 if run_config is not None and config.eval.every_steps >= 0 else None)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.max_checkpoints,
-                        async_save=config.async_checkpoints)
+    resolved = resolved_config(config, setup.resolved)
+    ckpt = Checkpointer(run_folder.path(workdir, run_folder.CHECKPOINTS),
+                        max_to_keep=config.max_checkpoints, async_save=config.async_checkpoints)
+    resuming = ckpt.latest_step() is not None
+    if resuming:
+        try:
+            run_folder.check_resume(workdir, resolved, force=force_config_change)
+        except run_folder.ConfigChangedError:
+            ckpt.close()
+            raise
     dataset = data_lib.build_dataset(setup.spec, process_index=jax.process_index(),
                                      process_count=jax.process_count())
     data_iter = iter(dataset)
     state = initial_state(setup, ckpt, data_iter)
     step = int(jax.device_get(state.step))
+    run_config = None
+    if jax.process_index() == 0:  # the restore worked: now the folder may be written
+        run_folder.write_config(workdir, resolved)
+        run_folder.append_history(workdir, "resume" if resuming else "start", step=step)
+        run_config = ml_collections.ConfigDict(resolved)
+    evaluator = (suite.RunEvaluator(setup.model, tokenizer_for(run_config), run_config, workdir)
+                 if run_config is not None and config.eval.every_steps >= 0 else None)
     writer = MetricsWriter(workdir, config.total_steps, start_step=step, console=config.progress)
     stop = _StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}

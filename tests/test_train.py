@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cclip_jax import data as data_lib
-from cclip_jax import evaluate, models, train
+from cclip_jax import evaluate, models, run_folder, train
 from cclip_jax.evaluation.scorer import ModelScorer
 from cclip_jax.metrics_writer import read_jsonl
 
@@ -91,6 +91,30 @@ def test_demo_smoke_run_writes_everything_and_resumes(cache, tmp_path):
     again = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     assert [r["step"] for r in again] == [1, 2, 3]
     assert again[:2] == records
+
+    # Another config does not resume: the error names each field, and nothing is written.
+    with open(os.path.join(workdir, "config.json")) as f:
+        stored = f.read()
+    for overrides, match in (({"cond_weight": 0.5}, r"cond_weight: 1\.0 -> 0\.5"),
+                             ({"seed": 3}, r"seed: 0 -> 3")):
+        with pytest.raises(run_folder.ConfigChangedError, match=match):
+            train.train_and_evaluate(smoke(cache, total_steps=4, **overrides), workdir)
+    wide = smoke(cache, total_steps=4)
+    wide.model.embed_dim = 64  # a shape change: refused before orbax sees mismatched arrays
+    with pytest.raises(run_folder.ConfigChangedError, match=r"model\.embed_dim: 32 -> 64"):
+        train.train_and_evaluate(wide, workdir)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert f.read() == stored
+    assert [r["step"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))] == [1, 2, 3]
+    # Forced, it resumes with the new value and the folder's history says so.
+    train.train_and_evaluate(smoke(cache, total_steps=4, cond_weight=0.5), workdir,
+                             force_config_change=True)
+    history = read_jsonl(os.path.join(workdir, "history.jsonl"))
+    assert [h["event"] for h in history] == ["start", "resume", "forced_config_change",
+                                             "resume"]
+    assert history[2]["changes"] == [{"field": "cond_weight", "old": 1.0, "new": 0.5}]
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["cond_weight"] == 0.5
 
 
 def test_sharded_step_equals_single_device_step(cache):

@@ -26,11 +26,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cclip_jax import models
+from cclip_jax import models, run_folder
 from cclip_jax.data.transforms import Tokenizer
 from cclip_jax.losses import EPS
 
-CONFIG_FILE = "config.json"  # the resolved config a training run writes into its workdir
+CONFIG_FILE = run_folder.CONFIG  # the resolved config a training run writes into its workdir
 _OUTPUT = {"images": "image_emb", "texts": "text_emb", "concepts": "concept_emb"}
 
 
@@ -122,7 +122,7 @@ class ModelScorer:
         from cclip_jax.checkpointing import Checkpointer  # orbax only where checkpoints are read
 
         config = load_run_config(workdir)
-        ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+        ckpt = Checkpointer(run_folder.path(workdir, run_folder.CHECKPOINTS), async_save=False)
         try:
             step = ckpt.latest_step() if step is None else step
             if step is None:

@@ -33,6 +33,7 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from cclip_jax import run_folder
 from cclip_jax import synthetic as syn
 from cclip_jax.curation import shards
 from cclip_jax.evaluation import datasets, tasks
@@ -41,7 +42,7 @@ from cclip_jax.evaluation.blind import BigramScorer
 from cclip_jax.evaluation.scorer import ModelScorer
 from cclip_jax.synthetic.world import FORMAT_VERSION
 
-EVAL_DIR = "eval"
+EVAL_DIR = run_folder.EVAL
 
 
 def eval_world_dir(config: ml_collections.ConfigDict) -> str:

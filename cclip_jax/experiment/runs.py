@@ -22,6 +22,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from cclip_jax import run_folder
 from cclip_jax.experiment import analysis, runner
 
 RECORD = "record.json"
@@ -166,7 +167,7 @@ def execute(exp: ml_collections.ConfigDict, workdir: str, run: Run) -> dict[str,
             final = body
     if final is None:
         raise RuntimeError(f"{path}: training ended without its final evaluation")
-    train_s, start_s, loss_curve = _timing(os.path.join(path, "metrics.jsonl"), run.steps)
+    train_s, start_s, loss_curve = _timing(run_folder.path(path, run_folder.METRICS), run.steps)
     flat = analysis.flatten(final["results"])
     record = {
         "run": run.to_dict(), "key": run.key, "primary": curve[-1][1], "curve": curve,

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from cclip_jax import run_folder
 from cclip_jax.report import plots
 from cclip_jax.report.assets import Assets
 from cclip_jax.report.html import (
@@ -31,7 +32,7 @@ from cclip_jax.report.html import (
     tag,
 )
 
-EVAL_DIR = "eval"
+EVAL_DIR = run_folder.EVAL
 # Conditional-retrieval rows shown per key, and results shown per row.
 MAX_ROWS, MAX_RESULTS = 4, 6
 # A family with more metric names than this gets its table transposed (metrics as rows), and at

@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from cclip_jax import run_folder
 from cclip_jax.metrics_writer import METRICS_FILE, read_jsonl
 from cclip_jax.report import plots
 from cclip_jax.report.assets import Assets
@@ -30,7 +31,7 @@ from cclip_jax.report.html import (
     write_page,
 )
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = run_folder.CONFIG
 
 # One plot per group: (title, keys, prefix, logy); it shows those of its keys the run logged,
 # then any other logged key that starts with `prefix` (new loss terms, per-tower norms). `logy`
@@ -120,7 +121,7 @@ def _with_step(records: list[Any]) -> list[dict[str, Any]]:
 
 
 def _checkpoint_steps(workdir: str) -> list[int]:
-    folder = os.path.join(workdir, "checkpoints")
+    folder = run_folder.path(workdir, run_folder.CHECKPOINTS)
     names = os.listdir(folder) if os.path.isdir(folder) else []
     return sorted(int(n) for n in names if n.isdigit())
 
