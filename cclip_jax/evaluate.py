@@ -23,6 +23,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from cclip_jax import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (its `eval` section).",
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run folder (or an output folder).")
@@ -82,8 +84,8 @@ def run(config, workdir: str, step: int | None = None) -> int:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    sys.exit(run(_CONFIG.value, _WORKDIR.value, _STEP.value))
+    sys.exit(cli.run(run, _CONFIG.value, _WORKDIR.value, _STEP.value))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

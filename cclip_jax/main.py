@@ -9,7 +9,7 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
-from cclip_jax import console
+from cclip_jax import cli, console
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -30,8 +30,9 @@ def main(argv: list[str]) -> None:
         console.quiet_libraries()
     from cclip_jax import train  # after flag parsing: Grain workers need parsed absl flags
 
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, force_config_change=_FORCE.value)
+    cli.run(train.train_and_evaluate, _CONFIG.value, _WORKDIR.value,
+            force_config_change=_FORCE.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

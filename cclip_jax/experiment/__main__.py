@@ -13,6 +13,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from cclip_jax import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Experiment folder.")
@@ -29,15 +31,15 @@ def main(argv: list[str]) -> None:
     if _CONFIG.value.get("version", 1) == 2:
         from cclip_jax.experiment import experiment_v2  # after flag parsing (Grain workers)
 
-        results = experiment_v2.run(_CONFIG.value, _WORKDIR.value)
+        results = cli.run(experiment_v2.run, _CONFIG.value, _WORKDIR.value)
     else:
         from cclip_jax.experiment import runner
 
-        results = runner.run_experiment(_CONFIG.value, _WORKDIR.value)
+        results = cli.run(runner.run_experiment, _CONFIG.value, _WORKDIR.value)
     print("\n".join(results["summary"]))
     print(f"wrote {_WORKDIR.value}/results.json and {_WORKDIR.value}/report.html "
           f"({results['wall_s']:.0f} s)")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

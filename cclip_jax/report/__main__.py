@@ -11,6 +11,7 @@ import os
 
 from absl import app, flags
 
+from cclip_jax import cli
 from cclip_jax.metrics_writer import METRICS_FILE
 from cclip_jax.report import screenshot, write_experiment_report, write_report
 
@@ -36,13 +37,20 @@ def main(argv: list[str]) -> None:
         kind = "experiment" if experiment else "run"
     if kind == "experiment":
         with open(results_path) as f:
-            path = write_experiment_report(workdir, json.load(f))
+            results = json.load(f)
+        if "phases" in results:  # the v2 experiment (cclip_jax/experiment/experiment_v2.py)
+            from cclip_jax.experiment import experiment_v2
+
+            experiment_v2.write_outputs(results, workdir)
+            path = os.path.join(workdir, "report.html")
+        else:
+            path = write_experiment_report(workdir, results)
     else:
-        path = write_report(workdir, curated_dir=_CURATED.value)
+        path = cli.run(write_report, workdir, curated_dir=_CURATED.value)
     print(path)
     if _SCREENSHOT.value:
         print(screenshot(path, _SCREENSHOT.value))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)
