@@ -67,6 +67,7 @@ class MetricsWriter:
             truncate_jsonl(self.path, start_step)
             self._tb = SummaryWriter(run_folder.path(workdir, run_folder.TENSORBOARD))
         self._t0, self._s0 = time.perf_counter(), start_step
+        self._last: tuple[int, float] | None = None  # (step, time) of the previous line
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         """Appends `{"step": step, **metrics}` (floats at full precision) and logs it."""
@@ -80,13 +81,23 @@ class MetricsWriter:
             if key != "step" and math.isfinite(value):
                 self._tb.add_scalar(key, value, step)
         if self.console:
-            elapsed = time.perf_counter() - self._t0
-            rate = (step - self._s0) / elapsed if elapsed > 0 else float("nan")
-            eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
-            shown = " ".join(f"{k}={record[k]:.4g}" for k in ("loss", "loss_sig", "loss_cond",
-                                                               "lr") if k in record)
-            print(f"step {step}/{self.total_steps} {shown} {rate:.2f} steps/s "
-                  f"ETA {_fmt_time(eta)}", file=sys.stderr, flush=True)
+            print(self._progress(step, record, time.perf_counter()), file=sys.stderr,
+                  flush=True)
+
+    def _progress(self, step: int, record: Mapping[str, float], now: float) -> str:
+        """The console line. Its rate is over the last logging interval, and the first
+        interval (which holds the compilation) gets no rate: an average since the start would
+        carry the compile time for the whole run (0.54 steps/s for a run at 40)."""
+        shown = " ".join(f"{k}={record[k]:.4g}" for k in ("loss", "loss_sig", "loss_cond",
+                                                           "lr") if k in record)
+        head = f"step {step}/{self.total_steps} {shown}"
+        last, self._last = self._last, (step, now)
+        if last is None:
+            return (f"{head} (first {step - self._s0} steps with compilation: "
+                    f"{now - self._t0:.1f} s)")
+        rate = (step - last[0]) / (now - last[1]) if now > last[1] else float("nan")
+        eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
+        return f"{head} {rate:.2f} steps/s ETA {_fmt_time(eta)}"
 
     def flush(self) -> None:
         if self._tb is not None:

@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import sys
 from typing import Any
 
 import ml_collections
@@ -21,6 +22,11 @@ import ml_collections
 from cclip_jax.curation import local_runner, manifest, settings, shards
 from cclip_jax.synthetic import write_world
 from cclip_jax.synthetic.world import FORMAT_VERSION
+
+
+def _stage(line: str) -> None:
+    """A console line for a stage of building the demo data (minutes for a large world)."""
+    print(f"demo data: {line}", file=sys.stderr, flush=True)
 
 
 def _digest(obj: Any) -> str:
@@ -56,10 +62,14 @@ def ensure_demo_data(config: ml_collections.ConfigDict) -> str:
     # One writer at a time (parallel tests, several local processes); the others then reuse.
     with open(os.path.join(cache, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(os.path.join(world_dir, "world.json")):
+            _stage(f"building the synthetic world ({world_settings['num_train']} pairs, "
+                   f"{world_settings['preset']} captions) in {world_dir}")
         write_world(world_dir, num_train=world_settings["num_train"],
                     preset=world_settings["preset"], seed=world_settings["seed"],
                     image_size=world_settings["image_size"], num_eval=world_settings["num_eval"],
                     workers=1, csv=False, progress=False)
         if not os.path.exists(os.path.join(cur_dir, shards.MANIFEST)):
+            _stage(f"curating it into batches of {cur.batch_size} in {cur_dir}")
             local_runner.run(cur, os.path.join(world_dir, "train"), "webdataset", cur_dir)
     return cur_dir
