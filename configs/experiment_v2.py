@@ -81,7 +81,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "and reverted after 6 runs: siglip_curated fell further (DEV primary 0.247-0.248, "
         "attribute_replace 0.47-0.50, losses 14-28) and SigLIP did not change (0.599, 0.498 "
         "against 0.533, 0.540). Those runs are kept under superseded/screen_multi_positive; "
-        "the pre-registered objective is back, and the 7 screening runs made with it stand.",
+        "the pre-registered objective is back.",
+        "2026-12-02, before any confirmation run: curation v4 spreads the copies of a caption "
+        "beyond what one pool can cap over other pools (docs/results/experiment_v2/"
+        "curated_batches.md). Under v3, 246 of 1,562 natural batches were 64 copies of one "
+        "caption and siglip_curated scored below chance (DEV 0.26-0.27). Screening restarts "
+        "on v4 batches; its 7 runs on v3 batches are kept under superseded/screen_curator_v3. "
+        "Phase 0 (random batches of the same 100k examples, read from the v3 shards) is kept.",
     )
 
     c.calibrate = ml_collections.ConfigDict(dict(

@@ -397,3 +397,19 @@ def test_caption_identities_and_max_duplicates_setting():
         d["max_duplicates"] = bad  # a fresh ConfigDict: an override would refuse the type
         with pytest.raises(ValueError, match=r"config\.max_duplicates"):
             settings.validate(ml_collections.ConfigDict(d))
+
+
+def test_copies_beyond_a_pools_budget_are_spread_over_consecutive_pools():
+    """Every copy of a caption has the same concepts, so MinHash routes them to one pool; past
+    what that pool's batches can cap (`copy_budget`), each group of copies gets its own pool."""
+    assert neighbours.copy_budget(1024, 64, 2) == 32 and neighbours.copy_budget(1024, 64, 0) == 0
+    captions = ["a star"] * 10 + ["a red cube"] * 3
+    keys = np.arange(13, dtype=np.int64) * 0 + 7  # one MinHash key for all
+    out = neighbours.spread_copies(keys, captions, budget=4, seed=0)
+    assert (out[:4] == 7).all() and (out[10:] == 7).all()  # within the budget: unchanged
+    groups = out[4:10]  # copies 4-7 are group 1, copies 8-9 group 2
+    assert len(set(groups[:4].tolist())) == 1 and len(set(groups[4:].tolist())) == 1
+    assert groups[4] == groups[0] + 1  # consecutive keys: consecutive pools
+    pools = 5
+    assert len({int(neighbours.pool_of(k, pools)) for k in (groups[0], groups[4])}) == 2
+    np.testing.assert_array_equal(neighbours.spread_copies(keys, captions, 0, 0), keys)

@@ -19,6 +19,7 @@ from cclip_jax.curation import (
     adapters,
     beam_runner,
     local_runner,
+    neighbours,
     read_batches,
     settings,
     shards,
@@ -377,3 +378,26 @@ def test_tfds_adapter(tfds_dir, tmp_path):
     c.batch_size = 4
     m = local_runner.run(c, path, "tfds", str(tmp_path))
     assert m["num_batches"] == 5 and m["counts"]["skipped"] == {"caption_empty": 1}
+
+
+def test_beam_equals_local_when_copies_are_spread(tmp_path):
+    """A caption with far more copies than one pool can cap (`neighbours.copy_budget`) is
+    spread over pools (`neighbours.spread_key`): both runners must still write the same
+    bytes."""
+    caps = scene_captions(40) + ["a red square"] * 40  # as natural captions' "a star"
+    with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+        for j, cap in enumerate(caps):
+            _add(tar, f"{j:06d}.png", png((j * 3 % 256, 0, 0)))
+            _add(tar, f"{j:06d}.txt", cap.encode())
+    c = load_config("small")
+    c.pool_size = 24
+    budget = neighbours.copy_budget(c.pool_size, c.batch_size, c.max_duplicates)
+    assert 40 > 2 * budget  # the spreading is exercised
+    local = local_runner.run(c, str(tmp_path), "webdataset", str(tmp_path / "local"))
+    beam = beam_runner.run(c, str(tmp_path), "webdataset", str(tmp_path / "beam"))
+    for m in (local, beam):
+        m.pop("_timings"), m.pop("runner")
+    assert json.dumps(local, sort_keys=True) == json.dumps(beam, sort_keys=True)
+    for name in [s["file"] for s in local["shards"]]:
+        with open(tmp_path / "local" / name, "rb") as a, open(tmp_path / "beam" / name, "rb") as b:
+            assert a.read() == b.read(), name

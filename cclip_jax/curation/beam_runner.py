@@ -108,6 +108,13 @@ class _AttachConcepts(beam.DoFn):
         yield Record(ex.ordinal, ex.key, ex.caption, ex.image, toks, cons, route)
 
 
+def _spread_copies(kv: tuple[str, list[Record]], budget: int, seed: int) -> Iterator[Record]:
+    """The copies of one caption, in input order, with `neighbours.spread_key`'s routes."""
+    caption, copies = kv
+    for j, r in enumerate(sorted(copies, key=lambda r: r.ordinal)):
+        yield r._replace(route=neighbours.spread_key(r.route, caption, j, budget, seed))
+
+
 def _pool_key(rec: Record, n: int, pool_size: int) -> tuple[int, Record]:
     return int(neighbours.pool_of(rec.route, neighbours.num_pools(n, pool_size))), rec
 
@@ -226,6 +233,10 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
          | "RandomSharing" >> beam.Map(_random_sharing, bsz)
          | "SaveRandom" >> beam.Map(_save, f"{side}/random.json"))
 
+        budget = neighbours.copy_budget(config.pool_size, bsz, config.max_duplicates)
+        records = (records | "ByCaption" >> beam.Map(lambda r: (text_lib.normalize(r.caption), r))
+                   | "GroupCopies" >> beam.GroupByKey()
+                   | "SpreadCopies" >> beam.FlatMap(_spread_copies, budget, seed))
         pools = (records | "Route" >> beam.Map(_pool_key, beam.pvalue.AsSingleton(n),
                                                config.pool_size)
                  | "GroupPools" >> beam.GroupByKey()

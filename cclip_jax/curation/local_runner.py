@@ -114,6 +114,10 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
                                      max_df_frac=config.max_df_frac)
     concept_rows = Corpus(cons.strings, cons.ids, cons.offsets)
     route = neighbours.route_keys(cons.strings, concept_rows, captions, config.seed)
+    route = neighbours.spread_copies(
+        route, [text_lib.normalize(c) for c in captions],
+        neighbours.copy_budget(config.pool_size, config.batch_size, config.max_duplicates),
+        config.seed)
     timings["concepts"] = time.perf_counter() - t
 
     t = time.perf_counter()

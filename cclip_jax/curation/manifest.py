@@ -13,9 +13,10 @@ import ml_collections
 from cclip_jax.curation import adapters, shards, tokenizer
 
 # Bumped when the curator writes different batches, concepts or tokenizer for the same
-# settings (2: `▁<M>` is one piece; 3: the manifest's batches carry `triple_sums`), so caches
-# keyed on the settings are not reused stale.
-CURATOR_VERSION = 3
+# settings (2: `▁<M>` is one piece; 3: the manifest's batches carry `triple_sums`; 4: copies
+# of a caption beyond what one pool can cap are spread over other pools, `neighbours.
+# spread_key`), so caches keyed on the settings are not reused stale.
+CURATOR_VERSION = 4
 
 
 def _sha256(path: str) -> str:

@@ -70,6 +70,41 @@ def route_keys(concept_strings: list[str], rows: Corpus, captions: list[str], se
     return keys
 
 
+def copy_budget(pool_size: int, batch_size: int, max_duplicates: int) -> int:
+    """How many copies of one caption a pool can take with every batch within the duplicate
+    cap: (batches per pool) x `max_duplicates` (0 = no cap: no spreading)."""
+    return max(1, pool_size // batch_size) * max_duplicates if max_duplicates else 0
+
+
+def spread_key(key: int, caption: str, copy: int, budget: int, seed: int) -> int:
+    """The routing key of the `copy`-th copy (0-based, in input order) of a normalised caption.
+
+    Every copy of a caption has the same concepts, so MinHash sends them all to one pool, and a
+    caption far more frequent than one pool's batches can cap fills them with copies (a natural
+    world has 3,294 copies of "a star" in 100k pairs). So the first `budget` copies keep `key`
+    and group g >= 1 of `budget` further copies gets the key h + g, h a hash of the caption:
+    consecutive keys are consecutive pools (`pool_of`), so no two groups of one caption share
+    a pool until there are more groups than pools.
+    """
+    if not budget or copy < budget:
+        return key
+    return (stable_hash("\x01" + caption, seed) + copy // budget) & _MASK64
+
+
+def spread_copies(keys: np.ndarray, captions: list[str], budget: int, seed: int) -> np.ndarray:
+    """`spread_key` for every caption (int64 [N]); `captions` normalised, in input order."""
+    out = keys.copy()
+    if not budget:
+        return out
+    seen: dict[str, int] = {}
+    for i, caption in enumerate(captions):
+        copy = seen.get(caption, 0)
+        seen[caption] = copy + 1
+        if copy >= budget:
+            out[i] = spread_key(int(keys[i]), caption, copy, budget, seed)
+    return out
+
+
 def num_pools(num_captions: int, pool_size: int) -> int:
     """How many pools N captions are routed into (at least one)."""
     return max(1, -(-num_captions // pool_size))
