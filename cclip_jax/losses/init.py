@@ -24,7 +24,12 @@ def logit(p: float) -> float:
 
 
 def sigmoid_bias_init(batch_size: int) -> float:
-    """`logit(1 / B) = -log(B - 1)`: the plain term's positive rate (one caption in B)."""
+    """`logit(1 / B) = -log(B - 1)`: the plain term's positive rate (one caption in B).
+
+    Example:
+      >>> round(sigmoid_bias_init(64), 4)
+      -4.1431
+    """
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2, got {batch_size}")
     return logit(1.0 / batch_size)
@@ -35,6 +40,13 @@ def triple_sums(labels: np.ndarray) -> dict[str, int]:
 
     Sums over many batches are what `conditional_bias_init` needs: the counted triples of a
     batch are `Σ_k β·P_k² + (1 - β)·P_k + 2·P_k·N_k + 2·uw·P_k·U_k`.
+
+    Example:
+      >>> sums = triple_sums(np.array([[1, -1], [1, 0], [-1, 1]]))
+      >>> sums
+      {'pp': 5, 'p': 3, 'pn': 3, 'pu': 1}
+      >>> round(conditional_bias_init(sums, unknown_weight=0.5), 4)  # log(5 / (2·3 + 2·0.5·1))
+      -0.3365
     """
     labels = np.asarray(labels)
     p, n, u = ((labels == v).sum(axis=0).astype(np.int64) for v in (1, -1, 0))

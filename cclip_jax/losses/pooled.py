@@ -64,6 +64,12 @@ def pooled_conditional_sigmoid_loss(
     Returns:
       The scalar loss. With every `x_{i|k} = x_i` it is `conditional_sigmoid_loss` with gate
       "ones" (`z_ijk = scale·cos(x_i, t_j) + bias`).
+
+    Example:
+      >>> x, t = jnp.ones((4, 3, 8)), jnp.ones((4, 8))
+      >>> labels = jnp.zeros((4, 3), jnp.int8).at[0, 1].set(1)
+      >>> pooled_conditional_sigmoid_loss(x, t, labels, scale=10.0, bias=-10.0).shape
+      ()
     """
     if image_cond_emb.ndim != 3 or text_emb.ndim != 2:
         raise ValueError(f"image_cond_emb must be [B, K, D] and text_emb [B, D], got "

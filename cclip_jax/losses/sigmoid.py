@@ -103,6 +103,10 @@ def pair_ids_from_tokens(tokens: jax.Array) -> jax.Array:
     Returns:
       int32 `[B]`: for row `j`, the smallest `i` with `tokens[i] == tokens[j]` (all of `L`).
       One stable sort of the rows (`O(B log B · L)`), no `[B, B]` comparison.
+
+    Example:
+      >>> pair_ids_from_tokens(jnp.array([[5, 2], [7, 1], [5, 2]])).tolist()
+      [0, 1, 0]
     """
     b, length = tokens.shape
     index = jnp.arange(b, dtype=jnp.int32)
