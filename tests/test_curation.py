@@ -33,7 +33,20 @@ SUGARCREPE = os.environ.get(
 
 
 def _corpus(captions):
-    return concepts.encode([text.tokenize(text.normalize(c)) for c in captions])
+    return concepts.encode([text.words(c) for c in captions])
+
+
+def _reference_ngrams(tokens, max_n):
+    """The candidate rule written plainly, window by window: the reference that the vectorised
+    `concepts.extract_concepts` is checked against."""
+    out = set()
+    for n in range(1, max_n + 1):
+        for p in range(len(tokens) - n + 1):
+            window = tokens[p : p + n]
+            edge = window[0] in text.EDGE_WORDS or window[-1] in text.EDGE_WORDS
+            if not edge and any(t not in text.STOP_WORDS for t in window):
+                out.add(" ".join(window))
+    return out
 
 
 def _sugarcrepe(n):
@@ -89,8 +102,8 @@ def test_vectorised_concepts_equal_per_caption_rule(max_n):
     caps = _sugarcrepe(3000)
     corpus = _corpus(caps)
     got = concepts.extract_concepts(corpus, max_n=max_n, min_df=2, max_df_frac=0.05)
-    toks = [text.tokenize(text.normalize(c)) for c in caps]
-    per = [concepts.caption_ngrams(t, max_n) for t in toks]
+    toks = [text.words(c) for c in caps]
+    per = [_reference_ngrams(t, max_n) for t in toks]
     df = Counter(g for s in per for g in s)
     hi = concepts.max_df(len(caps), 2, 0.05)
     kept = sorted(g for g, n in df.items() if 2 <= n <= hi)
@@ -98,6 +111,19 @@ def test_vectorised_concepts_equal_per_caption_rule(max_n):
     assert got.df.tolist() == [df[g] for g in kept]
     for i in range(0, len(caps), 97):
         assert [got.strings[j] for j in got.row(i)] == sorted(set(kept) & per[i])
+    # The Beam runner's path: every candidate of each caption, whatever the bundle.
+    assert concepts.caption_ngrams(toks[:500], max_n) == [sorted(p) for p in per[:500]]
+    assert concepts.caption_ngrams(toks[7:8], max_n) == [sorted(per[7])]
+
+
+def test_caption_ngrams_of_captions_without_candidates_and_band():
+    assert concepts.caption_ngrams([[], ["of", "the"], ["a", "red", "cat"]], 3) == [
+        [], [], ["cat", "red", "red cat"]]
+    assert concepts.caption_ngrams([], 3) == []
+    assert concepts.in_band(2, 10, 2, 0.3) and not concepts.in_band(4, 10, 2, 0.3)
+    assert concepts.in_band(np.array([1, 2, 3, 4]), 10, 2, 0.3).tolist() == [
+        False, True, True, False]
+    assert concepts.in_band(2, 1, 2, 0.3)  # the upper bound is never below min_df
 
 
 def test_subset_equals_encode_of_rows():
@@ -232,18 +258,26 @@ def test_present_cap_keeps_leftmost():
 
 
 def test_routing_puts_shared_concepts_together_and_is_stable():
-    key = neighbours.route_key(["red square", "blue"], "x", seed=0)
-    assert key == neighbours.route_key(["blue", "red square"], "y", seed=0)
-    assert key != neighbours.route_key(["blue", "red square"], "y", seed=1)
+    def key(concept_lists, captions, seed):
+        rows = concepts.encode(concept_lists)
+        return neighbours.route_keys(rows.vocab, rows, captions, seed).tolist()
+
+    h = {c: neighbours.stable_hash(c, 0) for c in ("red square", "blue")}
+    # The least concept hash, whatever the order of concepts and the caption's text.
+    assert key([["red square", "blue"], ["blue", "red square"]], ["x", "y"], 0) == [
+        min(h.values())] * 2
+    assert key([["blue", "red square"]], ["y"], 1) != [min(h.values())]
     rows = concepts.Corpus(
         ["a", "b", "c"], np.array([0, 1, 1, 2], np.int32), np.array([0, 2, 3, 4, 4])
     )
     keys = neighbours.route_keys(["a", "b", "c"], rows, ["p", "q", "r", "empty"], 0)
-    assert keys[0] == neighbours.route_key(["a", "b"], "p", 0)
-    assert keys[3] == neighbours.route_key([], "empty", 0)
-    chunks = neighbours.split_pool(np.array([5, 1, 5, 1, 9, 9, 9, 1]), pool_size=3)
-    assert sorted(np.concatenate(chunks).tolist()) == list(range(8))
-    assert len(chunks) == 3
+    assert keys.tolist()[:3] == key([["a", "b"], ["b"], ["c"]], ["p", "q", "r"], 0)
+    # A caption without concepts goes by a hash of its (normalised) text.
+    assert keys[3] == key([[]], ["empty"], 0)[0] == neighbours.stable_hash("\x00empty", 0)
+    chunks = neighbours.split_pool(4, np.array([5, 1, 5, 1, 9, 9, 9, 1]), pool_size=3)
+    assert [c for c, _ in chunks] == [(4, 0), (4, 1), (4, 2)]
+    assert sorted(np.concatenate([r for _, r in chunks]).tolist()) == list(range(8))
+    assert neighbours.split_pool(4, np.arange(6), pool_size=3)[0][0] == (4, 0)
 
 
 def test_pool_index_scores_equal_bm25s_retrieve():
@@ -263,9 +297,9 @@ def test_pool_index_scores_equal_bm25s_retrieve():
 
 
 def _pool(captions):
-    toks = [text.tokenize(text.normalize(c)) for c in captions]
+    toks = [text.words(c) for c in captions]
     return batches.PoolData.from_strings(
-        np.arange(len(captions)), toks, [sorted(concepts.caption_ngrams(t, 2)) for t in toks])
+        np.arange(len(captions)), toks, concepts.caption_ngrams(toks, 2))
 
 
 def _copies(members, captions):
@@ -413,3 +447,8 @@ def test_copies_beyond_a_pools_budget_are_spread_over_consecutive_pools():
     pools = 5
     assert len({int(neighbours.pool_of(k, pools)) for k in (groups[0], groups[4])}) == 2
     np.testing.assert_array_equal(neighbours.spread_copies(keys, captions, 0, 0), keys)
+    # The per-copy rule that the Beam runner applies to each caption's group of copies.
+    assert out.tolist() == [neighbours.spread_key(7, c, j if i < 10 else i - 10, 4, 0)
+                            for i, (j, c) in enumerate(zip(range(13), captions, strict=True))]
+    empty = neighbours.spread_copies(np.zeros(0, np.int64), [], 4, 0)
+    assert empty.dtype == np.int64 and empty.shape == (0,)

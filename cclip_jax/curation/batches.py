@@ -272,12 +272,19 @@ def random_order_key(ordinal: tuple[int, int], seed: int) -> int:
     return neighbours.stable_hash(f"{ordinal[0]}:{ordinal[1]}", seed + 1)
 
 
+def random_sample_size(batch_size: int) -> int:
+    """How many captions form the random baseline batches (64 batches of B): those with the
+    smallest `random_order_key`, in both runners."""
+    return 64 * batch_size
+
+
 def random_sharing(concept_rows: list[np.ndarray], batch_size: int) -> float:
     """Mean sharing of random batches: the baseline the curated batches are compared with.
 
     Args:
-      concept_rows: concept id arrays of the captions with the smallest `random_order_key`,
-        in that order (consecutive chunks of `batch_size` are the random batches).
+      concept_rows: concept id arrays of the (at most `random_sample_size(batch_size)`) captions
+        with the smallest `random_order_key`, in that order (consecutive chunks of
+        `batch_size` are the random batches).
       batch_size: B.
 
     Returns:

@@ -1,10 +1,13 @@
 """The Beam runner: the same curation as an Apache Beam pipeline (DirectRunner to clusters).
 
-Stages map one to one onto the local runner and call the same engine-free functions:
+Stages map one to one onto the local runner and call the same engine-free functions (`runs`
+for the start and the end; per bundle of captions the corpus-wide `concepts.caption_ngrams` and
+`neighbours.route_keys`; per caption `neighbours.spread_key`; per pool `batches.assemble_pool`):
 
   units --FlatMap(read)--> examples (+ tagged skips and damaged units: one BadInputLog)
-  --tokenise, n-grams--> Count.PerElement
+  --tokenise, n-grams (per bundle)--> Count.PerElement
   --band filter--> kept concepts (side input) --> per caption: concepts, MinHash route
+  --GroupByKey(caption)--> copies beyond a pool's budget spread over other pools
   --GroupByKey(pool)--> assemble_pool (BM25, greedy batches, masked captions, labels)
   leftovers --GroupByKey--> one leftover pool --> batches with their global order (side input)
   --GroupByKey(shard)--> ArrayRecord shard files + per-shard stats
@@ -18,7 +21,6 @@ the driver mount (e.g. a GCS FUSE / NFS / HDFS mount); see docs/curation.md.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shlex
 import shutil
@@ -36,16 +38,17 @@ from cclip_jax.curation import (
     bad_input,
     batches,
     concepts,
-    kinds,
-    manifest,
     neighbours,
-    settings,
+    runs,
     shards,
     stats,
 )
 from cclip_jax.curation import text as text_lib
 
 _SIDE = "_beam_side"  # per-run side outputs (stats) the driver folds into the manifest
+# Captions per call of the corpus-wide n-gram and routing functions: numpy's per-call overhead
+# (~0.4 ms a call, measured on one caption) would otherwise dominate a caption's own work.
+_BUNDLE = 1024
 
 
 class Record(NamedTuple):
@@ -89,23 +92,26 @@ class _BadInputFn(beam.CombineFn):
         return log.raw()
 
 
-def _tokenise(ex: adapters.Example) -> tuple[adapters.Example, list[str]]:
-    return ex, text_lib.tokenize(text_lib.normalize(ex.caption))
+def _words(examples: list[adapters.Example], max_n: int
+           ) -> Iterator[tuple[adapters.Example, list[str], list[str]]]:
+    """Each example of a bundle with its tokens and candidate n-grams (one vectorised call)."""
+    tokens = [text_lib.words(ex.caption) for ex in examples]
+    yield from zip(examples, tokens, concepts.caption_ngrams(tokens, max_n), strict=True)
 
 
 def _in_band(kv: tuple[str, int], n: int, min_df: int, max_df_frac: float) -> bool:
-    return min_df <= kv[1] <= concepts.max_df(n, min_df, max_df_frac)
+    return concepts.in_band(kv[1], n, min_df, max_df_frac)
 
 
-class _AttachConcepts(beam.DoFn):
-    def __init__(self, max_n: int, seed: int):
-        self._max_n, self._seed = max_n, seed
-
-    def process(self, item, kept):
-        ex, toks = item
-        cons = sorted(c for c in concepts.caption_ngrams(toks, self._max_n) if c in kept)
-        route = neighbours.route_key(cons, text_lib.normalize(ex.caption), self._seed)
-        yield Record(ex.ordinal, ex.key, ex.caption, ex.image, toks, cons, route)
+def _attach(items: list[tuple[adapters.Example, list[str], list[str]]], kept: dict[str, int],
+            seed: int) -> Iterator[Record]:
+    """Records of a bundle: each caption's concepts (its n-grams in the band) and route key."""
+    cons = [[g for g in ngrams if g in kept] for _, _, ngrams in items]
+    rows = concepts.encode(cons)
+    route = neighbours.route_keys(rows.vocab, rows, [text_lib.normalize(ex.caption)
+                                                     for ex, _, _ in items], seed)
+    for (ex, toks, _), c, key in zip(items, cons, route.tolist(), strict=True):
+        yield Record(ex.ordinal, ex.key, ex.caption, ex.image, toks, c, key)
 
 
 def _spread_copies(kv: tuple[str, list[Record]], budget: int, seed: int) -> Iterator[Record]:
@@ -136,8 +142,8 @@ def _assemble_pool(kv: tuple[int, list[Record]], pool_size: int,
     pool, records = kv
     records = sorted(records, key=lambda r: r.ordinal)
     route = np.array([r.route for r in records], dtype=np.int64)
-    for c, chunk in enumerate(neighbours.split_pool(route, pool_size)):
-        yield from _assemble([records[i] for i in chunk.tolist()], (pool, c), opts)
+    for chunk, rows in neighbours.split_pool(pool, route, pool_size):
+        yield from _assemble([records[i] for i in rows.tolist()], chunk, opts)
 
 
 def _assemble_leftovers(kv: tuple[int, list[Record]], opts: batches.AssemblyOptions
@@ -189,14 +195,8 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     Returns:
       The manifest (also written to `out_dir/manifest.json`, last).
     """
-    settings.validate(config)
     t0 = time.perf_counter()
-    opts = adapters.ReadOptions.from_config(config)
-    aopts = batches.AssemblyOptions.from_config(config)
-    units = adapters.list_units(input_path, input_format, opts)
-    stale = shards.clear_previous(out_dir)
-    if stale:
-        logging.info("removed %d file(s) of an earlier curation from %s", len(stale), out_dir)
+    job = runs.start(config, input_path, input_format, out_dir)
     side = os.path.join(out_dir, _SIDE)
     # Side outputs of a run that died before `_finish` must not be folded into this one.
     shutil.rmtree(side, ignore_errors=True)
@@ -206,21 +206,22 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     bsz = config.batch_size
 
     with beam.Pipeline(options=PipelineOptions(args)) as p:
-        read = (p | "Units" >> beam.Create(list(enumerate(units)))
-                | "Read" >> beam.FlatMap(_read, input_format, opts).with_outputs("bad",
-                                                                                main="ex"))
+        read = (p | "Units" >> beam.Create(list(enumerate(job.units)))
+                | "Read" >> beam.FlatMap(_read, input_format, job.read).with_outputs(
+                    "bad", main="ex"))
         (read.bad | "BadInput" >> beam.CombineGlobally(_BadInputFn())
          | "SaveBadInput" >> beam.Map(_save, f"{side}/bad_input.json"))
-        toks = read.ex | "Tokenise" >> beam.Map(_tokenise)
+        words = (read.ex | "BundleExamples" >> beam.BatchElements(max_batch_size=_BUNDLE)
+                 | "Words" >> beam.FlatMap(_words, config.max_ngram))
         n = read.ex | "N" >> beam.combiners.Count.Globally()
         n | "SaveN" >> beam.Map(_save, f"{side}/accepted.json")
-        max_n, seed = config.max_ngram, config.seed
-        kept = (toks | "Ngrams" >> beam.FlatMap(lambda et: concepts.caption_ngrams(et[1], max_n))
+        seed = config.seed
+        kept = (words | "Ngrams" >> beam.FlatMap(lambda w: w[2])
                 | "DF" >> beam.combiners.Count.PerElement()
                 | "Band" >> beam.Filter(_in_band, beam.pvalue.AsSingleton(n), config.min_df,
                                         config.max_df_frac))
-        records = toks | "Concepts" >> beam.ParDo(
-            _AttachConcepts(config.max_ngram, config.seed), beam.pvalue.AsDict(kept))
+        records = (words | "BundleWords" >> beam.BatchElements(max_batch_size=_BUNDLE)
+                   | "Concepts" >> beam.FlatMap(_attach, beam.pvalue.AsDict(kept), seed))
 
         (kept | "ConceptList" >> beam.combiners.ToList()
          | "SaveConcepts" >> beam.Map(lambda kv: _save(sorted(kv), f"{side}/concepts.json")))
@@ -229,22 +230,22 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
          | "SavePairs" >> beam.Map(_save, f"{side}/pairs.json"))
         (records | "RandomKey" >> beam.Map(lambda r: (
             batches.random_order_key(r.ordinal, seed), r.ordinal, r.concepts))
-         | "RandomSample" >> beam.combiners.Top.Smallest(64 * bsz, key=lambda r: (r[0], r[1]))
+         | "RandomSample" >> beam.combiners.Top.Smallest(batches.random_sample_size(bsz),
+                                                         key=lambda r: (r[0], r[1]))
          | "RandomSharing" >> beam.Map(_random_sharing, bsz)
          | "SaveRandom" >> beam.Map(_save, f"{side}/random.json"))
 
-        budget = neighbours.copy_budget(config.pool_size, bsz, config.max_duplicates)
         records = (records | "ByCaption" >> beam.Map(lambda r: (text_lib.normalize(r.caption), r))
                    | "GroupCopies" >> beam.GroupByKey()
-                   | "SpreadCopies" >> beam.FlatMap(_spread_copies, budget, seed))
+                   | "SpreadCopies" >> beam.FlatMap(_spread_copies, job.copy_budget, seed))
         pools = (records | "Route" >> beam.Map(_pool_key, beam.pvalue.AsSingleton(n),
                                                config.pool_size)
                  | "GroupPools" >> beam.GroupByKey()
                  | "Assemble" >> beam.FlatMap(_assemble_pool, config.pool_size,
-                                              aopts).with_outputs("left", main="batch"))
+                                              job.assembly).with_outputs("left", main="batch"))
         left = (pools.left | "LeftKey" >> beam.Map(lambda r: (0, r))
                 | "GroupLeft" >> beam.GroupByKey()
-                | "AssembleLeft" >> beam.FlatMap(_assemble_leftovers, aopts).with_outputs(
+                | "AssembleLeft" >> beam.FlatMap(_assemble_leftovers, job.assembly).with_outputs(
                     "dropped", main="batch"))
         (left.dropped | "CountDropped" >> beam.CombineGlobally(sum)
          | "SaveDropped" >> beam.Map(_save, f"{side}/dropped.json"))
@@ -262,7 +263,7 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
              [[s, d, a.raw()] for s, d, a in sorted(xs, key=lambda x: x[0])],
              f"{side}/shards.json")))
 
-    return _finish(config, input_path, input_format, out_dir, units, side, t0)
+    return _finish(job, side, t0)
 
 
 def _load(side: str, name: str, default: Any) -> Any:
@@ -273,33 +274,24 @@ def _load(side: str, name: str, default: Any) -> Any:
         return json.load(f)
 
 
-def _finish(config: ml_collections.ConfigDict, input_path: str, input_format: str, out_dir: str,
-            units: list[Any], side: str, t0: float) -> dict[str, Any]:
+def _finish(job: runs.Run, side: str, t0: float) -> dict[str, Any]:
     """Driver side, after the pipeline: folds the side outputs into tokenizer + manifest."""
     bad = bad_input.BadInputLog.from_raw(_load(side, "bad_input.json",
                                                bad_input.BadInputLog().raw()))
-    bad_report = bad.report(units)
-    bad_input.log_report(bad_report)
+    accepted = _load(side, "accepted.json", 0)
+    bad_report = runs.check_input(job, bad, accepted)
     kept = _load(side, "concepts.json", [])
     shard_rows = _load(side, "shards.json", [])
     acc = stats.BatchStats()
     for _, _, raw in shard_rows:
         acc = acc.merge(stats.BatchStats.from_raw(raw))
-    accepted = _load(side, "accepted.json", 0)
-    if accepted == 0:
-        raise adapters.InputError(
-            f"no usable example in {input_path}; {bad_input.summary(bad_report)}")
-    strings = [k for k, _ in kept]
-    counts = manifest.make_counts(accepted, bad.skipped(), _load(side, "dropped.json", 0),
-                                  acc.examples, kinds.count_kinds(strings))
-    df = np.array([v for _, v in kept], dtype=np.int64)
-    result = manifest.finish(
-        out_dir, config, runner="beam", input_path=input_path, input_format=input_format,
-        units=units, shard_list=[d for _, d, _ in shard_rows], counts=counts,
-        batch_stats=acc.to_dict(),
-        concept_stats=stats.concept_summary(strings, df, accepted,
-                                            _load(side, "pairs.json", 0)),
-        random_sharing=_load(side, "random.json", 0.0), bad_input=bad_report)
+    result = runs.finish(
+        job, "beam", bad=bad, bad_report=bad_report, accepted=accepted,
+        dropped=_load(side, "dropped.json", 0), batch_stats=acc,
+        concept_strings=[k for k, _ in kept],
+        concept_df=np.array([v for _, v in kept], dtype=np.int64),
+        concept_pairs=_load(side, "pairs.json", 0), shard_list=[d for _, d, _ in shard_rows],
+        random_sharing=_load(side, "random.json", 0.0))
     for name in os.listdir(side):
         os.remove(os.path.join(side, name))
     os.rmdir(side)

@@ -7,9 +7,11 @@ A concept is an n-gram (1..`max_n` words) of a normalised caption that
   * occurs in at least `min_df` captions (rarer ones are never shared by two captions) and in at
     most `max(min_df, max_df_frac * N)` captions (commoner ones are uninformative).
 
-Two implementations of the same rule: `caption_ngrams` (per caption, strings; used by the Beam
-runner) and `extract_concepts` (whole corpus at once, numpy over token ids; the local runner's
-fast path). `tests/test_curation_concepts.py` checks that they agree.
+The rule is written once, in `extract_concepts` (a whole corpus at once, numpy over token ids):
+the local runner calls it on the corpus; the Beam runner calls `caption_ngrams` (the same
+function with a band that keeps every candidate) on bundles of captions, counts document
+frequencies across workers and keeps them by `in_band`, the band `extract_concepts` applies.
+`tests/test_curation.py` checks the rule against a plain per-window reference.
 """
 
 from __future__ import annotations
@@ -128,30 +130,25 @@ def max_df(num_captions: int, min_df: int, max_df_frac: float) -> int:
     return max(min_df, int(max_df_frac * num_captions))
 
 
-def is_candidate(window: Sequence[str]) -> bool:
-    """The stop-word rules for one n-gram (see the module docstring)."""
-    if window[0] in text.EDGE_WORDS or window[-1] in text.EDGE_WORDS:
-        return False
-    return any(t not in text.STOP_WORDS for t in window)
+def in_band(df: int | np.ndarray, num_captions: int, min_df: int, max_df_frac: float
+            ) -> bool | np.ndarray:
+    """Whether document frequencies (an int, or int [C]) lie in the kept band."""
+    return (df >= min_df) & (df <= max_df(num_captions, min_df, max_df_frac))
 
 
-def caption_ngrams(tokens: Sequence[str], max_n: int) -> set[str]:
-    """The candidate n-grams of one caption (before the document-frequency band).
+def caption_ngrams(token_lists: Sequence[Sequence[str]], max_n: int) -> list[list[str]]:
+    """Each caption's candidate n-grams (stop-word rules applied, before the band).
 
     Args:
-      tokens: the caption's tokens.
+      token_lists: N captions' tokens.
       max_n: longest n-gram, in words.
 
     Returns:
-      The distinct candidate n-grams, words joined by single spaces.
+      N lists: each caption's distinct candidate n-grams, sorted, words joined by single spaces.
     """
-    out = set()
-    for n in range(1, max_n + 1):
-        for p in range(len(tokens) - n + 1):
-            window = tokens[p : p + n]
-            if is_candidate(window):
-                out.add(" ".join(window))
-    return out
+    # min_df 1 and max_df_frac 1 make the band [1, N], which keeps every candidate.
+    con = extract_concepts(encode(token_lists), max_n=max_n, min_df=1, max_df_frac=1.0)
+    return [[con.strings[j] for j in con.row(i).tolist()] for i in range(len(token_lists))]
 
 
 def extract_concepts(corpus: Corpus, *, max_n: int, min_df: int, max_df_frac: float) -> Concepts:
@@ -213,8 +210,7 @@ def extract_concepts(corpus: Corpus, *, max_n: int, min_df: int, max_df_frac: fl
     pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])] if len(pairs) else pairs
     doc, gid = pairs // max(offset, 1), pairs % max(offset, 1)
     df = np.bincount(gid, minlength=offset)
-    hi = max_df(n_docs, min_df, max_df_frac)
-    kept = np.flatnonzero((df >= min_df) & (df <= hi))
+    kept = np.flatnonzero(in_band(df, n_docs, min_df, max_df_frac))
 
     starts = np.concatenate(first_pos)[kept] if first_pos else kept
     ns = np.concatenate(first_n)[kept] if first_n else kept

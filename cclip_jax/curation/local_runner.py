@@ -22,10 +22,8 @@ from cclip_jax.curation import (
     bad_input,
     batches,
     concepts,
-    kinds,
-    manifest,
     neighbours,
-    settings,
+    runs,
     shards,
     stats,
 )
@@ -40,8 +38,7 @@ R = TypeVar("R")
 
 
 def _tokenise(span: tuple[int, int]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    captions = _SHARED["captions"][span[0] : span[1]]
-    return concepts.encode_chunk([text_lib.tokenize(text_lib.normalize(c)) for c in captions])
+    return concepts.encode_chunk([text_lib.words(c) for c in _SHARED["captions"][slice(*span)]])
 
 
 def _assemble(task: tuple[tuple[int, int], np.ndarray]) -> tuple[list[batches.Batch], np.ndarray]:
@@ -59,8 +56,8 @@ def plan_pools(route: np.ndarray, pool_size: int) -> list[tuple[tuple[int, int],
     tasks = []
     for p in range(pools):
         members = order[bounds[p] : bounds[p + 1]]
-        for c, chunk in enumerate(neighbours.split_pool(route[members], pool_size)):
-            tasks.append(((p, c), members[chunk]))
+        tasks += [(chunk, members[rows])
+                  for chunk, rows in neighbours.split_pool(p, route[members], pool_size)]
     return tasks
 
 
@@ -71,13 +68,7 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     Raises:
       adapters.InputError: wrong path, unknown format, or no usable example at all.
     """
-    settings.validate(config)
-    opts = adapters.ReadOptions.from_config(config)
-    aopts = batches.AssemblyOptions.from_config(config)
-    units = adapters.list_units(input_path, input_format, opts)
-    stale = shards.clear_previous(out_dir)
-    if stale:
-        logging.info("removed %d file(s) of an earlier curation from %s", len(stale), out_dir)
+    job = runs.start(config, input_path, input_format, out_dir)
     quiet = not config.progress
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -87,8 +78,8 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     images: list[bytes] = []
     ordinals: list[tuple[int, int]] = []
     bad = bad_input.BadInputLog()
-    for ui, unit in enumerate(tqdm(units, desc="read", disable=quiet)):
-        for item in adapters.read_unit(ui, unit, input_format, opts):
+    for ui, unit in enumerate(tqdm(job.units, desc="read", disable=quiet)):
+        for item in adapters.read_unit(ui, unit, input_format, job.read):
             if not isinstance(item, adapters.Example):
                 bad.add(item)
                 continue
@@ -96,11 +87,7 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
             captions.append(item.caption)
             images.append(item.image)
             ordinals.append(item.ordinal)
-    bad_report = bad.report(units)
-    bad_input.log_report(bad_report)  # now, not at the end: the damage is known after reading
-    if not captions:
-        raise adapters.InputError(
-            f"no usable example in {input_path}; {bad_input.summary(bad_report)}")
+    bad_report = runs.check_input(job, bad, len(captions))  # now: the damage is known
     timings["read"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -113,16 +100,15 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     cons = concepts.extract_concepts(words, max_n=config.max_ngram, min_df=config.min_df,
                                      max_df_frac=config.max_df_frac)
     concept_rows = Corpus(cons.strings, cons.ids, cons.offsets)
-    route = neighbours.route_keys(cons.strings, concept_rows, captions, config.seed)
-    route = neighbours.spread_copies(
-        route, [text_lib.normalize(c) for c in captions],
-        neighbours.copy_budget(config.pool_size, config.batch_size, config.max_duplicates),
-        config.seed)
+    normalised = [text_lib.normalize(c) for c in captions]
+    route = neighbours.route_keys(cons.strings, concept_rows, normalised, config.seed)
+    route = neighbours.spread_copies(route, normalised, job.copy_budget, config.seed)
+    del normalised
     timings["concepts"] = time.perf_counter() - t
 
     t = time.perf_counter()
     tasks = plan_pools(route, config.pool_size)
-    _SHARED.update(words=words, concepts=concept_rows, opts=aopts)
+    _SHARED.update(words=words, concepts=concept_rows, opts=job.assembly)
     results = _map(_assemble, tasks, config.num_workers, quiet, "assemble pools")
     leftovers = np.sort(np.concatenate([r[1] for r in results]))
     left_batches, dropped = _assemble((batches.LEFTOVER_POOL, leftovers))
@@ -142,18 +128,15 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     timings["write"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    sample = int(min(len(captions), 64 * config.batch_size))
     rkeys = np.array([batches.random_order_key(o, config.seed) for o in ordinals], np.int64)
-    first = np.lexsort((np.arange(len(rkeys)), rkeys))[:sample]
+    first = np.lexsort((np.arange(len(rkeys)), rkeys))
+    first = first[: batches.random_sample_size(config.batch_size)]
     random_share = batches.random_sharing([cons.row(i) for i in first.tolist()],
                                           config.batch_size)
-    counts = manifest.make_counts(len(captions), bad.skipped(), len(dropped), acc.examples,
-                                  kinds.count_kinds(cons.strings))
-    result = manifest.finish(
-        out_dir, config, runner="local", input_path=input_path, input_format=input_format,
-        units=units, shard_list=shard_list, counts=counts, batch_stats=acc.to_dict(),
-        concept_stats=stats.concept_summary(cons.strings, cons.df, len(captions), len(cons.ids)),
-        random_sharing=random_share, bad_input=bad_report,
+    result = runs.finish(
+        job, "local", bad=bad, bad_report=bad_report, accepted=len(captions),
+        dropped=len(dropped), batch_stats=acc, concept_strings=cons.strings, concept_df=cons.df,
+        concept_pairs=len(cons.ids), shard_list=shard_list, random_sharing=random_share,
         captions=(captions[i] for b in all_batches for i in b.members.tolist()))
     timings["tokenizer+manifest"] = time.perf_counter() - t
     logging.info("curation stage times (s): %s", {k: round(v, 2) for k, v in timings.items()})

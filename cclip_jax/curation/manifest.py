@@ -1,4 +1,5 @@
-"""The end of every run (both runners): tokenizer next to the shards, then the manifest."""
+"""The manifest of a run (from `runs.finish`, both runners): tokenizer next to the shards, then the
+manifest."""
 
 from __future__ import annotations
 

@@ -17,7 +17,6 @@ import hashlib
 import numba
 import numpy as np
 
-from cclip_jax.curation import text
 from cclip_jax.curation.concepts import Corpus
 
 _MASK64 = (1 << 63) - 1  # keep hashes in int64 range so numpy and Python agree
@@ -31,30 +30,18 @@ def stable_hash(value: str, seed: int) -> int:
     return int.from_bytes(digest, "little") & _MASK64
 
 
-def route_key(concepts: list[str], caption: str, seed: int) -> int:
-    """The MinHash routing key of one caption.
-
-    Args:
-      concepts: the caption's concept strings.
-      caption: the normalised caption (the key of captions without concepts, which go to a
-        pseudo-random pool).
-      seed: curation seed.
-
-    Returns:
-      A 63-bit int; `pool_of(key, num_pools)` is the caption's pool.
-    """
-    if not concepts:
-        return stable_hash("\x00" + caption, seed)
-    return min(stable_hash(c, seed) for c in concepts)
-
-
 def route_keys(concept_strings: list[str], rows: Corpus, captions: list[str], seed: int
                ) -> np.ndarray:
-    """`route_key` for every caption at once (int64 [N]).
+    """The MinHash routing keys of captions (int64 [N]); `pool_of(key, num_pools)` is a
+    caption's pool.
+
+    A caption's key is the least hash of its concepts; a caption without concepts goes to a
+    pseudo-random pool by a hash of its text.
 
     Args:
-      concept_strings: C concept strings; rows: concept ids per caption (N rows).
-      captions: the N raw captions (normalised here, only for captions without concepts).
+      concept_strings: C concept strings (any order, no repeats).
+      rows: concept ids (into `concept_strings`) per caption, N rows.
+      captions: the N normalised captions.
       seed: curation seed.
     """
     h = np.fromiter((stable_hash(c, seed) for c in concept_strings), dtype=np.int64,
@@ -66,7 +53,7 @@ def route_keys(concept_strings: list[str], rows: Corpus, captions: list[str], se
         mins = np.minimum.reduceat(h[rows.tokens], rows.offsets[:-1][has])
         keys[has] = mins
     for i in np.flatnonzero(~has).tolist():
-        keys[i] = stable_hash("\x00" + text.normalize(captions[i]), seed)
+        keys[i] = stable_hash("\x00" + captions[i], seed)
     return keys
 
 
@@ -93,16 +80,13 @@ def spread_key(key: int, caption: str, copy: int, budget: int, seed: int) -> int
 
 def spread_copies(keys: np.ndarray, captions: list[str], budget: int, seed: int) -> np.ndarray:
     """`spread_key` for every caption (int64 [N]); `captions` normalised, in input order."""
-    out = keys.copy()
-    if not budget:
-        return out
     seen: dict[str, int] = {}
-    for i, caption in enumerate(captions):
+    out = []
+    for key, caption in zip(keys.tolist(), captions, strict=True):
         copy = seen.get(caption, 0)
         seen[caption] = copy + 1
-        if copy >= budget:
-            out[i] = spread_key(int(keys[i]), caption, copy, budget, seed)
-    return out
+        out.append(spread_key(key, caption, copy, budget, seed))
+    return np.array(out, dtype=np.int64)
 
 
 def num_pools(num_captions: int, pool_size: int) -> int:
@@ -115,21 +99,25 @@ def pool_of(key: int | np.ndarray, pools: int) -> int | np.ndarray:
     return key % pools
 
 
-def split_pool(keys: np.ndarray, pool_size: int) -> list[np.ndarray]:
+def split_pool(pool: int, keys: np.ndarray, pool_size: int
+               ) -> list[tuple[tuple[int, int], np.ndarray]]:
     """Splits an oversized pool (one very common minimum concept) into contiguous chunks.
 
     Args:
-      keys: int64 [P] routing keys of the pool's members, in member order.
+      pool: the pool's index.
+      keys: int64 [P] routing keys of the pool's members, in ordinal order.
       pool_size: target pool size.
 
     Returns:
-      Lists of member indices; one list holding everything when P <= 2 * pool_size.
+      `((pool, chunk), rows)` per chunk, rows int64 indices into `keys` in ordinal order; one
+      chunk holding everything when P <= 2 * pool_size.
     """
     n = len(keys)
     if n <= 2 * pool_size:
-        return [np.arange(n)]
+        return [((pool, 0), np.arange(n))]
     order = np.argsort(keys, kind="stable")  # members with equal keys stay together
-    return [np.sort(c) for c in np.array_split(order, -(-n // pool_size))]
+    return [((pool, c), np.sort(rows))
+            for c, rows in enumerate(np.array_split(order, -(-n // pool_size)))]
 
 
 @numba.njit(cache=True)

@@ -1,7 +1,8 @@
 """Caption normalisation, tokenisation and the word lists that the concept rules use.
 
 Everything downstream (concepts, BM25, masked captions, labels) sees captions through
-`tokenize(normalize(caption))`, so the local and the Beam runner agree by construction.
+`words(caption) = tokenize(normalize(caption))`, so the local and the Beam runner agree by
+construction.
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def tokenize(text: str) -> list[str]:
       The tokens, in order; punctuation is dropped.
     """
     return _TOKEN_RE.findall(text)
+
+
+def words(caption: str) -> list[str]:
+    """The word tokens of a raw caption, `tokenize(normalize(caption))` (what both runners'
+    concepts, BM25, masked captions and labels see)."""
+    return tokenize(normalize(caption))
 
 
 def is_content_word(token: str) -> bool:
