@@ -30,8 +30,9 @@ sys.path.insert(0, HERE)
 
 import jax  # noqa: E402
 from absl import flags  # noqa: E402
-from train_bench import load_config, time_interleaved  # noqa: E402
+from train_bench import time_interleaved  # noqa: E402
 
+from cclip_jax import config as config_lib  # noqa: E402
 from cclip_jax.experiment import runner  # noqa: E402
 
 BASE_ARM = "siglip"  # every ratio is to this arm's block of the same round
@@ -125,8 +126,8 @@ def table(configs: dict, results: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Parses the flags, times the arms, prints the header and the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=os.path.join(ROOT, "configs", "demo.py"))
-    parser.add_argument("--config_arg", default=None)
+    parser.add_argument("--config", default=os.path.join(ROOT, "configs", "demo.py"),
+                        help="config file[:arg], as --config of cclip_jax.main")
     parser.add_argument(
         "--arms",
         default=None,
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown arms {unknown}; known: {sorted(runner.ARMS)}")
 
-    base = load_config(args.config, args.config_arg)
+    base = config_lib.load(args.config)
     if args.cache_dir:
         base.data.cache_dir = args.cache_dir
     configs = arm_configs(base, arms)

@@ -98,7 +98,7 @@ def bench_generated(num: int, workers: int, tmp: str) -> None:
     write_csv(path, caps)
     del caps
     print(f"generated {num:,} captions in {time.perf_counter() - t:.1f} s (not timed below)")
-    c = settings.load_config()
+    c = settings.default_config()
     c.caption_only = True
     c.num_workers = workers
     c.progress = False
@@ -136,7 +136,7 @@ def bench_sugarcrepe(tmp: str, data: str) -> None:
     caps = list(dict.fromkeys(caps))  # true captions repeat across the item files
     path = os.path.join(tmp, "sugarcrepe.csv")
     write_csv(path, caps)
-    c = settings.load_config()
+    c = settings.default_config()
     c.caption_only = True
     c.progress = False
     c.batch_size = 128

@@ -11,7 +11,7 @@ or one piece at a time (each prints markdown to stdout, logs to stderr):
     python benchmarks/gpu_bench.py header [--tiny]
     python benchmarks/gpu_bench.py losses --kind sigmoid --sizes 4096,16384,65536 --dim 768
     python benchmarks/gpu_bench.py losses --kind conditional --k 64 --sizes 4096 --dim 768
-    python benchmarks/gpu_bench.py train --config configs/cclip_b16_gpu.py --batches 512,256
+    python benchmarks/gpu_bench.py train --config configs/cclip_b16.py:gpu --batches 512,256
 
 `losses`: `jit(value_and_grad)` of `cclip_jax.losses.sigmoid_loss` or
 `conditional_sigmoid_loss(..., max_present=R)` on bfloat16 `[B, D]` embeddings (labels from
@@ -40,7 +40,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "benchmarks"), os.path.join(ROOT, "configs")]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "benchmarks")]
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -49,8 +49,8 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 from loss_bench import make_inputs  # noqa: E402
-from train_bench import load_config  # noqa: E402
 
+from cclip_jax import config as config_lib  # noqa: E402
 from cclip_jax import data as data_lib  # noqa: E402
 from cclip_jax import losses, train  # noqa: E402
 
@@ -237,16 +237,16 @@ def cmd_losses(args) -> int:
 
 def curated_folder(cache_dir: str) -> str:
     """A tiny curated folder (the demo's smoke world, batch 16, K=64, R=8) under `cache_dir`."""
-    demo = load_config(os.path.join(ROOT, "configs", "demo.py"), "smoke")
+    demo = config_lib.load(os.path.join(ROOT, "configs", "demo.py:smoke"))
     demo.data.cache_dir = cache_dir
     demo.data.curation.max_concepts = TRAIN_K
     demo.data.curation.max_present = TRAIN_R
     return data_lib.ensure_demo_data(demo)
 
 
-def one_device_setup(config_path: str, config_arg: str | None, cache_dir: str):
+def one_device_setup(config_spec: str, cache_dir: str):
     """`train.build` of the config on device 0 alone; returns `(config, setup)`."""
-    c = load_config(config_path, config_arg)
+    c = config_lib.load(config_spec)
     c.data.curated_dir = curated_folder(cache_dir)
     c.batch_size = 16  # what the tiny folder was curated at (build checks it); the step is
     c.distributed = False  # compiled below for the benchmark's own batch size
@@ -336,7 +336,7 @@ def cmd_train(args) -> int:
             flush=True,
         )
     cache = args.cache_dir or tempfile.mkdtemp(prefix="gpu_check_cache_")
-    config, setup = one_device_setup(args.config, args.config_arg, cache)
+    config, setup = one_device_setup(args.config, cache)
     lam = config.cond_weight
     name = "SigLIP (λ=0)" if lam == 0 else f"CCLIP (λ={lam:g})"
     towers = towers_name(config.model)
@@ -384,8 +384,7 @@ def main() -> int:
     lp.add_argument("--dim", type=int, default=768, help="embedding width D")
     lp.add_argument("--k", type=int, default=64, help="concepts K (conditional)")
     lp.add_argument("--reps", type=int, default=10, help="timed calls at most")
-    tp.add_argument("--config", required=True)
-    tp.add_argument("--config_arg", default=None)
+    tp.add_argument("--config", required=True, help="config file[:arg], as cclip_jax.main's")
     tp.add_argument("--batches", default="512,256", help="tried in order; the next on OOM")
     tp.add_argument("--steps", type=int, default=10, help="timed steps at most")
     tp.add_argument("--cache_dir", default="", help="for the tiny curated folder")

@@ -57,7 +57,7 @@ if [ "$TINY" = 1 ]; then
 else
   TOTAL=470; MARGIN=20
   SIZES=4096,16384,65536; BIG_K_SIZES=4096; DIM=768; K=64; BIG_K=1024
-  SIGLIP=(--config configs/siglip_b16.py --config_arg gpu); CCLIP=(--config configs/cclip_b16_gpu.py)
+  SIGLIP=(--config configs/siglip_b16.py:gpu); CCLIP=(--config configs/cclip_b16.py:gpu)
   BATCHES=512,256; STEPS=10; REPS=10
   T_HEAD=30; T_SIG=40; T_COND=75; T_BIGK=30; T_SIGLIP=140; T_CCLIP=150
 fi

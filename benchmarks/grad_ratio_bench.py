@@ -43,7 +43,6 @@ counted triple weight per row: "batch" = "triples" · W/B.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import platform
 import subprocess
 import time
@@ -55,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cclip_jax import config as config_lib
 from cclip_jax import losses, models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,11 +84,8 @@ def make_labels(rng: np.random.Generator, b: int, k: int) -> np.ndarray:
 
 
 def load_demo_model() -> models.TwoTower:
-    """The towers of `configs/demo.py` (imported by path: `configs` is not a package)."""
-    spec = importlib.util.spec_from_file_location("demo_config", ROOT / "configs" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return models.build_model(module.get_config().model)
+    """The towers of `configs/demo.py`."""
+    return models.build_model(config_lib.load(str(ROOT / "configs" / "demo.py")).model)
 
 
 def make_inputs(rng: np.random.Generator, model: models.TwoTower, b: int, k: int) -> dict:

@@ -13,7 +13,6 @@ figures are the step alone; compile time is excluded (reported separately).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -26,15 +25,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
+from cclip_jax import config as config_lib  # noqa: E402
 from cclip_jax import data as data_lib  # noqa: E402
 from cclip_jax import train  # noqa: E402
-
-
-def load_config(path: str, arg: str | None):
-    spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
 
 
 class StepTimer:
@@ -92,8 +85,8 @@ def time_pipeline(config, batches: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=os.path.join(ROOT, "configs", "demo.py"))
-    parser.add_argument("--config_arg", default=None)
+    parser.add_argument("--config", default=os.path.join(ROOT, "configs", "demo.py"),
+                        help="config file[:arg], as --config of cclip_jax.main")
     parser.add_argument("--steps", type=int, default=4, help="steps per timed block")
     parser.add_argument("--rounds", type=int, default=50, help="blocks per config")
     parser.add_argument("--batches", type=int, default=40)
@@ -101,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     flags.FLAGS.mark_as_parsed()
 
-    config = load_config(args.config, args.config_arg)
+    config = config_lib.load(args.config)
     if args.cache_dir:
         config.data.cache_dir = args.cache_dir
     siglip = config.copy_and_resolve_references()

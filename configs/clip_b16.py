@@ -5,15 +5,13 @@
 
 from __future__ import annotations
 
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common
+from cclip_jax.config import base
 
 
-def get_config(arg: str | None = "gpu"):
-    c = common.b16_config(arg or "gpu")
+def get_config(arg: str | None = "gpu") -> ml_collections.ConfigDict:
+    c = base.b16_config(arg or "gpu")
     c.loss = "softmax"
     c.cond_weight = 0.0
     c.data.mode = "baseline"

@@ -1,7 +1,8 @@
 """Curation settings: `python -m cclip_jax.curate --config=configs/curate.py ...`.
 
-The runners check every field at start (`cclip_jax.curation.settings.validate`) and fail with a
-message naming the field.
+Every field and its default: `cclip_jax.curation.settings.default_config`; `:small` gives
+test-sized batches and pools. The runners check every field at start
+(`cclip_jax.curation.settings.validate`) and fail with a message naming the field.
 
 Override any field on the command line, e.g. `--config.batch_size=256 --config.label_rule=none`.
 """
@@ -10,71 +11,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from cclip_jax.curation import settings
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The default curation config (arg `small` gives test-sized batches and pools)."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-
-    # Reading and bad-input rules.
-    c.caption_only = False  # no images: for analysis runs (image bytes stored as b"")
-    c.check_images = True  # PIL verify() each image; corrupt ones are skipped and counted
-    c.max_caption_chars = 1000  # longer captions are skipped as `caption_too_long`
-    c.csv_image_column = "image"
-    c.csv_caption_column = "caption"
-    c.tfds_split = "train"
-    c.tfds_image_key = "image"
-    c.tfds_caption_key = "caption"
-    c.tfds_unit_size = 10_000
-
-    # Concepts.
-    c.max_ngram = 4
-    c.min_df = 2
-    c.max_df_frac = 0.2
-
-    # Neighbours and batches.
-    c.pool_size = 100_000
-    c.batch_size = 256
-    c.max_concepts = 64  # K: concept columns per batch (padded with "" and label 0)
-    c.max_masked = 8  # of which masked captions, at most
-    c.max_present = 8  # R: `+1` per caption at most (the loss's max_present)
-    c.min_batch_count = 2  # a batch concept is shared by at least this many members
-    c.label_rule = "attribute"  # none | complete | attribute
-    # At most this many members of one caption (same normalised words) per batch; 0 = no cap.
-    # Two copies of a caption are a false negative of the plain SigLIP term, and BM25 ranks the
-    # anchor's exact copies first, so uncapped a batch can be B copies of "a star". A couple of
-    # copies are kept: they are conditional positives of the caption's concepts.
-    c.max_duplicates = 2
-    # Which batch concepts to keep (an experiment arm: which kind carries the signal):
-    # all (the mix: n-grams + masked captions) | unigram (one-word n-grams) | attribute_noun
-    # (bigrams "attribute adjective + noun", e.g. "red circle") | masked (masked captions only,
-    # at most max_masked per batch). Batch members are the same for every value; a batch with
-    # no concept of the kind is written with none (manifest batches.concepts_per_batch["0"]).
-    c.concept_kinds = "all"
-
-    # Output.
-    c.batches_per_shard = 64
-    # group_size:1: one record per chunk, so reading a batch's rows touches only those rows;
-    # snappy: cheap to (de)compress (images are already compressed).
-    c.array_record_options = "group_size:1,snappy"
-    c.tokenizer_model = ""  # an existing SentencePiece model with <M>; "" trains one
-    c.tokenizer_vocab_size = 8000
-    # BPE: on a small-vocabulary corpus (the synthetic world's ~30 words) the unigram trainer
-    # stops at ~50 pieces and spells words letter by letter; BPE keeps whole words.
-    c.tokenizer_type = "bpe"
-    c.tokenizer_sample = 100_000  # captions the tokenizer is trained on (first, batch order)
-    c.hash_inputs = True  # sha256 of every input file into the manifest
-    c.num_workers = 2  # local runner processes
-    c.beam_options = ""  # extra Beam pipeline options, e.g. "--runner=DataflowRunner ..."
-    c.progress = True
-
-    if arg == "small":
-        c.batch_size = 8
-        c.pool_size = 64
-        c.max_concepts = 16
-        c.max_masked = 4
-        c.max_present = 6
-        c.batches_per_shard = 4
-        c.tokenizer_vocab_size = 64
-        c.num_workers = 1
-    return c
+    return settings.default_config(arg)

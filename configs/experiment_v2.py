@@ -30,13 +30,9 @@ confirmation run.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import demo
+from cclip_jax.config import base, variant
 
 # The primary score: the mean of these (split, kind, metric) scores, natural captions, TEST
 # items. Pair kinds score accuracy (chance 1/2), group kinds Winoground's group score (1/6).
@@ -60,18 +56,31 @@ def prereg() -> ml_collections.ConfigDict:
     return p
 
 
+# `:quick`: a small world, few items, seeds and steps, one-block towers (minutes on 2 cores).
+VARIANTS = {"quick": {
+    "title": "CCLIP binding experiment v2 (quick)", "num_train": 4096, "num_items": 40,
+    "calibrate.presets": ("natural",), "calibrate.widths": ((32, 60), (64, 12)),
+    "calibrate.eval_every": 20, "screen.seeds": (0,), "confirm.presets": ("natural",),
+    "confirm.seeds": (100, 101), "small.seeds": (200, 201),
+    "base.total_steps": 60, "base.checkpoint_every_steps": 60, "base.log_every_steps": 10,
+    "base.eval.synthetic.num_items": 40, "base.eval.synthetic.retrieval_images": 40,
+    "base.eval.synthetic.cond_queries": 10, "base.eval.synthetic.cond_pool": 40,
+    "base.data.curation.pool_size": 1024, "base.model.image.depth": 1,
+    "base.model.text.depth": 1,
+}}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    quick = arg == "quick"
     c = ml_collections.ConfigDict()
     c.version = 2
-    c.title = "CCLIP binding experiment v2" + (" (quick)" if quick else "")
+    c.title = "CCLIP binding experiment v2"
     c.phases = ("calibrate", "screen", "confirm", "small")
     c.world_seed = 0  # the synthetic training world (a replication: another seed)
-    c.num_train = 4096 if quick else 100_000
+    c.num_train = 100_000
     c.batch_size = 64
     c.dev_eval_seed = 2
     c.test_eval_seed = 1
-    c.num_items = 40 if quick else 300  # per item kind and split
+    c.num_items = 300  # per item kind and split (= base.eval.synthetic.num_items)
     c.warmup_frac = 0.05
     c.prereg = prereg()
     # Every change made after the pre-registration commit, in words (results.md lists them).
@@ -91,42 +100,37 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
 
     c.calibrate = ml_collections.ConfigDict(dict(
-        arms=("siglip", "clip"), presets=("natural",) if quick else ("clean", "natural"),
+        arms=("siglip", "clip"), presets=("clean", "natural"),
         # (width, steps): the wider towers get fewer steps (they are ~2.6x slower per step on
         # 2 CPU cores at width 64, benchmarks figure in docs/results/experiment_v2); widths
         # are compared at equal training time.
-        widths=((32, 60), (64, 12)) if quick else ((32, 10_000), (64, 5_000)),
-        eval_every=20 if quick else 500, tolerance=0.02, seed=0))
+        widths=((32, 10_000), (64, 5_000)), eval_every=500, tolerance=0.02, seed=0))
     c.screen = ml_collections.ConfigDict(dict(
         arms=("clip", "siglip", "siglip_curated", "cclip", "cclip_gate_ones", "cclip_pos_only",
               "cclip_rank", "cclip_pool", "cclip_beta", "cclip_stopgrad", "cclip_warmup",
               "cclip_unigram", "cclip_attribute_noun", "cclip_masked", "tags", "negclip",
               "negclip_sigmoid"),
         lambdas=(0.03, 0.1, 0.3),  # λ = 1 is `cclip`
-        preset="natural", seeds=(0,) if quick else (0, 1),
+        preset="natural", seeds=(0, 1),
         baselines=("clip", "siglip", "siglip_curated"), negclip=("negclip", "negclip_sigmoid"),
         n_cclip=3))
     c.confirm = ml_collections.ConfigDict(dict(
-        presets=("natural",) if quick else ("natural", "clean"),
-        seeds=(100, 101) if quick else (100, 101, 102, 103, 104)))
+        presets=("natural", "clean"), seeds=(100, 101, 102, 103, 104)))
     c.small = ml_collections.ConfigDict(dict(
-        batch_sizes=(32, 128), seeds=(200, 201) if quick else (200, 201, 202),
+        batch_sizes=(32, 128), seeds=(200, 201, 202),
         preset="natural", baseline="siglip"))
 
-    b = demo.get_config()  # the demo's towers and optimizer, the objective's defaults (λ = 1)
-    b.total_steps = 60 if quick else 4000  # set per run from phase 0's T
+    b = base.demo_config()  # the demo's towers and optimizer, the objective's defaults (λ = 1)
+    b.total_steps = 4000  # set per run from phase 0's T
     b.checkpoint_every_steps = b.total_steps
     b.max_checkpoints = 1
-    b.log_every_steps = 10 if quick else 100
+    b.log_every_steps = 100
     b.progress = False
     b.data.num_workers = 0  # runs follow each other in one process: no worker start-up each
     b.eval.report = False  # one report for the whole experiment
     b.eval.synthetic.update(dict(
         splits=("iid", "compositional", "productivity"), num_items=c.num_items,
-        retrieval_images=40 if quick else 200, captions_per_image=5,
-        cond_queries=10 if quick else 50, cond_pool=40 if quick else 300, blind=False))
-    if quick:
-        b.data.curation.pool_size = 1024
-        b.model.image.depth = b.model.text.depth = 1
+        retrieval_images=200, captions_per_image=5, cond_queries=50, cond_pool=300,
+        blind=False))
     c.base = b
-    return c
+    return variant(c, VARIANTS, arg)

@@ -11,17 +11,14 @@ The towers get a tenth of the learning rate of the temperatures (`optim.lr_mults
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common
+import ml_collections
 
 from cclip_jax import models
+from cclip_jax.config import base
 
 
-def get_config(arg: str | None = "gpu"):
-    c = common.b16_config(arg or "gpu")
+def get_config(arg: str | None = "gpu") -> ml_collections.ConfigDict:
+    c = base.b16_config(arg or "gpu")
     c.model = models.siglip_config("B/16", 224)
     c.model.dtype = "bfloat16"
     c.init_from = "/path/to/siglip_b16_224.npz"

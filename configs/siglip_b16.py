@@ -5,17 +5,15 @@
 
 from __future__ import annotations
 
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common
+from cclip_jax.config import base, variant
+
+VARIANTS = {"baseline": {"data.mode": "baseline"}}  # after the platform: `:tpu,baseline`
 
 
-def get_config(arg: str | None = "gpu"):
-    platform, *rest = (arg or "gpu").split(",")
-    c = common.b16_config(platform)
+def get_config(arg: str | None = "gpu") -> ml_collections.ConfigDict:
+    platform, _, extra = (arg or "gpu").partition(",")
+    c = base.b16_config(platform)
     c.cond_weight = 0.0
-    if "baseline" in rest:
-        c.data.mode = "baseline"
-    return c
+    return variant(c, VARIANTS, extra or None)

@@ -6,16 +6,14 @@
 
 from __future__ import annotations
 
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import demo
+from cclip_jax.config import base, variant
+
+VARIANTS = {"baseline": {"data.mode": "baseline"}}
 
 
-def get_config(arg: str | None = None):
-    c = demo.get_config()
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = base.demo_config()
     c.cond_weight = 0.0
-    if arg == "baseline":
-        c.data.mode = "baseline"
-    return c
+    return variant(c, VARIANTS, arg)

@@ -3,7 +3,7 @@
 #   sbatch [SBATCH OPTIONS] launch/gpu_slurm.sh CONFIG WORKDIR [--config.key=value ...]
 # e.g.
 #   sbatch --nodes=4 --gpus-per-node=8 --ntasks-per-node=8 launch/gpu_slurm.sh \
-#       configs/cclip_b16_gpu.py /shared/runs/cclip_b16 --config.data.curated_dir=/shared/curated
+#       configs/cclip_b16.py:gpu /shared/runs/cclip_b16 --config.data.curated_dir=/shared/curated
 # Slurm's own options go before the script (sbatch reads them); everything after WORKDIR goes
 # to `python -m cclip_jax.main` unchanged. Every task runs the same command, from the folder
 # sbatch was called in (relative CONFIG and WORKDIR paths are read from there);

@@ -2,7 +2,7 @@
 # TPU pod training: the same command on every host of a TPU VM slice.
 #   launch/tpu_pod.sh TPU_NAME ZONE CONFIG WORKDIR [--project=P] [--config.key=value ...]
 # e.g.
-#   launch/tpu_pod.sh my-v4-64 us-central2-b configs/cclip_b16_tpu.py gs://bucket/runs/b16 \
+#   launch/tpu_pod.sh my-v4-64 us-central2-b configs/cclip_b16.py:tpu gs://bucket/runs/b16 \
 #       --project=my-project --config.data.curated_dir=/mnt/curated
 # --project=P (anywhere after the four positionals) is this script's own option: it goes to
 # `gcloud compute tpus tpu-vm ssh`, not to the trainer. Every other argument goes to

@@ -21,11 +21,11 @@ import pytest
 
 from cclip_jax import data as data_lib
 from cclip_jax.checkpointing import Checkpointer, abstract_like
+from cclip_jax.config import load
 from cclip_jax.metrics_writer import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "configs"))
-import demo  # noqa: E402
+DEMO = os.path.join(ROOT, "configs", "demo.py")
 
 _TIMING = ("steps_per_s", "examples_per_s")
 
@@ -33,7 +33,7 @@ _TIMING = ("steps_per_s", "examples_per_s")
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = str(tmp_path_factory.mktemp("cache"))
-    c = demo.get_config("smoke")
+    c = load(f"{DEMO}:smoke")
     c.data.cache_dir = cache
     data_lib.ensure_demo_data(c)  # once, before the subprocesses
     xla = str(tmp_path_factory.mktemp("xla"))

@@ -423,7 +423,7 @@ def test_batch_stats_round_trip_and_merge():
 def test_caption_identities_and_max_duplicates_setting():
     corpus = _corpus(["a star", "A  Star", "a star a", "a red star", "a star"])
     assert duplicates.caption_identities(corpus).tolist() == [0, 0, 1, 2, 0]
-    c = settings.load_config()
+    c = settings.default_config()
     assert c.max_duplicates == 2
     settings.validate(c)
     for bad in (-1, 1.5, True):

@@ -17,7 +17,7 @@ DEFAULT_DIGEST = "d13c8a72839cd00fe3ef7f02d1c30755a91e644c8067d84c57a067dfc6a484
 
 
 def _config(kind=None):
-    c = settings.load_config(arg="small")
+    c = settings.default_config("small")
     c.progress = False
     if kind is not None:
         c.concept_kinds = kind
@@ -73,7 +73,7 @@ def test_concept_kind_rule():
 
 
 def test_default_is_all_and_unchanged(curated):
-    assert settings.load_config().concept_kinds == "all"
+    assert settings.default_config().concept_kinds == "all"
     out, m, got = curated["all"]
     assert m["settings"]["concept_kinds"] == "all"
     assert _digest(out) == DEFAULT_DIGEST, "the default curation (concept_kinds=all) changed"

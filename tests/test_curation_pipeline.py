@@ -32,7 +32,7 @@ RELATIONS = ["left of", "right of", "above", "below"]
 
 
 def load_config(arg=None):
-    c = settings.load_config(arg=arg)
+    c = settings.default_config(arg)
     c.progress = False
     return c
 

@@ -11,7 +11,7 @@ from cclip_jax.curation import quality, settings  # noqa: E402
 def test_label_quality_on_synthetic_world(tmp_path):
     synthetic.write_world(tmp_path / "world", 160, preset="natural", seed=0, num_eval=1,
                           csv=False, progress=False, workers=1)
-    c = settings.load_config(arg="small")
+    c = settings.default_config("small")
     c.batch_size, c.progress = 16, False
     result = quality.report(str(tmp_path / "world" / "train"), c, str(tmp_path))
     none, complete, attribute = result["none"], result["complete"], result["attribute"]

@@ -27,7 +27,7 @@ def write_csv(path, n, seed):
 
 
 def config():
-    c = settings.load_config(arg="small")
+    c = settings.default_config("small")
     c.progress = False
     c.caption_only = True  # no images needed: the test is about the output folder
     c.batches_per_shard = 1  # one shard per batch, so the shard count follows the input size

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 import jax
 import numpy as np
@@ -12,14 +11,14 @@ import pytest
 
 from cclip_jax import data as data_lib
 from cclip_jax import sharding
+from cclip_jax.config import load
 from cclip_jax.curation import CuratedShards
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
-import demo
+DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
 
 
 def smoke_config(cache_dir):
-    c = demo.get_config("smoke")
+    c = load(f"{DEMO}:smoke")
     c.data.cache_dir = str(cache_dir)
     return c
 
@@ -47,7 +46,7 @@ def test_demo_data_is_cached_and_matches_config(curated, tmp_path_factory):
     # A second call with the same config reuses the folder (no rewrite: same mtime).
     mtime = os.path.getmtime(os.path.join(curated, "manifest.json"))
     cache = os.path.dirname(curated)
-    c = demo.get_config("smoke")
+    c = load(f"{DEMO}:smoke")
     c.data.cache_dir = cache
     assert data_lib.ensure_demo_data(c) == curated
     assert os.path.getmtime(os.path.join(curated, "manifest.json")) == mtime
@@ -152,7 +151,7 @@ def test_default_augmentation_keeps_each_image_with_its_caption(curated):
     row i of a batch is still pair i of the curated batch: its caption's tokens, and an image
     that is a shifted, brightened copy of that pair's image (not of another row's)."""
     data = smoke_config("").data
-    assert (data.max_shift, data.brightness) == (2, 0.05)  # the defaults (configs/common.py)
+    assert (data.max_shift, data.brightness) == (2, 0.05)  # the defaults (cclip_jax/config/base.py)
     shards = CuratedShards(curated)
     tok = data_lib.Tokenizer(shards.tokenizer_path, 16)
     ds = data_lib.build_dataset(spec(curated, max_shift=data.max_shift,

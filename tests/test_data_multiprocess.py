@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from cclip_jax import data as data_lib
+from cclip_jax.config import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "configs"))
-import demo  # noqa: E402
+DEMO = os.path.join(ROOT, "configs", "demo.py")
 
 WORKER = textwrap.dedent('''
     import json, sys
@@ -56,7 +56,7 @@ def _free_port() -> int:
 
 
 def test_two_processes_each_read_their_slice(tmp_path):
-    c = demo.get_config("smoke")
+    c = load(f"{DEMO}:smoke")
     c.data.cache_dir = str(tmp_path / "cache")
     curated = data_lib.ensure_demo_data(c)
     script = tmp_path / "worker.py"

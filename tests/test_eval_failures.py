@@ -5,9 +5,7 @@ evaluate CLI exits non-zero."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 
 import ml_collections
 import numpy as np
@@ -15,11 +13,9 @@ import pytest
 from PIL import Image
 
 from cclip_jax import evaluate
+from cclip_jax.config import base
 from cclip_jax.evaluation import datasets, suite
 from cclip_jax.evaluation import scorer as scorer_lib
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
-import common
 
 COLOURS = {"red": (1.0, -1.0, -1.0), "blue": (-1.0, -1.0, 1.0)}
 
@@ -51,7 +47,7 @@ def eval_config(tmp_path, image_dir):
     for colour in COLOURS:
         (tmp_path / "classes" / colour).mkdir(parents=True)
         Image.new("RGB", (8, 8), colour).save(tmp_path / "classes" / colour / "a.png")
-    e = common.eval_config()
+    e = base.eval_config()
     e.report = False
     e.synthetic.num_items = 0
     e.sugarcrepe.json_dir = str(tmp_path / "json")

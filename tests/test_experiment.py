@@ -9,16 +9,15 @@ import sys
 
 import pytest
 
+from cclip_jax.config import load
 from cclip_jax.experiment import runner
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
-import experiment_binding
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXP = os.path.join(ROOT, "configs", "experiment_binding.py")
 
 
 def test_plan_covers_grid_and_sweep_once():
-    exp = experiment_binding.get_config()
+    exp = load(EXP)
     runs = runner.plan(exp)
     grid = len(exp.presets) * len(exp.arms) * len(exp.seeds)
     extra = (len(exp.sweep.batch_sizes) - 1) * len(exp.sweep.arms) * len(exp.seeds)
@@ -40,7 +39,7 @@ def test_plan_covers_grid_and_sweep_once():
 def test_every_arm_is_a_valid_training_config(arm):
     from cclip_jax import train
 
-    exp = experiment_binding.get_config()
+    exp = load(EXP)
     c = runner.arm_config(exp.base, arm, preset="natural", seed=0, batch_size=64)
     train.validate_config(c)
     for path, value in runner.ARMS[arm].items():  # the override reached the field it names
@@ -62,7 +61,7 @@ def test_quick_experiment_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "results.json") as f:
         results = json.load(f)
-    exp = experiment_binding.get_config("quick")
+    exp = load(f"{EXP}:quick")
     assert results["arms"] == [*exp.arms, "cclip_lam1", "blind"]
     key = "compositional/attribute_swap/accuracy"
     for arm in exp.arms:

@@ -11,17 +11,16 @@ import sys
 import numpy as np
 import pytest
 
+from cclip_jax.config import load
 from cclip_jax.experiment import phases, runner, runs, summarize, verdict
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
-import experiment_v2
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXP = os.path.join(ROOT, "configs", "experiment_v2.py")
 CAL = {"width": 64, "steps": 2000}
 
 
 def test_plans():
-    exp = experiment_v2.get_config()
+    exp = load(EXP)
     cal = phases.plan_calibrate(exp)
     assert len(cal) == len(exp.calibrate.widths) * 2 * 2
     assert {r.eval_seed for r in cal} == {exp.dev_eval_seed} and all(r.binding_only for r in cal)
@@ -47,7 +46,7 @@ def test_plans():
 def test_every_run_config_validates(arm):
     from cclip_jax import train
 
-    exp = experiment_v2.get_config()
+    exp = load(EXP)
     run = runs.Run("screen", "natural", arm, 3, 500, 64, 32, 2, binding_only=True)
     c = runs.run_config(exp, run, "/tmp/cache")
     train.validate_config(c)
@@ -81,7 +80,7 @@ def _record(run: runs.Run, primary: float, curve=None, train_s=10.0, items=None,
 
 
 def test_decide_calibrate_compares_widths_at_equal_training_time():
-    exp = experiment_v2.get_config()
+    exp = load(EXP)
     records = []
     for width, steps, slope, train_s in ((32, 1000, 1.0, 100.0), (64, 500, 4.0, 150.0)):
         for preset in ("clean", "natural"):
@@ -100,7 +99,7 @@ def test_decide_calibrate_compares_widths_at_equal_training_time():
 
 
 def test_decide_screen():
-    exp = experiment_v2.get_config()
+    exp = load(EXP)
     scores = {"cclip": 0.40, "cclip_rank": 0.45, "cclip_beta": 0.30, "cclip_lam0.1": 0.35,
               "clip": 0.42, "siglip": 0.38, "siglip_curated": 0.20, "negclip": 0.30,
               "negclip_sigmoid": 0.33, "tags": 0.31}
@@ -136,7 +135,7 @@ def _confirm_records(exp, effects):
 
 
 def test_confirm_verdicts_on_planted_effects():
-    exp = experiment_v2.get_config()
+    exp = load(EXP)
     effects = {"cclip_big": 0.75, "cclip_none": 0.55, "cclip_tiny": 0.56, "siglip": 0.55,
                "tags": 0.50, "negclip": 0.45}
     screen = {"cclip": ["cclip_big", "cclip_none", "cclip_tiny"],
@@ -163,7 +162,7 @@ def test_confirm_verdicts_on_planted_effects():
 
 
 def test_summary_recomputes_from_results_json(tmp_path):
-    exp = experiment_v2.get_config()
+    exp = load(EXP)
     effects = {"cclip_a": 0.70, "cclip_b": 0.55, "cclip_c": 0.50, "clip": 0.55, "tags": 0.5,
                "negclip": 0.5}
     screen_records = [_record(runs.Run("screen", "natural", a, s, 100, 32, 64, 2), p)
@@ -203,7 +202,7 @@ def test_quick_experiment_v2_runs_end_to_end(tmp_path):
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    exp = experiment_v2.get_config("quick")
+    exp = load(f"{EXP}:quick")
     assert set(results["phases"]) == set(phases.PHASES)
     screened = {r["run"]["arm"] for r in results["phases"]["screen"]["records"]}
     assert screened == {*exp.screen.arms, *phases.lambda_arms(exp)}  # every arm ran

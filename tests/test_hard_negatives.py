@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 import jax
 import numpy as np
@@ -14,11 +13,11 @@ import pytest
 from cclip_jax import data as data_lib
 from cclip_jax import sharding
 from cclip_jax import synthetic as syn
+from cclip_jax.config import load
 from cclip_jax.curation import CuratedShards
 from cclip_jax.data.hard_negatives import swap_counts, swap_hard_negative
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
-import demo
+DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
 
 CASES = [
     # Attribute swap (binding): whole attribute runs change places.
@@ -102,7 +101,7 @@ def test_synthetic_captions_swap_into_false_captions(preset):
 
 @pytest.fixture(scope="module")
 def curated(tmp_path_factory):
-    c = demo.get_config("smoke")
+    c = load(f"{DEMO}:smoke")
     c.data.cache_dir = str(tmp_path_factory.mktemp("cache"))
     return data_lib.ensure_demo_data(c)
 

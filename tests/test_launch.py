@@ -113,7 +113,7 @@ def run_remote(env, command):
 
 
 def test_tpu_pod(env):
-    launch(env, "my-tpu", "us-central2-b", "configs/cclip_b16_tpu.py", "gs://b/runs/b16",
+    launch(env, "my-tpu", "us-central2-b", "configs/cclip_b16.py:tpu", "gs://b/runs/b16",
            "--config.data.curated_dir=/mnt/curated", "--project=my-project",
            "--config.seed=3", script="tpu_pod.sh")
     ((who, argv),) = calls(env)
@@ -123,14 +123,14 @@ def test_tpu_pod(env):
         "--project=my-project", "--worker=all"]
     assert command == (
         "set -o pipefail; cd ~/cclip_jax && python -m cclip_jax.main "
-        "--config=configs/cclip_b16_tpu.py --workdir=gs://b/runs/b16 --config.distributed=True "
+        "--config=configs/cclip_b16.py:tpu --workdir=gs://b/runs/b16 --config.distributed=True "
         "--config.data.curated_dir=/mnt/curated --config.seed=3 "
         "2>&1 | tee -a /tmp/cclip_train.log")
     # What a host runs: the trainer gets no --project, and the arguments arrive intact.
     who, argv = run_remote(env, command.replace(
         "/tmp/cclip_train.log", os.path.join(env["HOME"], "train.log")))
     assert (who, argv[:-1]) == ("python", [
-        *TRAIN, "--config=configs/cclip_b16_tpu.py", "--workdir=gs://b/runs/b16",
+        *TRAIN, "--config=configs/cclip_b16.py:tpu", "--workdir=gs://b/runs/b16",
         "--config.distributed=True", "--config.data.curated_dir=/mnt/curated",
         "--config.seed=3"])
     assert argv[-1][0] == os.path.join(env["HOME"], "cclip_jax")
@@ -160,13 +160,13 @@ def test_gpu_slurm(env, tmp_path):
     submit.mkdir()
     script = os.path.join(LAUNCH, "gpu_slurm.sh")
     args = ["--nodes=4", "--gpus-per-node=8", "--ntasks-per-node=8", script,
-            "configs/cclip_b16_gpu.py", "/shared/runs/cclip_b16",
+            "configs/cclip_b16.py:gpu", "/shared/runs/cclip_b16",
             "--config.data.curated_dir=/shared/curated", "--config.seed=4"]
     subprocess.run(["sbatch", *args], cwd=submit, env=env, check=True, timeout=30)
     (sbatch, srun, python) = calls(env)
     assert sbatch == ("sbatch", args)
     assert srun[0] == "srun" and srun[1][:3] == ["--kill-on-bad-exit=1", "bash", "-c"]
-    assert srun[1][4:] == ["_", "--config=configs/cclip_b16_gpu.py",
+    assert srun[1][4:] == ["_", "--config=configs/cclip_b16.py:gpu",
                            "--workdir=/shared/runs/cclip_b16", "--config.distributed=True",
                            "--config.data.curated_dir=/shared/curated", "--config.seed=4"]
     assert python == ("python", [*TRAIN, *srun[1][5:], (str(submit), "0")])

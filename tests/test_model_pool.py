@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import flax.linen as nn
 import jax
@@ -13,11 +12,11 @@ import pytest
 
 from cclip_jax import data as data_lib
 from cclip_jax import losses, models, train
+from cclip_jax.config import load
 from cclip_jax.models.vit import ImageEncoder
 from cclip_jax.train_step import Objective, make_loss_fn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
-import demo
+DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
 
 B, K = 4, 3
 
@@ -106,7 +105,7 @@ def test_pool_switch_needs_map_pooling():
 
 
 def _config(cache, pool=True):
-    c = demo.get_config("smoke")
+    c = load(f"{DEMO}:smoke")
     c.data.cache_dir = cache
     c.async_checkpoints = False
     c.cond_form = "pool"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,16 +13,16 @@ import pytest
 
 from cclip_jax import data as data_lib
 from cclip_jax import losses, train
+from cclip_jax.config import load
 from cclip_jax.curation.shards import read_batches
 from cclip_jax.train_step import Objective, make_loss_fn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
-import demo
+DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    c = demo.get_config("smoke")
+    c = load(f"{DEMO}:smoke")
     c.data.cache_dir = str(tmp_path_factory.mktemp("cache"))
     c.mesh.data = c.mesh.fsdp = 1
     s = train.build(c, devices=jax.devices()[:1])

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import sys
 
+from cclip_jax.config import load
 from cclip_jax.data import prepare
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
-import demo
+DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
 
 
 def test_each_stage_prints_a_line_with_its_folder(tmp_path, capsys):
-    config = demo.get_config("smoke")
+    config = load(f"{DEMO}:smoke")
     config.data.cache_dir = str(tmp_path)
     curated = prepare.ensure_demo_data(config)
     lines = [line for line in capsys.readouterr().err.splitlines()

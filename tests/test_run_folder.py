@@ -7,6 +7,7 @@ import json
 import pytest
 
 from cclip_jax import run_folder
+from cclip_jax.config import override
 
 OLD = {"seed": 0, "total_steps": 300, "cond_weight": 1.0, "model": {"embed_dim": 32},
        "eval": {"every_steps": 0}, "data": {"curated_dir": "/data/a", "num_workers": 1},
@@ -14,14 +15,9 @@ OLD = {"seed": 0, "total_steps": 300, "cond_weight": 1.0, "model": {"embed_dim":
 
 
 def _with(**changes):
-    new = json.loads(json.dumps(OLD))
-    for dotted, value in changes.items():
-        *parents, leaf = dotted.split("__")
-        node = new
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return new
+    """A copy of OLD with `section__field=value` changes (`__` for the dots of a path)."""
+    return override(json.loads(json.dumps(OLD)),
+                    {path.replace("__", "."): value for path, value in changes.items()})
 
 
 def test_fields_that_may_change_on_resume_pass():

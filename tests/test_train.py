@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import flax.linen as nn
 import jax
@@ -13,11 +12,11 @@ import pytest
 
 from cclip_jax import data as data_lib
 from cclip_jax import evaluate, models, run_folder, train
+from cclip_jax.config import load
 from cclip_jax.evaluation.scorer import ModelScorer
 from cclip_jax.metrics_writer import read_jsonl
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs"))
-import demo
+DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def compile_cache(tmp_path_factory):
 
 
 def smoke(cache, **overrides):
-    c = demo.get_config("smoke")
+    c = load(f"{DEMO}:smoke")
     c.data.cache_dir = cache
     c.mesh.data, c.mesh.fsdp = 4, 2
     c.async_checkpoints = False
@@ -181,6 +180,6 @@ def test_init_from_a_siglip_npz_loads_its_parameters(cache, tmp_path):
 @pytest.mark.parametrize("every, due", [(0, []), (2, [2, 4]), (4, [4]), (-1, [])])
 def test_evaluation_steps_follow_config(every, due):
     """Steps evaluated inside the loop; the final evaluation follows the loop."""
-    config = demo.get_config("smoke")
+    config = load(f"{DEMO}:smoke")
     config.total_steps, config.eval.every_steps = 6, every
     assert [s for s in range(1, 7) if train._eval_due(config, s)] == due

@@ -108,7 +108,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_world(os.path.join(tmp, "world"), args.num, preset=args.preset, seed=args.seed,
                     num_eval=1, csv=False, progress=False)
-        c = settings.load_config()
+        c = settings.default_config()
         c.batch_size, c.progress, c.tokenizer_vocab_size = args.batch_size, False, 256
         result = report(os.path.join(tmp, "world", "train"), c, tmp)
     print(json.dumps(result, indent=1))

@@ -35,7 +35,7 @@ def _digest(obj: Any) -> str:
 
 def curation_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`configs/curate.py` with `config.data.curation` overrides and `config.batch_size`."""
-    cur = settings.load_config()
+    cur = settings.default_config()
     for key, value in config.data.curation.items():
         if key not in cur:
             raise ValueError(f"config.data.curation.{key} is not a curation setting "

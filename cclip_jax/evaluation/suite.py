@@ -1,6 +1,6 @@
 """The evaluation suite a config asks for, and the `DIR/eval/step_XXXXXXXX.json` it writes.
 
-`config.eval` (see configs/common.py):
+`config.eval` (see cclip_jax/config/base.py):
 
     every_steps    evaluate every N training steps (0: only at the end, -1: never)
     synthetic      world_dir ('' = generate into data.cache_dir), seed, num_items, splits,

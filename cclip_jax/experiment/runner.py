@@ -17,9 +17,11 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from cclip_jax import config as config_lib
 from cclip_jax.experiment import analysis
 
-# What each arm changes in the base config (the base is CCLIP at the config's λ).
+# What each arm changes in the base config (the base is CCLIP at the config's λ), a variant
+# table (cclip_jax.config.variant); `cclip_lam<λ>` arms add CCLIP at another λ.
 ARMS: dict[str, dict[str, Any]] = {
     # (plain_multi_positive is a sigmoid-term option: the softmax arms switch it off.)
     "clip": {"loss": "softmax", "cond_weight": 0.0, "data.mode": "baseline",
@@ -29,7 +31,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "cclip": {},
     "cclip_gate_ones": {"model.gate": "ones"},
     "cclip_pos_only": {"labels": "positive_only"},
-    # The objective's knobs (configs/common.py).
+    # The objective's knobs (cclip_jax/config/base.py).
     "cclip_rank": {"cond_form": "rank"},  # a ranking form, with no bias to collapse to
     # Concept-conditioned pooling: x_{i|k} = MAP(patches_i; probe + W·c_k), ungated logit.
     "cclip_pool": {"cond_form": "pool", "model.pool_conditional": True},
@@ -58,24 +60,21 @@ def lambda_arm(value: float) -> str:
 
 def arm_config(base: ml_collections.ConfigDict, arm: str, *, preset: str, seed: int,
                batch_size: int) -> ml_collections.ConfigDict:
-    """The training config of one run."""
-    overrides = ARMS.get(arm)
-    if overrides is None and arm.startswith(LAMBDA_ARM):
-        overrides = {"cond_weight": float(arm.removeprefix(LAMBDA_ARM))}
-    if overrides is None:
-        raise ValueError(f"unknown arm {arm!r}; known: {sorted(ARMS)} and "
-                         f"{LAMBDA_ARM}<cond_weight>")
+    """The training config of one run: `base` (left as it is) with the arm's overrides."""
     c = ml_collections.ConfigDict(base.to_dict())
-    for path, value in overrides.items():
-        *parents, leaf = path.split(".")
-        node = c
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    c.seed = seed
-    c.batch_size = batch_size
-    c.data.synthetic.preset = preset
-    return c
+    config_lib.variant(c, {**ARMS, **_lambda_arm(arm)}, arm, kind="arm")
+    return config_lib.override(c, {"seed": seed, "batch_size": batch_size,
+                                   "data.synthetic.preset": preset})
+
+
+def _lambda_arm(arm: str) -> dict[str, dict[str, Any]]:
+    """`{arm: {"cond_weight": λ}}` for an arm `cclip_lam<λ>` of the λ sweep, else `{}`."""
+    if arm.startswith(LAMBDA_ARM):
+        try:
+            return {arm: {"cond_weight": float(arm.removeprefix(LAMBDA_ARM))}}
+        except ValueError:
+            pass  # not a number: an unknown arm
+    return {}
 
 
 def run_dir(workdir: str, preset: str, arm: str, batch_size: int, seed: int) -> str:

@@ -47,12 +47,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 
 from cclip_jax.models import layers, sizes, text, vit
 
-GATES = ("identity", "softplus", "sigmoid", "ones")
+# `model.gate` -> the gate applied to the concept embeddings `[K, D]` (the choices of the field).
+GATES = {
+    "identity": lambda c: c,
+    "softplus": jax.nn.softplus,
+    "sigmoid": jax.nn.sigmoid,
+    # Control: cos(x ⊙ 1, t ⊙ 1) = cos(x, t), the concept labels without gating (the concept
+    # tower output is unused, so XLA drops its computation).
+    "ones": jnp.ones_like,
+}
+# SigLIP's initial exp(t) and b, of both terms: `TwoTower`'s defaults, and the config's for
+# the scales (the trainer starts the biases from the data unless the config sets them).
+TEMPERATURE_INIT = 10.0
+BIAS_INIT = -10.0
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _TINY = ("mu", "Ti")
 
@@ -97,10 +110,10 @@ def get_default_model_config(
     cfg.remat_policy = "none"
     cfg.scan_layers = False
     cfg.gate = "identity"
-    cfg.temperature_init = 10.0
+    cfg.temperature_init = TEMPERATURE_INIT
     # None = from the batch (the trainer); typed so that --config.model.bias_init=-10 works.
     cfg.bias_init = ml_collections.FieldReference(None, field_type=float)
-    cfg.cond_temperature_init = 10.0
+    cfg.cond_temperature_init = TEMPERATURE_INIT
     cfg.cond_bias_init = ml_collections.FieldReference(None, field_type=float)
     cfg.pool_conditional = False
     return cfg

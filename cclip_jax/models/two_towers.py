@@ -18,16 +18,6 @@ from cclip_jax.models.vit import ImageEncoder
 
 Array = jax.Array
 
-_GATE_FNS = {
-    "identity": lambda c: c,
-    "softplus": jax.nn.softplus,
-    "sigmoid": jax.nn.sigmoid,
-    # Control: cos(x ⊙ 1, t ⊙ 1) = cos(x, t), the concept labels without gating (the concept
-    # tower output is unused, so XLA drops its computation).
-    "ones": jnp.ones_like,
-}
-
-
 @flax.struct.dataclass
 class TwoTowerOutput:
     """What `TwoTower.apply` returns. Embeddings are float32 and NOT normalised.
@@ -74,10 +64,10 @@ class TwoTower(nn.Module):
     image: Mapping[str, Any]
     text: Mapping[str, Any]
     gate: str = "identity"
-    temperature_init: float = 10.0
-    bias_init: float = -10.0
-    cond_temperature_init: float = 10.0
-    cond_bias_init: float = -10.0
+    temperature_init: float = model_config.TEMPERATURE_INIT
+    bias_init: float = model_config.BIAS_INIT
+    cond_temperature_init: float = model_config.TEMPERATURE_INIT
+    cond_bias_init: float = model_config.BIAS_INIT
     pool_conditional: bool = False
 
     def _temperature(self, name: str, init: float) -> Array:
@@ -102,8 +92,8 @@ class TwoTower(nn.Module):
             one call (`encode_together`); pass the number of devices their rows are split over
             so that every device keeps its own rows.
         """
-        if self.gate not in _GATE_FNS:
-            raise ValueError(f"Unknown gate {self.gate!r}; known: {tuple(_GATE_FNS)}")
+        if self.gate not in model_config.GATES:
+            raise ValueError(f"Unknown gate {self.gate!r}; known: {tuple(model_config.GATES)}")
         image_emb = text_emb = concept_emb = image_cond_emb = None
         pool = self.pool_conditional and images is not None and concepts is not None
         if texts is not None or concepts is not None:
@@ -128,7 +118,7 @@ class TwoTower(nn.Module):
                 image_emb = img(images)
             image_emb = image_emb.astype(jnp.float32)
         if concept_emb is not None:
-            concept_emb = _GATE_FNS[self.gate](concept_emb.astype(jnp.float32))
+            concept_emb = model_config.GATES[self.gate](concept_emb.astype(jnp.float32))
         t = self._temperature("t", float(np.log(self.temperature_init)))
         b = self._temperature("b", self.bias_init)
         cond_t = self._temperature("cond_t", float(np.log(self.cond_temperature_init)))
@@ -196,7 +186,7 @@ def build_model(config: Mapping[str, Any] | None = None, **overrides: Any) -> Tw
     cfg.update(overrides)
     image_kw, text_kw = model_config.tower_kwargs(cfg)
     # Fields left out or None (the trainer fills the biases from the batch) keep TwoTower's
-    # defaults: SigLIP's t = log 10, b = -10.
+    # defaults (model_config.TEMPERATURE_INIT, BIAS_INIT: SigLIP's).
     scalars = {name: float(cfg[name]) for name in _SCALAR_INITS if cfg.get(name) is not None}
     return TwoTower(image=image_kw, text=text_kw, gate=cfg.get("gate", "identity"),
                     pool_conditional=model_config.pool_conditional(cfg), **scalars)

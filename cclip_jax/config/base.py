@@ -1,4 +1,4 @@
-"""The training config layout shared by every `configs/*.py` training config.
+"""The training configs that `configs/*.py` share: the layout, the B/16 and the demo builders.
 
 Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `log_every_steps`,
 `seed`, `batch_size` (the GLOBAL batch; curated data must have been curated at this size).
@@ -36,10 +36,11 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
                     temperature: the four logit scales and biases)
     data            curated_dir ('' = generate the synthetic demo data into cache_dir),
                     mode ('curated' | 'baseline'), synthetic {...}, curation {...} (overrides of
-                    configs/curate.py), tokenizer ('' = the curated one), hard_negatives
-                    (NegCLIP: each caption's attribute/object swap, cclip_jax.data
-                    .hard_negatives, as a negative of its image in the plain term), max_shift,
-                    brightness, num_workers (Grain processes), prefetch
+                    the curation defaults, cclip_jax.curation.settings.default_config),
+                    tokenizer ('' = the curated one), hard_negatives (NegCLIP: each caption's
+                    attribute/object swap, cclip_jax.data.hard_negatives, as a negative of its
+                    image in the plain term), max_shift, brightness, num_workers (Grain
+                    processes), prefetch
     init_from       '' | a SigLIP .npz | a cclip checkpoint folder (ignored when resuming)
     compilation_cache_dir  XLA persistent compilation cache ('' = off)
     distributed     call jax.distributed.initialize() (multi-host GPU/TPU)
@@ -62,6 +63,7 @@ from __future__ import annotations
 import ml_collections
 
 from cclip_jax import models
+from cclip_jax.config.overrides import variant
 
 
 def base_config(size: str = "mu") -> ml_collections.ConfigDict:
@@ -143,13 +145,19 @@ def eval_config() -> ml_collections.ConfigDict:
     return e
 
 
+# What differs between the platforms of the B/16 configs (`configs/cclip_b16.py:gpu`, ...).
+B16_PLATFORMS = {
+    "gpu": {"batch_size": 4096, "mesh.fsdp": 8},  # FSDP within an 8-GPU host
+    "tpu": {"batch_size": 32_768, "mesh.data": 1, "mesh.fsdp": -1},  # SigLIP's batch
+}
+
+
 def b16_config(platform: str) -> ml_collections.ConfigDict:
-    """B/16 at 224 px, bfloat16 activations, for `gpu` or `tpu` (batch 32k as in SigLIP)."""
+    """B/16 at 224 px, bfloat16 activations, for a platform of `B16_PLATFORMS` (`gpu`, `tpu`)."""
     c = base_config("B")
     c.model = models.get_default_model_config("B", patch_size=16, image_size=224)
     c.model.dtype = "bfloat16"
     c.model.remat_policy = "dots_with_no_batch_dims_saveable"
-    c.batch_size = 32_768 if platform == "tpu" else 4096
     c.total_steps = 100_000
     c.log_every_steps = 50
     c.checkpoint_every_steps = 1000
@@ -162,8 +170,28 @@ def b16_config(platform: str) -> ml_collections.ConfigDict:
     c.data.curated_dir = "/data/cclip/curated"  # set with --config.data.curated_dir=...
     c.data.curation = ml_collections.ConfigDict()
     c.distributed = True
-    if platform == "gpu":
-        c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 8, "tensor": 1})
-    else:
-        c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+    return variant(c, B16_PLATFORMS, platform, kind="platform")
+
+
+def demo_config() -> ml_collections.ConfigDict:
+    """The demo: tiny `mu/8` towers (depth 2) on the synthetic world, batch 64, 600 steps."""
+    c = base_config("mu")
+    c.model.image.variant = "mu/8"
+    c.model.text.depth = 2
+    c.model.image.depth = 2
+    c.batch_size = 64
+    # λ = 1 ("What λ means" above): under the per-triple normalisation the conditional
+    # gradient at initialisation is a steady fraction of the plain one at every B and K
+    # (docs/training.md), so the demo runs at the value the B/16 configs use.
+    c.cond_weight = 1.0
+    # (+1, 0) triples at half the weight of (+1, -1): at weight 1 the two are the same
+    # negative, and reading -1 labels as 0 (the experiment's pos-only arm) would change nothing.
+    c.unknown_weight = 0.5
+    c.total_steps = 600
+    c.log_every_steps = 10
+    c.checkpoint_every_steps = 100
+    c.optim.lr = 3e-3
+    c.optim.warmup_steps = 50
+    c.mesh.data = -1
+    c.compilation_cache_dir = "~/.cache/cclip_jax/xla"
     return c
