@@ -4,10 +4,10 @@
 
 Each arm of `cclip_jax.experiment.runner.ARMS` is turned into a training config with
 `runner.arm_config` from `configs/demo.py`'s config (batch 64, mu towers; not the v1
-experiment's base), built with `cclip_jax.train.build` and fed one fixed real batch of its own
-data (arms with `data.mode="baseline"`, e.g. clip and siglip, get an i.i.d. batch; the others a
-curated one; arms that change `data.curation.concept_kinds` curate their own data the first
-time, cached under `data.cache_dir`). The timing is `benchmarks/train_bench.py`'s
+experiment's base), built with `cclip_jax.training.setup.build` and fed one fixed real batch of
+its own data (arms with `data.mode="baseline"`, e.g. clip and siglip, get an i.i.d. batch; the
+others a curated one; arms that change `data.curation.concept_kinds` curate their own data the
+first time, cached under `data.cache_dir`). The timing is `benchmarks/train_bench.py`'s
 `time_interleaved` with its `StepTimer`: compile + first step reported separately (compile s),
 then blocks of `--steps` steps round-robin across the arms, `--rounds` times; each arm's ratio
 is the median over rounds of its block time over SigLIP's block of the same round, with the IQR

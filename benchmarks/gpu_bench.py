@@ -22,10 +22,10 @@ whose time, extrapolated as B² from the previous size, would pass `--budget` pr
 
 `train`: the config's jitted train step on ONE device (mesh data=fsdp=tensor=1,
 `distributed=False`), built on a tiny curated folder (the demo's synthetic world, curated at
-K=64, R=8 as the B/16 curation defaults) because `train.build` checks one; the step itself is
-compiled for synthetic on-device batches of the benchmark's size. Reports examples/s, and MFU:
-`cost_analysis()['flops']` of the compiled per-device program (counts remat recomputation)
-over the step time, against the device's dense bf16 peak.
+K=64, R=8 as the B/16 curation defaults) because `training.setup.build` checks one; the step
+itself is compiled for synthetic on-device batches of the benchmark's size. Reports examples/s,
+and MFU: `cost_analysis()['flops']` of the compiled per-device program (counts remat
+recomputation) over the step time, against the device's dense bf16 peak.
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ import jax.numpy as jnp  # noqa: E402
 import jaxlib  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 from loss_bench import make_inputs  # noqa: E402
 
 from cclip_jax import config as config_lib  # noqa: E402
 from cclip_jax import data as data_lib  # noqa: E402
-from cclip_jax import losses, train  # noqa: E402
+from cclip_jax import losses  # noqa: E402
+from cclip_jax.training.setup import build  # noqa: E402
 
 MiB = 2**20
 R = 8  # max_present of the conditional loss, and present concepts per label row
@@ -245,14 +245,14 @@ def curated_folder(cache_dir: str) -> str:
 
 
 def one_device_setup(config_spec: str, cache_dir: str):
-    """`train.build` of the config on device 0 alone; returns `(config, setup)`."""
+    """`training.setup.build` of the config on device 0 alone; returns `(config, setup)`."""
     c = config_lib.load(config_spec)
     c.data.curated_dir = curated_folder(cache_dir)
     c.batch_size = 16  # what the tiny folder was curated at (build checks it); the step is
     c.distributed = False  # compiled below for the benchmark's own batch size
     c.mesh.update({"data": 1, "fsdp": 1, "tensor": 1})
     c.compilation_cache_dir = ""
-    return c, train.build(c, devices=jax.devices()[:1])
+    return c, build(c, devices=jax.devices()[:1])
 
 
 def synthetic_batch(setup, b: int, k: int, seed: int = 0) -> dict[str, jax.Array]:
@@ -270,7 +270,7 @@ def synthetic_batch(setup, b: int, k: int, seed: int = 0) -> dict[str, jax.Array
         "text_cut": jnp.zeros((b,), jnp.int8),
         "concepts_cut": jnp.zeros((k,), jnp.int8),
     }
-    rows = NamedSharding(setup.mesh, PartitionSpec(setup.axes))
+    rows = setup.batch.rows
     return {f: jax.device_put(host[f], rows) for f in data_lib.ARRAY_FIELDS}
 
 

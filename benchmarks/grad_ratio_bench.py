@@ -14,7 +14,7 @@ concepts K, a λ tuned on the demo (B = 64, K = 16) means the same at B/16 scale
     and full covariance of the towers' outputs (images and captions at B = 64, 256 random
     concepts): the shape-only stand-in, to compare with "tower".
 (b) w.r.t. the tower parameters, `img` and `txt` apart (what the optimiser sees), through
-    `model.apply` as `cclip_jax.train_step` does (captions and concepts through the text
+    `model.apply` as `cclip_jax.training.objective` does (captions and concepts through the text
     tower).
 (c) the gradient norms behind the ratios (towers): plain and "triples", parameters and
     embeddings, to see which of numerator and denominator moves.

@@ -27,17 +27,17 @@ from absl import flags  # noqa: E402
 
 from cclip_jax import config as config_lib  # noqa: E402
 from cclip_jax import data as data_lib  # noqa: E402
-from cclip_jax import train  # noqa: E402
+from cclip_jax.training.setup import build  # noqa: E402
 
 
 class StepTimer:
     """One config's jitted step on one fixed batch; `run(n)` times n steps."""
 
     def __init__(self, config):
-        self.setup = train.build(config)
+        self.setup = build(config)
         self.state = self.setup.init_state(jax.random.key(0))
         local = next(iter(data_lib.build_dataset(self.setup.spec)))
-        self.batch = data_lib.make_global_batch(local, self.setup.mesh, self.setup.axes)
+        self.batch = data_lib.make_global_batch(local, self.setup.batch.rows)
         self.compile_s = self.run(1)
         self.samples: list[float] = []
 
@@ -73,7 +73,7 @@ def time_interleaved(configs: dict, steps: int, rounds: int) -> dict[str, dict[s
 
 
 def time_pipeline(config, batches: int) -> float:
-    setup_spec = train.build(config).spec  # the same spec the trainer uses
+    setup_spec = build(config).spec  # the same spec the trainer uses
     spec = data_lib.DataSpec(**{**setup_spec.__dict__, "num_workers": 0})
     it = iter(data_lib.build_dataset(spec))
     next(it)  # open shards, load the tokenizer

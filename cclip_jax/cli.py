@@ -1,7 +1,10 @@
-"""What the command lines share: an error the user can fix is one line on stderr and exit 2.
+"""What the command lines share: process set-up, quiet library logs, and errors the user can
+fix as one line on stderr and exit 2.
 
     app.run(main, flags_parser=cli.parse_flags)      # a bad flag or config field: one line
-    cli.run(train.train_and_evaluate, config, dir)   # a bad setting, a missing file, a full disk
+    cli.quiet_libraries()                            # orbax's and grain's INFO lines off
+    cli.setup_process(config)                        # once per process, before any training
+    cli.run(trainer.train_and_evaluate, config, dir) # a bad setting, a missing file, a full disk
 
 `--verbose` (or `CCLIP_VERBOSE=1`) shows the traceback instead. `curate` prints its errors the
 same way (`error: ...`, exit 2).
@@ -10,13 +13,18 @@ same way (`error: ...`, exit 2).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from absl import flags
+from absl import logging as absl_logging
+
+if TYPE_CHECKING:
+    import ml_collections
 
 VERBOSE_ENV = "CCLIP_VERBOSE"
 _VERBOSE = flags.DEFINE_bool("verbose", False,
@@ -76,3 +84,30 @@ def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             raise
         fail(f"disk full writing {e.filename or 'the run folder'}: {e.strerror}. Free space "
              "and rerun the same command: the run resumes from its last complete checkpoint")
+
+
+def setup_process(config: ml_collections.ConfigDict) -> None:
+    """Process-wide set-up from a training config, once per process before anything trains:
+    `jax.distributed.initialize()` when `config.distributed` (it may run only once), and
+    XLA's persistent compilation cache when `config.compilation_cache_dir` is set."""
+    import jax  # here, not at the top: commands that never train need no JAX
+
+    if config.distributed:
+        jax.distributed.initialize()
+    if config.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir",
+                          os.path.expanduser(config.compilation_cache_dir))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+class _QuietLibraries(logging.Filter):
+    """Drops INFO records of orbax and grain: they log several lines per checkpoint file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
+        return record.levelno >= logging.WARNING or not noisy
+
+
+def quiet_libraries() -> None:
+    """Keeps orbax's and grain's per-file INFO lines off the console."""
+    absl_logging.get_absl_handler().addFilter(_QuietLibraries())

@@ -1,7 +1,8 @@
 """Training entry point: `python -m cclip_jax.main --config=configs/demo.py --workdir=DIR`.
 
 Only parses flags (`--config.key=value` overrides any config field), quiets library INFO logs,
-and hands over to `cclip_jax.train.train_and_evaluate`.
+sets up the process (`cli.setup_process`) and hands over to
+`cclip_jax.training.trainer.train_and_evaluate`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
-from cclip_jax import cli, console
+from cclip_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -27,10 +28,12 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not _LIBRARY_INFO.value:
-        console.quiet_libraries()
-    from cclip_jax import train  # after flag parsing: Grain workers need parsed absl flags
+        cli.quiet_libraries()
+    cli.run(cli.setup_process, _CONFIG.value)  # a bad distributed setting: one line too
+    # After flag parsing: Grain workers need parsed absl flags.
+    from cclip_jax.training import trainer
 
-    cli.run(train.train_and_evaluate, _CONFIG.value, _WORKDIR.value,
+    cli.run(trainer.train_and_evaluate, _CONFIG.value, _WORKDIR.value,
             force_config_change=_FORCE.value)
 
 

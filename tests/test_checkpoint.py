@@ -20,9 +20,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from cclip_jax import data as data_lib
-from cclip_jax.checkpointing import Checkpointer, abstract_like
 from cclip_jax.config import load
-from cclip_jax.metrics_writer import read_jsonl
+from cclip_jax.run_folder.checkpoints import Checkpointer, abstract_like
+from cclip_jax.run_folder.metrics import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "configs", "demo.py")

@@ -8,7 +8,9 @@ import ml_collections
 import pytest
 
 from cclip_jax import config as config_lib
-from cclip_jax import models, optim, train
+from cclip_jax import models
+from cclip_jax.training import checks, optim
+from cclip_jax.training.setup import build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = [
@@ -27,7 +29,7 @@ def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
 @pytest.mark.parametrize(("name", "arg"), CONFIGS)
 def test_configs_load_and_validate(name, arg):
     c = load(name, arg)
-    train.validate_config(c)
+    checks.validate_config(c)
     for field in ("total_steps", "checkpoint_every_steps", "log_every_steps", "seed",
                   "batch_size"):
         assert isinstance(c[field], int), field
@@ -49,18 +51,18 @@ def test_invalid_top_level_fields_are_named(field, value, match):
     c = load("demo.py")
     c[field] = value
     with pytest.raises(ValueError, match=match):
-        train.validate_config(c)
+        checks.validate_config(c)
 
 
 def test_invalid_nested_fields_are_named(tmp_path):
     c = load("demo.py")
     c.model.image.variant = "XXL/16"
     with pytest.raises(ValueError, match=r"config\.model.image.variant"):
-        train.validate_config(c)
+        checks.validate_config(c)
     c = load("demo.py")
     c.data.mode = "baseline"
     with pytest.raises(ValueError, match=r"config\.cond_weight must be 0"):
-        train.validate_config(c)
+        checks.validate_config(c)
     c = load("demo.py")
     c.optim.lr_mults.proj = 1.0
     with pytest.raises(ValueError, match=r"config\.optim.lr_mults"):
@@ -68,11 +70,11 @@ def test_invalid_nested_fields_are_named(tmp_path):
     c = load("demo.py")
     c.data.curated_dir = str(tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match=r"config\.data.curated_dir"):
-        train.build(c)
+        build(c)
     c = load("demo.py")
     c.data.curation.bm25 = 1
     with pytest.raises(ValueError, match=r"config\.data.curation.bm25"):
-        train.build(c)
+        build(c)
 
 
 class _Source:
@@ -82,13 +84,13 @@ class _Source:
 def test_data_checks_name_batch_size_and_mesh():
     c = load("demo.py", "smoke")
     with pytest.raises(ValueError, match=r"config\.batch_size=16 is not divisible by the 3"):
-        train.check_data(c, _Source(), 100, 3)
+        checks.check_data(c, _Source(), 100, 3)
     c.batch_size = 32
     with pytest.raises(ValueError, match=r"config\.batch_size=32 differs from the curated"):
-        train.check_data(c, _Source(), 100, 1)
+        checks.check_data(c, _Source(), 100, 1)
     c.batch_size = 16
     with pytest.raises(ValueError, match=r"config\.model.text.vocab_size=1024"):
-        train.check_data(c, _Source(), 5000, 1)
+        checks.check_data(c, _Source(), 5000, 1)
 
 
 @pytest.mark.slow  # compiles a B/16 training step (about a minute on 2 cores)
@@ -109,9 +111,9 @@ def test_b16_train_step_compiles_on_eight_devices(name, arg, tmp_path):
     c.batch_size = 16
     c.data.curated_dir = data_lib.ensure_demo_data(demo)
     c.distributed = False
-    setup = train.build(c)
+    setup = build(c)
     assert int(np.prod(list(setup.mesh.shape.values()))) == 8
-    rows = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec(setup.axes))
+    rows = setup.batch.rows
     size, length = c.model.image.image_size, c.model.text.max_len
     shapes = {"images": ((16, size, size, 3), np.float32), "text": ((16, length), np.int32),
               "concepts": ((16, length), np.int32), "labels": ((16, 16), np.int8),

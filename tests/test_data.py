@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from cclip_jax import data as data_lib
-from cclip_jax import sharding
 from cclip_jax.config import load
 from cclip_jax.curation import CuratedShards
+from cclip_jax.training import sharding
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
 
@@ -184,7 +184,7 @@ def test_iterator_state_restores_mid_epoch_with_workers(curated):
 def test_global_batch_is_split_over_the_batch_axes(curated):
     mesh = sharding.make_mesh({"data": 4, "fsdp": 2})
     local = take(data_lib.build_dataset(spec(curated)), 1)[0][0]
-    batch = data_lib.make_global_batch(local, mesh, ("data", "fsdp"))
+    batch = data_lib.make_global_batch(local, sharding.batch_split(mesh, sharding.get_rules()).rows)
     assert batch["images"].shape == (16, 32, 32, 3)
     assert batch["concepts"].shape == (16, 16)
     assert batch["labels"].sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"))

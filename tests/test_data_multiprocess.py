@@ -26,14 +26,15 @@ WORKER = textwrap.dedent('''
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     port, pid, curated = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
-    from cclip_jax import data as data_lib, sharding
+    from cclip_jax import data as data_lib
+    from cclip_jax.training import sharding
     mesh = sharding.make_mesh({"data": -1})  # 4 devices, 2 per process
     spec = data_lib.DataSpec(curated_dir=curated, image_size=32, max_len=16, seed=3,
                              max_shift=0, brightness=0.0)
     ds = data_lib.build_dataset(spec, process_index=jax.process_index(),
                                 process_count=jax.process_count())
     local = next(iter(ds))
-    batch = data_lib.make_global_batch(local, mesh, ("data", "fsdp"))
+    batch = data_lib.make_global_batch(local, sharding.batch_split(mesh, sharding.get_rules()).rows)
 
     def weighted(b):  # row-weighted sums: equal only if every row is in its global place
         out = {}

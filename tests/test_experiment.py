@@ -37,11 +37,11 @@ def test_plan_covers_grid_and_sweep_once():
 
 @pytest.mark.parametrize("arm", sorted(runner.ARMS))
 def test_every_arm_is_a_valid_training_config(arm):
-    from cclip_jax import train
+    from cclip_jax.training import checks
 
     exp = load(EXP)
     c = runner.arm_config(exp.base, arm, preset="natural", seed=0, batch_size=64)
-    train.validate_config(c)
+    checks.validate_config(c)
     for path, value in runner.ARMS[arm].items():  # the override reached the field it names
         node = c
         for name in path.split("."):

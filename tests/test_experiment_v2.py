@@ -44,12 +44,12 @@ def test_plans():
 
 @pytest.mark.parametrize("arm", [*sorted(runner.ARMS), "cclip_lam0.1"])
 def test_every_run_config_validates(arm):
-    from cclip_jax import train
+    from cclip_jax.training import checks
 
     exp = load(EXP)
     run = runs.Run("screen", "natural", arm, 3, 500, 64, 32, 2, binding_only=True)
     c = runs.run_config(exp, run, "/tmp/cache")
-    train.validate_config(c)
+    checks.validate_config(c)
     assert (c.seed, c.total_steps, c.batch_size, c.model.embed_dim) == (3, 500, 32, 64)
     assert c.model.image.width == c.model.text.width == 64 and c.model.text.num_heads == 4
     assert c.eval.synthetic.seed == 2 and c.eval.synthetic.retrieval_images == 0

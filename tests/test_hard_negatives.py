@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from cclip_jax import data as data_lib
-from cclip_jax import sharding
 from cclip_jax import synthetic as syn
 from cclip_jax.config import load
 from cclip_jax.curation import CuratedShards
 from cclip_jax.data.hard_negatives import swap_counts, swap_hard_negative
+from cclip_jax.training import sharding
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
 
@@ -146,13 +146,13 @@ def test_global_batch_carries_the_hard_fields(curated):
     mesh = sharding.make_mesh({"data": 4, "fsdp": 2})
     it = iter(data_lib.build_dataset(_spec(curated, hard_negatives=True)))
     local = next(it)
-    batch = data_lib.make_global_batch(local, mesh, ("data", "fsdp"))
+    batch = data_lib.make_global_batch(local, sharding.batch_split(mesh, sharding.get_rules()).rows)
     assert set(batch) == {*data_lib.ARRAY_FIELDS, *data_lib.OPTIONAL_ARRAY_FIELDS}
     for field in ("hard_text", "hard_ok"):
         assert batch[field].sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"))
         assert batch[field].shape == local[field].shape
         np.testing.assert_array_equal(np.asarray(batch[field]), local[field])
     assert len(batch["hard_text"].addressable_shards) == 8
-    plain = data_lib.make_global_batch(next(iter(data_lib.build_dataset(_spec(curated)))), mesh,
-                                       ("data", "fsdp"))
+    plain = data_lib.make_global_batch(next(iter(data_lib.build_dataset(_spec(curated)))),
+                                       sharding.batch_split(mesh, sharding.get_rules()).rows)
     assert set(plain) == set(data_lib.ARRAY_FIELDS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cclip_jax.metrics_writer import MetricsWriter, read_jsonl
+from cclip_jax.run_folder.metrics import MetricsWriter, read_jsonl
 
 
 def test_console_rate_is_the_last_interval_and_skips_the_compile(tmp_path):

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from cclip_jax import data as data_lib
-from cclip_jax import losses, models, train
+from cclip_jax import losses, models
 from cclip_jax.config import load
 from cclip_jax.models.vit import ImageEncoder
-from cclip_jax.train_step import Objective, make_loss_fn
+from cclip_jax.training.objective import Objective, make_loss_fn
+from cclip_jax.training.setup import build
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
 
@@ -121,21 +122,20 @@ def cache(tmp_path_factory):
 def test_pool_form_needs_the_model_switch(cache):
     c = _config(cache, pool=False)
     with pytest.raises(ValueError, match="pool_conditional"):
-        train.build(c, devices=jax.devices()[:1])
+        build(c, devices=jax.devices()[:1])
 
 
 def test_pool_step_is_the_library_loss_on_the_models_embeddings(cache):
     c = _config(cache)
     c.mesh.data = c.mesh.fsdp = 1
-    s = train.build(c, devices=jax.devices()[:1])
+    s = build(c, devices=jax.devices()[:1])
     batch = jax.device_get(data_lib.make_global_batch(next(iter(data_lib.build_dataset(s.spec))),
-                                                      s.mesh, s.axes))
+                                                      s.batch.rows))
     params = s.init_state(jax.random.key(0)).params
     obj = Objective(cond_weight=0.7, cond_form="pool", unknown_weight=0.5,
                     cross_positive_weight=0.3)
     with jax.set_mesh(s.mesh):
-        loss, aux = jax.jit(make_loss_fn(s.model, s.mesh, s.axes, obj))(params, batch,
-                                                                       jnp.int32(0))
+        loss, aux = jax.jit(make_loss_fn(s.model, s.batch, obj))(params, batch, jnp.int32(0))
     out = s.model.apply({"params": params}, images=batch["images"], texts=batch["text"],
                         concepts=batch["concepts"])
     assert out.image_cond_emb.shape[:2] == batch["labels"].shape
@@ -157,19 +157,17 @@ def test_sharded_pool_step_equals_single_device_step(cache):
     config = _config(cache)
     config.mesh.data, config.mesh.fsdp = 4, 2
     config.optim.eps = 1e-3  # see test_train.test_sharded_step_equals_single_device_step
-    sharded = train.build(config)
+    sharded = build(config)
     one = config.copy_and_resolve_references()
     one.mesh.data, one.mesh.fsdp = 1, 1
-    single = train.build(one, devices=jax.devices()[:1])
+    single = build(one, devices=jax.devices()[:1])
     state8 = sharded.init_state(jax.random.key(0))
     state1 = jax.device_put(jax.device_get(state8), single.state_shardings)
     it = iter(data_lib.build_dataset(sharded.spec))
     for _ in range(2):  # step 1 has lr 0 (warmup): step 2 moves the parameters
         local = next(it)
-        state8, m8 = sharded.step(state8, data_lib.make_global_batch(local, sharded.mesh,
-                                                                     sharded.axes))
-        state1, m1 = single.step(state1, data_lib.make_global_batch(local, single.mesh,
-                                                                    single.axes))
+        state8, m8 = sharded.step(state8, data_lib.make_global_batch(local, sharded.batch.rows))
+        state1, m1 = single.step(state1, data_lib.make_global_batch(local, single.batch.rows))
         for key in ("loss", "loss_sig", "loss_cond", "grad_norm", "grad_norm_img",
                     "grad_norm_txt"):
             np.testing.assert_allclose(m8[key], m1[key], rtol=2e-5, err_msg=key)

@@ -10,7 +10,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 from test_models import make_inputs, random_variables
 
-from cclip_jax import models, sharding
+from cclip_jax import models
+from cclip_jax.training import sharding
 
 
 @pytest.fixture(scope="module")

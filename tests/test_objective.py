@@ -1,4 +1,4 @@
-"""The training objective's knobs (`train_step.Objective`) and the temperature initialisation,
+"""The training objective's knobs (`objective.Objective`) and the temperature initialisation,
 checked inside the real train-step loss function on a curated smoke batch."""
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from cclip_jax import data as data_lib
-from cclip_jax import losses, train
+from cclip_jax import losses
 from cclip_jax.config import load
 from cclip_jax.curation.shards import read_batches
-from cclip_jax.train_step import Objective, make_loss_fn
+from cclip_jax.training import trainer
+from cclip_jax.training.objective import Objective, make_loss_fn
+from cclip_jax.training.setup import build
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
 
@@ -25,16 +27,15 @@ def setup(tmp_path_factory):
     c = load(f"{DEMO}:smoke")
     c.data.cache_dir = str(tmp_path_factory.mktemp("cache"))
     c.mesh.data = c.mesh.fsdp = 1
-    s = train.build(c, devices=jax.devices()[:1])
-    batch = data_lib.make_global_batch(next(iter(data_lib.build_dataset(s.spec))), s.mesh,
-                                       s.axes)
+    s = build(c, devices=jax.devices()[:1])
+    batch = data_lib.make_global_batch(next(iter(data_lib.build_dataset(s.spec))), s.batch.rows)
     params = s.init_state(jax.random.key(0)).params
     return s, jax.device_get(batch), params
 
 
 def _run(setup, objective, batch=None, grads=False):
     s, default_batch, params = setup
-    fn = make_loss_fn(s.model, s.mesh, s.axes, objective)
+    fn = make_loss_fn(s.model, s.batch, objective)
     batch = default_batch if batch is None else batch
     with jax.set_mesh(s.mesh):
         if grads:
@@ -125,7 +126,7 @@ def test_biases_start_at_each_terms_positive_rate(setup, tmp_path):
     assert float(params["b"]) == pytest.approx(-np.log(b - 1), rel=1e-6)
     assert float(params["cond_b"]) == pytest.approx(want, rel=1e-6)
     # The run folder records the values (the evaluation CLI rebuilds the model from them).
-    train.write_run_config(str(tmp_path), s.config, s.resolved)
+    trainer.write_run_config(str(tmp_path), s.config, s.resolved)
     with open(tmp_path / "config.json") as f:
         model = json.load(f)["model"]
     assert model["bias_init"] == s.resolved["model.bias_init"]

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from cclip_jax import data as data_lib
-from cclip_jax import evaluate, models, run_folder, train
+from cclip_jax import evaluate, models, run_folder
 from cclip_jax.config import load
 from cclip_jax.evaluation.scorer import ModelScorer
-from cclip_jax.metrics_writer import read_jsonl
+from cclip_jax.run_folder.metrics import read_jsonl
+from cclip_jax.training import trainer
+from cclip_jax.training.setup import build
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
 
@@ -48,7 +50,7 @@ def smoke(cache, **overrides):
 
 def test_demo_smoke_run_writes_everything_and_resumes(cache, tmp_path):
     workdir = str(tmp_path / "run")
-    last = train.train_and_evaluate(smoke(cache), workdir)
+    last = trainer.train_and_evaluate(smoke(cache), workdir)
     records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     assert [r["step"] for r in records] == [1, 2]
     for key in ("loss", "loss_sig", "loss_cond", "lr", "scale", "bias", "cond_scale",
@@ -86,7 +88,7 @@ def test_demo_smoke_run_writes_everything_and_resumes(cache, tmp_path):
         results["binding/iid/attribute_swap"]["metrics"]
 
     # The same command with more steps resumes at step 2 and keeps the earlier records.
-    train.train_and_evaluate(smoke(cache, total_steps=3), workdir)
+    trainer.train_and_evaluate(smoke(cache, total_steps=3), workdir)
     again = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     assert [r["step"] for r in again] == [1, 2, 3]
     assert again[:2] == records
@@ -97,16 +99,16 @@ def test_demo_smoke_run_writes_everything_and_resumes(cache, tmp_path):
     for overrides, match in (({"cond_weight": 0.5}, r"cond_weight: 1\.0 -> 0\.5"),
                              ({"seed": 3}, r"seed: 0 -> 3")):
         with pytest.raises(run_folder.ConfigChangedError, match=match):
-            train.train_and_evaluate(smoke(cache, total_steps=4, **overrides), workdir)
+            trainer.train_and_evaluate(smoke(cache, total_steps=4, **overrides), workdir)
     wide = smoke(cache, total_steps=4)
     wide.model.embed_dim = 64  # a shape change: refused before orbax sees mismatched arrays
     with pytest.raises(run_folder.ConfigChangedError, match=r"model\.embed_dim: 32 -> 64"):
-        train.train_and_evaluate(wide, workdir)
+        trainer.train_and_evaluate(wide, workdir)
     with open(os.path.join(workdir, "config.json")) as f:
         assert f.read() == stored
     assert [r["step"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))] == [1, 2, 3]
     # Forced, it resumes with the new value and the folder's history says so.
-    train.train_and_evaluate(smoke(cache, total_steps=4, cond_weight=0.5), workdir,
+    trainer.train_and_evaluate(smoke(cache, total_steps=4, cond_weight=0.5), workdir,
                              force_config_change=True)
     history = read_jsonl(os.path.join(workdir, "history.jsonl"))
     assert [h["event"] for h in history] == ["start", "resume", "forced_config_change",
@@ -123,21 +125,19 @@ def test_sharded_step_equals_single_device_step(cache):
     # order changes) become updates of up to ±lr. A larger eps keeps updates proportional to
     # the gradients, so comparing parameters compares gradients.
     config.optim.eps = 1e-3
-    sharded = train.build(config)
+    sharded = build(config)
     assert dict(sharded.mesh.shape) == {"data": 4, "fsdp": 2, "tensor": 1}
-    assert sharded.axes == ("data", "fsdp")
+    assert sharded.batch.axes == ("data", "fsdp")
     one = config.copy_and_resolve_references()
     one.mesh.data, one.mesh.fsdp = 1, 1
-    single = train.build(one, devices=jax.devices()[:1])
+    single = build(one, devices=jax.devices()[:1])
     state8 = sharded.init_state(jax.random.key(0))
     state1 = jax.device_put(jax.device_get(state8), single.state_shardings)
     it = iter(data_lib.build_dataset(sharded.spec))
     for _ in range(2):  # step 1 has lr 0 (warmup): step 2 moves the parameters
         local = next(it)
-        state8, m8 = sharded.step(state8, data_lib.make_global_batch(local, sharded.mesh,
-                                                                     sharded.axes))
-        state1, m1 = single.step(state1, data_lib.make_global_batch(local, single.mesh,
-                                                                    single.axes))
+        state8, m8 = sharded.step(state8, data_lib.make_global_batch(local, sharded.batch.rows))
+        state1, m1 = single.step(state1, data_lib.make_global_batch(local, single.batch.rows))
         for key in ("loss", "loss_sig", "loss_cond", "grad_norm", "grad_norm_img",
                     "grad_norm_txt", "logit_pos"):
             np.testing.assert_allclose(m8[key], m1[key], rtol=2e-5, err_msg=key)
@@ -151,8 +151,8 @@ def test_sharded_step_equals_single_device_step(cache):
 def test_nan_loss_stops_with_step_and_checkpoint_named(cache, tmp_path):
     # max_present=1 is below what the curated rows hold: the loss is NaN by contract.
     config = smoke(cache, max_present=1)
-    with pytest.raises(train.NonFiniteLossError, match=r"at step 1; last good checkpoint: None"):
-        train.train_and_evaluate(config, str(tmp_path / "nan"))
+    with pytest.raises(trainer.NonFiniteLossError, match=r"at step 1; last good checkpoint: None"):
+        trainer.train_and_evaluate(config, str(tmp_path / "nan"))
     assert not os.listdir(tmp_path / "nan" / "checkpoints")
 
 
@@ -167,7 +167,7 @@ def test_init_from_a_siglip_npz_loads_its_parameters(cache, tmp_path):
     models.save_siglip_npz({k: v for k, v in params.items() if not k.startswith("cond_")}, npz)
     config.init_from, config.eval.every_steps = npz, -1
     workdir = str(tmp_path / "run")
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
     scorer, step = ModelScorer.from_workdir(workdir, step=1)
     assert step == 1
     restored = jax.device_get(scorer.params)
@@ -182,4 +182,4 @@ def test_evaluation_steps_follow_config(every, due):
     """Steps evaluated inside the loop; the final evaluation follows the loop."""
     config = load(f"{DEMO}:smoke")
     config.total_steps, config.eval.every_steps = 6, every
-    assert [s for s in range(1, 7) if train._eval_due(config, s)] == due
+    assert [s for s in range(1, 7) if trainer._eval_due(config, s)] == due

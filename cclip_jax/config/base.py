@@ -28,7 +28,7 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
     max_present     R of the loss: -1 = the manifest's max_present, 0 = dense (no bound);
                     the dense path also runs when 2R >= K (it then computes no more logits)
     mesh            {data, fsdp, tensor} sizes; one may be -1 (fills the remaining devices)
-    sharding_rules  'dp' | 'fsdp' | 'tp' | 'fsdp_tp' (cclip_jax.sharding.RULES)
+    sharding_rules  'dp' | 'fsdp' | 'tp' | 'fsdp_tp' (cclip_jax.training.sharding.RULES)
     model           cclip_jax.models config (towers, embed_dim, dtype, gate, ...;
                     pool_conditional: the concept-query MAP head of cond_form 'pool')
     optim           AdamW: lr, warmup_steps, end_lr_frac, b1, b2, eps, weight_decay,

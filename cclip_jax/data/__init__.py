@@ -2,7 +2,7 @@
 
 Public API:
   DataSpec, build_dataset(spec, process_index=, process_count=) -> grain.IterDataset
-  make_global_batch(local, mesh, batch_axes) -> {images, text, concepts, labels} jax.Arrays
+  make_global_batch(local, rows) -> {images, text, concepts, labels} jax.Arrays
   BatchSliceSource (curated / baseline modes), ProcessSlice, Tokenizer
   ensure_demo_data(config) -> curated folder (synthetic world + curation, cached)
   swap_hard_negative(caption) -> str | None (NegCLIP hard negatives; DataSpec.hard_negatives)

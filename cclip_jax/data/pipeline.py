@@ -3,7 +3,7 @@
     ds = build_dataset(spec, process_index=jax.process_index(), process_count=...)
     it = iter(ds)                        # a Grain DatasetIterator; it.get_state()/set_state()
     local = next(it)                     # this process's slice of the step's global batch
-    batch = make_global_batch(local, mesh, batch_axes)   # global jax.Arrays on the mesh
+    batch = make_global_batch(local, rows)   # global jax.Arrays, first axis laid out as `rows`
 
 The dataset is a `MapDataset` over step indices (`range(2**62)`, lazily): element `s` is the slice
 of global batch `s`, so the stream is a pure function of (curated folder, mode, seed, process) and
@@ -13,13 +13,12 @@ an iterator restored at step `s` continues exactly where a killed run left off.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import grain
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from cclip_jax.data.source import BatchSliceSource
 from cclip_jax.data.transforms import ProcessSlice, Tokenizer
@@ -100,14 +99,9 @@ def build_dataset(spec: DataSpec, *, process_index: int = 0, process_count: int 
     return it_ds
 
 
-def _spec(field: str, batch_axes: Sequence[str]) -> PartitionSpec:
-    del field  # every array field is split along its first axis (rows or concept rows)
-    return PartitionSpec(tuple(batch_axes))
-
-
-def make_global_batch(local: dict[str, Any], mesh: Mesh, batch_axes: Sequence[str]
-                      ) -> dict[str, jax.Array]:
-    """This process's slice -> global `jax.Array`s, first axis split over `batch_axes`.
+def make_global_batch(local: dict[str, Any], rows: NamedSharding) -> dict[str, jax.Array]:
+    """This process's slice -> global `jax.Array`s, first axis split as `rows` says (the
+    trainer's `sharding.BatchSplit.rows`: every field splits along its rows or concept rows).
 
     Global shapes: `images [B, S, S, 3]`, `text [B, L]`, `concepts [K, L]`, `labels [B, K]`,
     `text_cut [B]`, `concepts_cut [K]`, and where `local` has them (`DataSpec.hard_negatives`)
@@ -116,7 +110,6 @@ def make_global_batch(local: dict[str, Any], mesh: Mesh, batch_axes: Sequence[st
     out = {}
     for field in (*ARRAY_FIELDS, *(f for f in OPTIONAL_ARRAY_FIELDS if f in local)):
         value = np.asarray(local[field])
-        sharding = NamedSharding(mesh, _spec(field, batch_axes))
         global_shape = (value.shape[0] * jax.process_count(), *value.shape[1:])
-        out[field] = jax.make_array_from_process_local_data(sharding, value, global_shape)
+        out[field] = jax.make_array_from_process_local_data(rows, value, global_shape)
     return out

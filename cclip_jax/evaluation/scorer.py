@@ -119,7 +119,7 @@ class ModelScorer:
                      batch_size: int = 256) -> tuple[ModelScorer, int]:
         """The scorer of a training run's checkpoint `step` (default: the latest complete one)
         and that step. Reads the run's `config.json` for the model and the tokenizer."""
-        from cclip_jax.checkpointing import Checkpointer  # orbax only where checkpoints are read
+        from cclip_jax.run_folder.checkpoints import Checkpointer  # orbax only where read
 
         config = load_run_config(workdir)
         ckpt = Checkpointer(run_folder.path(workdir, run_folder.CHECKPOINTS), async_save=False)

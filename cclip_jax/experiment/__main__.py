@@ -24,10 +24,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from cclip_jax import console
-
-    console.quiet_libraries()
+    cli.quiet_libraries()
     absl_logging.set_verbosity(absl_logging.INFO)
+    cli.run(cli.setup_process, _CONFIG.value.base)  # once: every run trains in this process
     if _CONFIG.value.get("version", 1) == 2:
         from cclip_jax.experiment import experiment_v2  # after flag parsing (Grain workers)
 

@@ -2,9 +2,9 @@
 
 Every run trains the same towers for the same steps at the same batch size on the same
 synthetic pairs; only what the arm names changes (`ARMS`). Each run is an ordinary training run
-(`cclip_jax.train.train_and_evaluate`) in `DIR/runs/<preset>/<arm>/b<B>/seed<S>`, evaluated at
-its last step by the synthetic suite. A run whose final evaluation exists is not redone, so a
-killed experiment continues where it stopped.
+(`cclip_jax.training.trainer.train_and_evaluate`) in `DIR/runs/<preset>/<arm>/b<B>/seed<S>`,
+evaluated at its last step by the synthetic suite. A run whose final evaluation exists is not
+redone, so a killed experiment continues where it stopped.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _final_eval(path: str, step: int) -> dict[str, Any] | None:
 def run_one(exp: ml_collections.ConfigDict, workdir: str, run: dict[str, Any]
             ) -> tuple[dict[str, float], float]:
     """Trains and evaluates one run unless its final evaluation exists; (flat metrics, s)."""
-    from cclip_jax import train  # JAX and the data stack only when something trains
+    from cclip_jax.training import trainer  # JAX and the data stack only when something trains
 
     path = run_dir(workdir, **run)
     config = arm_config(exp.base, **run)
@@ -117,7 +117,7 @@ def run_one(exp: ml_collections.ConfigDict, workdir: str, run: dict[str, Any]
     timing = os.path.join(path, "run_seconds.json")
     if done is None:
         start = time.perf_counter()
-        train.train_and_evaluate(config, path)
+        trainer.train_and_evaluate(config, path)
         done = _final_eval(path, config.total_steps)
         if done is None:
             raise RuntimeError(f"{path}: training ended without its final evaluation")

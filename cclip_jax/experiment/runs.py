@@ -2,11 +2,11 @@
 
 A `Run` names everything that differs between runs (phase, caption preset, arm, seed, steps,
 tower width, batch size, evaluation items). `execute` trains it with the ordinary trainer
-(`cclip_jax.train.train_and_evaluate`) in `DIR/runs/<Run.key>` unless its `record.json`
-exists, so a killed phase continues where it stopped. The record holds what the analysis needs
-and nothing that must be re-read from the run folder: the final metrics, the primary score's
-curve over the evaluated steps, the per-item scores of the primary and guard item sets
-(`encode_items`), the times, and the training-loss curve.
+(`cclip_jax.training.trainer.train_and_evaluate`) in `DIR/runs/<Run.key>` unless its
+`record.json` exists, so a killed phase continues where it stopped. The record holds what the
+analysis needs and nothing that must be re-read from the run folder: the final metrics, the
+primary score's curve over the evaluated steps, the per-item scores of the primary and guard
+item sets (`encode_items`), the times, and the training-loss curve.
 """
 
 from __future__ import annotations
@@ -149,11 +149,11 @@ def execute(exp: ml_collections.ConfigDict, workdir: str, run: Run) -> dict[str,
     if os.path.exists(record_path):
         with open(record_path) as f:
             return json.load(f)
-    from cclip_jax import train  # JAX and the data stack only when something trains
+    from cclip_jax.training import trainer  # JAX and the data stack only when something trains
 
     config = run_config(exp, run, os.path.join(workdir, "cache"))
     start = time.perf_counter()
-    train.train_and_evaluate(config, path)
+    trainer.train_and_evaluate(config, path)
     wall = time.perf_counter() - start
     evals = sorted(glob.glob(os.path.join(path, "eval", "step_*.json")))
     curve, final, eval_s = [], None, 0.0

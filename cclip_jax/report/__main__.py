@@ -12,8 +12,8 @@ import os
 from absl import app, flags
 
 from cclip_jax import cli
-from cclip_jax.metrics_writer import METRICS_FILE
 from cclip_jax.report import screenshot, write_experiment_report, write_report
+from cclip_jax.run_folder.metrics import METRICS_FILE
 
 RESULTS_FILE = "results.json"
 

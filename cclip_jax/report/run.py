@@ -13,7 +13,6 @@ import os
 from typing import Any
 
 from cclip_jax import run_folder
-from cclip_jax.metrics_writer import METRICS_FILE, read_jsonl
 from cclip_jax.report import plots
 from cclip_jax.report.assets import Assets
 from cclip_jax.report.evaluation import eval_section
@@ -30,6 +29,7 @@ from cclip_jax.report.html import (
     tag,
     write_page,
 )
+from cclip_jax.run_folder.metrics import METRICS_FILE, read_jsonl
 
 CONFIG_FILE = run_folder.CONFIG
 

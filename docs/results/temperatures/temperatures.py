@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from cclip_jax import cli
 from cclip_jax.experiment import analysis, runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,6 +59,8 @@ def main() -> None:
     rows = {}
     for variant in ("before", "after"):
         exp = experiment(variant)
+        if not rows:  # once per process, before the first run trains
+            cli.setup_process(exp.base)
         out = os.path.join(args.workdir, variant)
         results = runner.run_experiment(exp, out)
         runs = [r for r in results["runs"] if r["arm"] == "siglip"]

@@ -44,15 +44,17 @@ def main() -> None:
     flags.FLAGS.mark_as_parsed()  # Grain workers read absl flags
     import numpy as np
 
-    from cclip_jax import console, train
+    from cclip_jax import cli
     from cclip_jax.experiment import analysis, runner
+    from cclip_jax.training import trainer
 
-    console.quiet_libraries()
+    cli.quiet_libraries()
     spec = importlib.util.spec_from_file_location(
         "experiment_binding", os.path.join(ROOT, "configs", "experiment_binding.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     base = module.get_config(None).base
+    cli.setup_process(base)  # once: every stage trains in this process
     scores: dict[str, list[list[float]]] = {}
     for seed in (int(s) for s in args.seeds.split(",")):
         start = os.path.join(args.workdir, STAGES[0][1], f"seed{seed}")
@@ -64,7 +66,7 @@ def main() -> None:
             path = os.path.join(args.workdir, folder, f"seed{seed}")
             final = os.path.join(path, "eval", f"step_{c.total_steps:08d}.json")
             if not os.path.exists(final):
-                train.train_and_evaluate(c, path)
+                trainer.train_and_evaluate(c, path)
             with open(final) as f:
                 flat = analysis.flatten(json.load(f)["results"])
             scores.setdefault(name, []).append([flat[k] for k in KEYS])

@@ -1,4 +1,4 @@
-"""The jitted train step: towers -> loss (ring-sharded) -> optax update, plus its metrics.
+"""What the step minimises: `Objective` (the config's loss fields) and `make_loss_fn`.
 
 Loss (`config.loss`), with the conditional term's knobs in `Objective`:
   `sigmoid`: `sigmoid_loss + λ(step) · conditional_sigmoid_loss` (λ = 0 is SigLIP),
@@ -10,39 +10,29 @@ Loss (`config.loss`), with the conditional term's knobs in `Objective`:
   either plus `tags_weight · concept_sigmoid_loss` (the image × concept classifier control,
   on the conditional term's scale and bias).
 
-Both run inside `jax.shard_map` over the mesh axes the batch is split over: embeddings and label
-rows split along `B`, concept embeddings replicated (GSPMD gathers them: each device encoded
-its share of concept rows), so every device gets the global loss.
+Both run inside `jax.shard_map` over the mesh axes the batch is split over (the run's
+`sharding.BatchSplit`): embeddings and label rows split along `B`, concept embeddings replicated
+(GSPMD gathers them: each device encoded its share of concept rows), so every device gets the
+global loss.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from jax.sharding import PartitionSpec as P
 
-from cclip_jax import diagnostics, losses
+from cclip_jax import losses
+from cclip_jax.training import diagnostics, sharding
 
 LOSSES = ("sigmoid", "softmax")
 COND_FORMS = ("sigmoid", "rank", "pool")
-
-
-@flax.struct.dataclass
-class TrainState:
-    """`step` int32 `[]`, `params` (unboxed tree), `opt_state` (optax)."""
-
-    step: jax.Array
-    params: Any
-    opt_state: Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,9 +93,13 @@ class Objective:
         return self.cond_weight * frac
 
 
-def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence[str],
+def make_loss_fn(model: nn.Module, split: sharding.BatchSplit,
                  objective: Objective) -> Callable[[Any, dict, jax.Array], tuple]:
     """`loss_fn(params, batch, step) -> (loss, aux)` for `value_and_grad(has_aux=True)`.
+
+    `batch`: the global arrays of `data.make_global_batch` laid out as `split` says
+    (`images [B, S, S, 3]`, `text [B, L]`, `concepts [K, L]`, `labels [B, K]`, ...); `step`
+    int32 `[]`; `loss` float32 `[]`, `aux` a dict of scalars (the logged metrics).
 
     `positive_labels_only` reads every `-1` label as `0` (unknown): the conditional term then
     learns its negatives only from `(+1, 0)` triples (an experiment arm: are curated `-1`
@@ -114,8 +108,7 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
     obj = objective
     if obj.loss not in LOSSES:
         raise ValueError(f"config.loss={obj.loss!r} is not one of {LOSSES}")
-    axes = tuple(batch_axes)
-    ways = math.prod(mesh.shape[a] for a in axes)  # devices the batch rows are split over
+    axes, ways = split.axes, split.ways  # ways: devices the batch rows are split over
 
     def ring(r: dict, rep: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
         """This device's rows `r` (embeddings, labels, ids), the replicated `rep` (concepts,
@@ -150,8 +143,8 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
         return plain, conditional, tags
 
     # Every leaf of the first dict is split along the batch rows, of the second replicated.
-    sharded = jax.shard_map(ring, mesh=mesh, in_specs=(P(axes), P()), out_specs=(P(), P(), P()),
-                            check_vma=True)
+    sharded = jax.shard_map(ring, mesh=split.mesh, in_specs=(P(axes), P()),
+                            out_specs=(P(), P(), P()), check_vma=True)
 
     def loss_fn(params: Any, batch: dict[str, jax.Array], step: jax.Array
                 ) -> tuple[jax.Array, dict]:
@@ -208,20 +201,3 @@ def make_loss_fn(model: nn.Module, mesh: jax.sharding.Mesh, batch_axes: Sequence
 
     return loss_fn
 
-
-def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
-                    lr_fn: Callable[[Any], Any]) -> Callable[[TrainState, dict], tuple]:
-    """`step(state, batch) -> (state, metrics)` (un-jitted; the trainer jits and donates)."""
-
-    def step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, batch, state.step)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        tower_norms = {f"grad_norm_{name}": optax.tree.norm(sub) for name, sub in grads.items()
-                       if isinstance(sub, dict)}  # per tower: img, txt
-        metrics = {"loss": loss, **aux, **tower_norms, "grad_norm": optax.tree.norm(grads),
-                   "param_norm": optax.tree.norm(params), "lr": lr_fn(state.step)}
-        return TrainState(state.step + 1, params, opt_state), metrics
-
-    return step

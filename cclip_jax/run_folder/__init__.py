@@ -1,9 +1,14 @@
 """The training run folder: every path in it, its config, its history, and the resume check.
 
+This package owns the folder. Its `__init__` is the light layout API (json and os only); what
+writes the heavy parts lives in submodules imported where needed: `checkpoints` (orbax) and
+`metrics` (JSONL, TensorBoard, the console line). It imports nothing of training, evaluation,
+the report or the experiment, which all build on it.
+
     DIR/config.json        the resolved config of the run (curated folder, initial biases)
     DIR/history.jsonl      one line per start: new run, resume, forced config change
-    DIR/checkpoints/       orbax steps (cclip_jax.checkpointing)
-    DIR/metrics.jsonl      logged metrics (cclip_jax.metrics_writer)
+    DIR/checkpoints/       orbax steps (run_folder.checkpoints)
+    DIR/metrics.jsonl      logged metrics (run_folder.metrics)
     DIR/tensorboard/       TensorBoard event files
     DIR/eval/step_*.json   evaluations (cclip_jax.evaluation.suite)
     DIR/report.html        the report (cclip_jax.report), with DIR/report_files/

@@ -25,10 +25,16 @@ Typical use in a trainer::
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):      # activations follow the rules
         params = jax.jit(lambda r: nn.unbox(model.init_params(r)), out_shardings=shardings)(rng)
         out = jax.jit(model.apply)(params, images=..., texts=...)
+    batch = batch_split(mesh, rules)       # the batch's mesh axes, device count, row sharding
+
+`batch_split` is the one place the batch's layout is worked out: the data checks, the loss's
+`shard_map` and the global-batch assembly (`data.make_global_batch(local, batch.rows)`) all
+take it from there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -156,3 +162,57 @@ def param_shardings(abstract_variables: Any, mesh: Mesh, rules: LogicalRules) ->
 def batch_sharding(mesh: Mesh, rules: LogicalRules, ndim: int = 1) -> NamedSharding:
     """Sharding of an input batch `[B, ...]` of rank `ndim`: `B` split as the rules say."""
     return logical_to_sharding(("batch",) + (None,) * (ndim - 1), mesh, rules)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSplit:
+    """How a batch `[B, ...]` lies on the mesh: its first axis split over `axes`.
+
+    Attributes:
+      axes: the mesh axes the batch rows are split over (as the rules' `batch` name says).
+      ways: the number of devices along them (B must divide into `ways` row blocks).
+      rows: `NamedSharding` of an array whose first axis is the batch (or the concept rows).
+    """
+
+    axes: tuple[str, ...]
+    ways: int
+    rows: NamedSharding
+
+    @property
+    def mesh(self) -> Mesh:
+        return self.rows.mesh
+
+
+def batch_split(mesh: Mesh, rules: LogicalRules) -> BatchSplit:
+    """The `BatchSplit` of `mesh` under `rules` (the mapping of the logical `batch` name)."""
+    spec = batch_sharding(mesh, rules).spec[0]
+    axes = (spec,) if isinstance(spec, str) else tuple(spec or ())
+    return BatchSplit(axes, math.prod(mesh.shape[a] for a in axes),
+                      NamedSharding(mesh, PartitionSpec(axes)))
+
+
+def opt_state_shardings(abstract_opt_state: Any, params: Any, param_shardings: Any,
+                        replicated: jax.sharding.Sharding) -> Any:
+    """A sharding for every optimizer-state leaf: a leaf whose tree path ends with a
+    parameter's path and has its shape (Adam moments) gets that parameter's sharding, anything
+    else (counts, scalars) is replicated.
+
+    Matching by path suffix works through `multi_transform`/`masked` wrappers, where
+    `optax.tree_map_params` cannot follow a callable label function; and unlike a plain
+    `jax.jit(tx.init)` the result never silently drops the parameters' sharding.
+    """
+    by_path = {}
+    flat_p = jax.tree_util.tree_flatten_with_path(params)[0]
+    flat_s = jax.tree.leaves(param_shardings)
+    for (path, leaf), sharding in zip(flat_p, flat_s, strict=True):
+        by_path[tuple(str(k) for k in path)] = (tuple(leaf.shape), sharding)
+
+    def pick(path, leaf):
+        keys = tuple(str(k) for k in path)
+        for start in range(len(keys)):
+            hit = by_path.get(keys[start:])
+            if hit is not None and hit[0] == tuple(leaf.shape):
+                return hit[1]
+        return replicated
+
+    return jax.tree_util.tree_map_with_path(pick, abstract_opt_state)

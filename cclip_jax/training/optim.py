@@ -65,29 +65,3 @@ def make_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTra
     chain.append(optax.multi_transform(per_group, param_groups))
     return optax.chain(*chain), lr
 
-
-def state_shardings(abstract_opt_state: Any, params: Any, param_shardings: Any,
-                    replicated: jax.sharding.Sharding) -> Any:
-    """A sharding for every optimizer-state leaf: a leaf whose tree path ends with a
-    parameter's path and has its shape (Adam moments) gets that parameter's sharding, anything
-    else (counts, scalars) is replicated.
-
-    Matching by path suffix works through `multi_transform`/`masked` wrappers, where
-    `optax.tree_map_params` cannot follow a callable label function; and unlike a plain
-    `jax.jit(tx.init)` the result never silently drops the parameters' sharding.
-    """
-    by_path = {}
-    flat_p = jax.tree_util.tree_flatten_with_path(params)[0]
-    flat_s = jax.tree.leaves(param_shardings)
-    for (path, leaf), sharding in zip(flat_p, flat_s, strict=True):
-        by_path[tuple(str(k) for k in path)] = (tuple(leaf.shape), sharding)
-
-    def pick(path, leaf):
-        keys = tuple(str(k) for k in path)
-        for start in range(len(keys)):
-            hit = by_path.get(keys[start:])
-            if hit is not None and hit[0] == tuple(leaf.shape):
-                return hit[1]
-        return replicated
-
-    return jax.tree_util.tree_map_with_path(pick, abstract_opt_state)
