@@ -42,8 +42,15 @@ def _verbose(argv: Sequence[str] = ()) -> bool:
 
 def one_line(error: BaseException) -> str:
     """The error's message on one line (config_dict's suggestions come on a second line)."""
+    text = str(error)
+    if "Traceback (most recent call last):" in text:
+        # config_flags wraps an error raised inside a config file with that file's traceback:
+        # keep what it says before the traceback and the traceback's last line (the error).
+        head, _, trace = text.partition("Traceback (most recent call last):")
+        lines = [line for line in trace.splitlines() if line.strip()]
+        text = f"{head.strip()} {lines[-1].strip() if lines else ''}"
     # config_dict's AttributeError carries the repr of a KeyError: literal \' and \n.
-    text = str(error).replace("\\n", " ").replace("\\'", "'")
+    text = text.replace("\\n", " ").replace("\\'", "'")
     text = " ".join(text.split())
     return text.strip("'\"") or type(error).__name__
 
@@ -56,7 +63,9 @@ def fail(message: str) -> NoReturn:
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with a bad flag, config file or config field as one line."""
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        _check_config_files(argv)
+        return rest
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
         if _verbose(argv):
             raise
@@ -69,6 +78,17 @@ def parse_flags(argv: list[str]) -> list[str]:
         if bad:
             message = f"{bad[0]}: no such config field" + (f"; {found[2]}" if found[2] else "")
         fail(message)
+
+
+def _check_config_files(argv: list[str]) -> None:
+    """config_flags defers a config file it cannot open until the config is first read (an
+    `_ErrorConfig` stands in): report it here, as one line, before anything runs."""
+    for name in flags.FLAGS:
+        if type(flags.FLAGS[name].value).__name__ == "_ErrorConfig":
+            spec = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{name}=")),
+                        "")
+            fail(f"--{name}={spec}: no such config file "
+                 f"({os.path.abspath(spec.split(':', 1)[0])})")
 
 
 def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -39,6 +39,23 @@ def test_main_prints_one_line_and_exits_2(tmp_path, override, line):
     assert again.returncode != 0 and "Traceback" in again.stderr
 
 
+@pytest.mark.parametrize(("spec", "line"), [
+    ("configs/nope.py",
+     f"error: --config=configs/nope.py: no such config file ({ROOT}/configs/nope.py)"),
+    ("configs/demo.py:smok", "error: flag --config=configs/demo.py:smok: Error whilst parsing "
+     "config file: ValueError: unknown variant 'smok'; known: smoke"),
+])
+def test_a_bad_config_file_or_variant_is_one_line(tmp_path, spec, line):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop(cli.VERBOSE_ENV, None)
+    proc = subprocess.run([sys.executable, "-m", "cclip_jax.main", f"--config={spec}",
+                           f"--workdir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [line]
+    assert not (tmp_path / "run").exists()
+
+
 def test_run_turns_user_errors_and_a_full_disk_into_one_line(capsys, monkeypatch):
     monkeypatch.delenv(cli.VERBOSE_ENV, raising=False)
 

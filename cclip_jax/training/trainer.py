@@ -22,6 +22,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from cclip_jax import config as config_lib
 from cclip_jax import data as data_lib
 from cclip_jax import run_folder
 from cclip_jax.evaluation import suite
@@ -90,14 +91,7 @@ def resolved_config(config: ml_collections.ConfigDict, fields: dict[str, Any]
     """The config as `config.json` holds it: with the fields worked out at build filled in
     (the curated folder, the initial biases: what the evaluation CLI and the report read to
     rebuild the model and find the tokenizer and the data). `fields`: dotted path -> value."""
-    resolved = json.loads(config.to_json_best_effort())
-    for path, value in fields.items():
-        *parents, leaf = path.split(".")
-        node = resolved
-        for name in parents:
-            node = node[name]
-        node[leaf] = value
-    return resolved
+    return config_lib.override(json.loads(config.to_json_best_effort()), fields)
 
 
 def write_run_config(workdir: str, config: ml_collections.ConfigDict,
