@@ -113,7 +113,16 @@ def setup_process(config: ml_collections.ConfigDict) -> None:
     import jax  # here, not at the top: commands that never train need no JAX
 
     if config.distributed:
-        jax.distributed.initialize()
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError) as e:
+            # Without a cluster (Slurm, a TPU pod, or the coordinator flags) JAX finds nothing
+            # to join; say which launch the config is meant for and how to run on one host.
+            raise ValueError(
+                f"config.distributed=True but jax.distributed.initialize() found no cluster "
+                f"({one_line(e)}): this config is for a multi-host launch (launch/gpu_slurm.sh, "
+                "launch/tpu_pod.sh); to try it on one host pass --config.distributed=False"
+            ) from e
     if config.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir",
                           os.path.expanduser(config.compilation_cache_dir))

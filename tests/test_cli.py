@@ -56,6 +56,21 @@ def test_a_bad_config_file_or_variant_is_one_line(tmp_path, spec, line):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_multi_host_config_without_a_cluster_says_how_to_run_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TPU_"))}
+    env.pop(cli.VERBOSE_ENV, None)
+    proc = subprocess.run([sys.executable, "-m", "cclip_jax.main", "--config=configs/demo.py:smoke",
+                           f"--workdir={tmp_path / 'run'}", "--config.distributed=True"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**env, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: config.distributed=True but jax.distributed.initialize() "
+                           "found no cluster")
+    assert line.endswith("to try it on one host pass --config.distributed=False")
+    assert not (tmp_path / "run").exists()
+
+
 def test_run_turns_user_errors_and_a_full_disk_into_one_line(capsys, monkeypatch):
     monkeypatch.delenv(cli.VERBOSE_ENV, raising=False)
 
