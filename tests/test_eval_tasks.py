@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cclip_jax.evaluation import datasets, tasks
+from cclip_jax.evaluation import datasets, retrieval, tasks
 
 COLOURS = {"red": (1, -1, -1), "green": (-1, 1, -1), "blue": (-1, -1, 1)}
 
@@ -210,7 +210,7 @@ def test_run_retrieval(tmp_path):
     task = datasets.load_karpathy(write_json(tmp_path / "dataset_flickr30k.json", data),
                                   str(tmp_path / "flickr"))
     for batch_size in (1, 4, 256):
-        result = tasks.run_retrieval(ColourScorer(), task, batch_size=batch_size)
+        result = retrieval.run_retrieval(ColourScorer(), task, batch_size=batch_size)
         # i2t: every image's best caption is its own (3 vs at most 0). t2i: 5 of 6 captions
         # find their image first; "a thing" scores 0 with all 3 images: 1/3 at R@1.
         assert result["metrics"] == pytest.approx({
@@ -236,7 +236,8 @@ def test_run_classification_image_folder(tmp_path):
                                       templates=["a photo of a {}.", "a {} thing"])
     assert task.classnames == ["blue", "green", "red"]
     for batch_size in (2, 256):
-        result = tasks.run_classification(ColourScorer(), task, batch_size=batch_size, ks=(1, 2))
+        result = retrieval.run_classification(ColourScorer(), task, batch_size=batch_size,
+                                              ks=(1, 2))
         # d.png is blue but filed as green: wrong at top 1; green ties red for second: 0.5.
         assert result["metrics"] == pytest.approx({"top1": 4 / 5, "top2": 4.5 / 5})
         assert result["chance"] == pytest.approx({"top1": 1 / 3, "top2": 2 / 3})
@@ -248,12 +249,12 @@ def test_run_classification_in_memory_and_cut_prompts():
     task = datasets.ClassificationTask(
         "colours", None, np.array([0, 1]), ["red", "blue"],
         ["{}", "a very long prompt about a photo of a {}"], images=images)
-    result = tasks.run_classification(ColourScorer(), task, ks=(1,))
+    result = retrieval.run_classification(ColourScorer(), task, ks=(1,))
     assert result["metrics"] == {"top1": 1.0}
     assert result["truncated"] == 2 and "class 'red' prompt" in result["truncated_examples"][0]
 
 
 def test_class_embeddings_are_normalised_template_means():
-    emb = tasks.class_embeddings(ColourScorer(), ["red"], ["{}", "{} red"], datasets.Skipped())
+    emb = retrieval.class_embeddings(ColourScorer(), ["red"], ["{}", "{} red"], datasets.Skipped())
     # Templates give (1,-1,-1) and (2,-2,-2): unit vectors agree, so the class is their direction.
     np.testing.assert_allclose(emb, [np.array([1, -1, -1]) / np.sqrt(3)])

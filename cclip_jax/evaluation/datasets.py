@@ -2,7 +2,8 @@
 
 No model and no JAX here: a loader parses the benchmark's files, checks up front which image
 files exist (so the number of skipped items is known before any model runs) and returns a task
-holding image paths and captions. Task runners (`cclip_jax.evaluation.tasks`) embed and score.
+holding image paths and captions (`cclip_jax.evaluation.task_types`). Task runners
+(`cclip_jax.evaluation.tasks`, `cclip_jax.evaluation.retrieval`) embed and score.
 
 Bad input:
 - a missing item file or image folder raises `FileNotFoundError` naming the path;
@@ -14,7 +15,6 @@ Bad input:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -25,7 +25,6 @@ import numpy as np
 from cclip_jax.evaluation.images import (
     MISSING,
     NO_CAPTION,
-    Box,
     ClassificationTask,
     FormatError,
     Skipped,
@@ -34,93 +33,20 @@ from cclip_jax.evaluation.images import (
     load_tfds_classification,
     require_dir,
 )
+from cclip_jax.evaluation.task_types import GroupTask, PairTask, RetrievalTask
 
-# The classification task and its loaders live with the image code (images.py); they are
-# re-exported so that every task type and loader is reachable from this module.
+# The classification loaders live with the image code (images.py); they are re-exported, with
+# the task they return and the error and skip records every loader uses, so that every loader
+# is reachable from this module. The other task types are in task_types.py.
 __all__ = ["ARO_ATTRIBUTION_MIN_GROUP", "SUGARCREPE_SUBSETS", "ClassificationTask",
-           "FormatError", "GroupTask", "PairTask", "RetrievalTask", "Skipped", "load_aro",
-           "load_image_folder", "load_karpathy", "load_sugarcrepe", "load_tfds_classification",
-           "load_winoground"]
+           "FormatError", "Skipped", "load_aro", "load_image_folder", "load_karpathy",
+           "load_sugarcrepe", "load_tfds_classification", "load_winoground"]
 
 SUGARCREPE_SUBSETS = ("add_att", "add_obj", "replace_att", "replace_obj", "replace_rel",
                       "swap_att", "swap_obj")
 # ARO's VG-Attribution evaluator leaves attribute pairs with fewer than 25 items out of its
 # per-attribute table (dataset_zoo/aro_datasets.py, VG_Attribution.evaluate_scores).
 ARO_ATTRIBUTION_MIN_GROUP = 25
-
-
-# ------------------------------------------------------------------------------- tasks
-
-
-@dataclasses.dataclass
-class PairTask:
-    """One image per item, a true and a false caption (SugarCrepe, ARO).
-
-    Attributes:
-      name: task name used in reports.
-      image_paths, positives, negatives, ids: `[N]` each.
-      boxes: optional `[N]` crop boxes `(x, y, w, h)` (ARO crops to the relation's box).
-      skipped: items left out because their image is missing.
-      groups: optional `[N]` group of each item (ARO relation / attribute pair), for the
-        macro accuracy ARO reports.
-      min_group_size: groups with fewer items are left out of the macro accuracy.
-      source: the file the items come from, named in reports.
-    """
-
-    name: str
-    image_paths: list[str]
-    positives: list[str]
-    negatives: list[str]
-    ids: list[str]
-    boxes: list[Box] | None = None
-    skipped: Skipped = dataclasses.field(default_factory=Skipped)
-    groups: list[str] | None = None
-    min_group_size: int = 1
-    source: str = ""
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@dataclasses.dataclass
-class GroupTask:
-    """Winoground-style items: two images, two captions, caption `i` is true of image `i`.
-
-    Attributes:
-      image_paths, captions: `[N]` pairs; ids: `[N]`; tags: optional `[N]` item tags.
-    """
-
-    name: str
-    image_paths: list[tuple[str, str]]
-    captions: list[tuple[str, str]]
-    ids: list[str]
-    skipped: Skipped = dataclasses.field(default_factory=Skipped)
-    tags: list[str] | None = None
-    source: str = ""
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@dataclasses.dataclass
-class RetrievalTask:
-    """Image <-> text retrieval with several captions per image.
-
-    Attributes:
-      image_paths, ids: `[N_img]`; captions: `[N_txt]`; caption_image: int `[N_txt]`, the
-        index of each caption's image (every image has at least one caption).
-    """
-
-    name: str
-    image_paths: list[str]
-    captions: list[str]
-    caption_image: np.ndarray
-    ids: list[str]
-    skipped: Skipped = dataclasses.field(default_factory=Skipped)
-    source: str = ""
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 # ------------------------------------------------------------------------------ parsing

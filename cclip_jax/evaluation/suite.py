@@ -36,9 +36,10 @@ from absl import logging
 from cclip_jax import run_folder
 from cclip_jax import synthetic as syn
 from cclip_jax.curation import shards
-from cclip_jax.evaluation import datasets, tasks
+from cclip_jax.evaluation import datasets, retrieval, tasks
 from cclip_jax.evaluation import synthetic as syn_eval
 from cclip_jax.evaluation.blind import BigramScorer
+from cclip_jax.evaluation.runner import Scorer
 from cclip_jax.evaluation.scorer import ModelScorer
 from cclip_jax.synthetic.world import FORMAT_VERSION
 
@@ -80,7 +81,7 @@ def _run(results: dict[str, Any], key: str, fn, *args, catch: bool = False) -> N
     results[key]["seconds"] = round(time.perf_counter() - start, 3)
 
 
-def binding_suite(scorer: tasks.Scorer, world: str, splits: Sequence[str],
+def binding_suite(scorer: Scorer, world: str, splits: Sequence[str],
                   results: dict[str, Any], family: str) -> None:
     """Every item kind of every split of `world` into `results[f"{family}/{split}/{kind}"]`."""
     for split in splits:
@@ -107,7 +108,7 @@ def synthetic_suite(scorer: ModelScorer, config: ml_collections.ConfigDict,
             task = syn_eval.retrieval_task(world, split, num_images=s.retrieval_images,
                                            captions_per_image=s.captions_per_image,
                                            preset=config.data.synthetic.preset)
-            _run(results, f"retrieval/synthetic_{split}", tasks.run_retrieval, scorer, task)
+            _run(results, f"retrieval/synthetic_{split}", retrieval.run_retrieval, scorer, task)
         if s.cond_queries:
             _run(results, f"cond_retrieval/{split}", lambda split=split: (
                 syn_eval.conditional_retrieval(scorer, world, split, num_queries=s.cond_queries,
@@ -165,11 +166,11 @@ def external_suite(scorer: ModelScorer, config: ml_collections.ConfigDict,
             e.aro.attribution_json, e.aro.image_dir, "attribution")),
         "winoground/all": lambda: tasks.run_groups(scorer, datasets.load_winoground(
             e.winoground.examples_jsonl, e.winoground.image_dir)),
-        "retrieval/karpathy": lambda: tasks.run_retrieval(scorer, datasets.load_karpathy(
+        "retrieval/karpathy": lambda: retrieval.run_retrieval(scorer, datasets.load_karpathy(
             e.retrieval.karpathy_json, e.retrieval.image_root, e.retrieval.split)),
-        "zeroshot/folder": lambda: tasks.run_classification(
+        "zeroshot/folder": lambda: retrieval.run_classification(
             scorer, datasets.load_image_folder(e.zeroshot.folder)),
-        "zeroshot/tfds": lambda: tasks.run_classification(
+        "zeroshot/tfds": lambda: retrieval.run_classification(
             scorer, datasets.load_tfds_classification(e.zeroshot.tfds_dir,
                                                       e.zeroshot.tfds_split)),
     }

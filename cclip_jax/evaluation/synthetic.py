@@ -22,9 +22,9 @@ import numpy as np
 
 from cclip_jax import synthetic as syn
 from cclip_jax.evaluation import metrics
-from cclip_jax.evaluation.datasets import GroupTask, PairTask, RetrievalTask
 from cclip_jax.evaluation.images import load_images
 from cclip_jax.evaluation.scorer import ModelScorer
+from cclip_jax.evaluation.task_types import GroupTask, PairTask, RetrievalTask
 
 CONCEPT_TYPES = ("colour", "shape", "colour_shape", "masked_relation")
 
