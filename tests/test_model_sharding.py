@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
-from test_models import make_inputs, random_variables
+from model_inputs import make_inputs, random_variables
 
 from cclip_jax import models
 from cclip_jax.training import sharding
