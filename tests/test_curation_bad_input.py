@@ -11,9 +11,9 @@ import random
 import shutil
 import tarfile
 
+import curation_inputs as pipeline
 import numpy as np
 import pytest
-import test_curation_pipeline as pipeline
 from PIL import Image
 
 from cclip_jax.curation import (
@@ -47,9 +47,9 @@ def whole_tar(num, prefix="t"):
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for j in range(num):
             key = f"{prefix}{j:05d}"
-            pipeline._add(tar, f"{key}.png", noise_png(j))
-            pipeline._add(tar, f"{key}.txt", caps[j].encode())
-            pipeline._add(tar, f"{key}.json", json.dumps({"id": j}).encode())
+            pipeline.add_file(tar, f"{key}.png", noise_png(j))
+            pipeline.add_file(tar, f"{key}.txt", caps[j].encode())
+            pipeline.add_file(tar, f"{key}.json", json.dumps({"id": j}).encode())
     return buf.getvalue()
 
 

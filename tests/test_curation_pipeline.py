@@ -1,6 +1,7 @@
-"""Curation end to end: adapters, bad input, shards + manifest + reader, determinism, CLI."""
+"""Curation end to end: shards + manifest + tokenizer of a local run, the reader,
+determinism, the label rules, caption-only runs, the CLI, and the Beam runner writing what
+the local runner writes. The input adapters are tested in test_curation_adapters.py."""
 
-import csv
 import io
 import json
 import os
@@ -9,170 +10,27 @@ import sys
 import tarfile
 from collections import Counter
 
+import curation_inputs as inputs
 import numpy as np
 import pytest
 import sentencepiece as spm
+from curation_inputs import add_file, load_config, png, scene_captions
 from PIL import Image
 
 from cclip_jax.curation import (
     CuratedShards,
-    adapters,
     beam_runner,
     local_runner,
     neighbours,
     read_batches,
-    settings,
     shards,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLOURS = ["red", "blue", "green", "yellow"]
-SHAPES = ["square", "circle", "triangle"]
-RELATIONS = ["left of", "right of", "above", "below"]
 
-
-def load_config(arg=None):
-    c = settings.default_config(arg)
-    c.progress = False
-    return c
-
-
-def scene_captions(n, seed=0):
-    """Captions in the synthetic world's style (1-2 objects, colour, size, relation)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        a = f"{rng.choice(['small ', 'large ', ''])}{rng.choice(COLOURS)} {rng.choice(SHAPES)}"
-        if rng.random() < 0.7:
-            b = f"{rng.choice(COLOURS)} {rng.choice(SHAPES)}"
-            out.append(f"a {a} {rng.choice(RELATIONS)} a {b}")
-        else:
-            out.append(f"a {a}")
-    return out
-
-
-def png(colour=(255, 0, 0)):
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _add(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
-BAD = {  # webdataset samples that must be skipped, by reason
-    "bad_empty": ("   ", png()),
-    "bad_utf8": (b"a red \xff\xfe square", png()),
-    "bad_long": ("a red square " * 200, png()),
-    "bad_image": ("a red square", b"\x89PNG\r\n\x1a\nnot really a png"),
-    "bad_noimage": ("a red square", None),
-    "bad_nocaption": (None, png()),
-}
-BAD_REASONS = {"bad_empty": "caption_empty", "bad_utf8": "caption_not_utf8",
-               "bad_long": "caption_too_long", "bad_image": "image_corrupt",
-               "bad_noimage": "image_missing", "bad_nocaption": "caption_missing"}
-
-
-@pytest.fixture(scope="module")
-def webdataset_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wds")
-    caps = scene_captions(70)
-    for shard in range(2):
-        with tarfile.open(root / f"{shard:05d}.tar", "w") as tar:
-            for i in range(35):
-                j = shard * 35 + i
-                key = f"{j:06d}"
-                _add(tar, f"{key}.png", png((j * 3 % 256, 0, 0)))
-                _add(tar, f"{key}.txt", caps[j].encode())
-                _add(tar, f"{key}.json", json.dumps({"id": j}).encode())
-            if shard == 1:
-                for key, (cap, img) in BAD.items():
-                    if img is not None:
-                        _add(tar, f"{key}.png", img)
-                    if cap is not None:
-                        _add(tar, f"{key}.txt", cap if isinstance(cap, bytes) else cap.encode())
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def csv_file(tmp_path_factory):
-    root = tmp_path_factory.mktemp("csv")
-    (root / "img").mkdir()
-    caps = scene_captions(30, seed=1)
-    with open(root / "train.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "caption"])
-        for i, cap in enumerate(caps):
-            (root / "img" / f"{i}.png").write_bytes(png())
-            w.writerow([f"img/{i}.png", cap])
-        w.writerow(["img/missing.png", "a red square"])
-        w.writerow(["img/0.png", "a blue \udcff circle"])  # an undecodable byte in the file
-        w.writerow(["img/1.png", ""])
-    return str(root / "train.csv")
-
-
-def test_webdataset_adapter_reads_and_accounts(webdataset_dir):
-    opts = adapters.ReadOptions()
-    units = adapters.list_units(webdataset_dir, "webdataset", opts)
-    assert [os.path.basename(u) for u in units] == ["00000.tar", "00001.tar"]
-    items = [x for i, u in enumerate(units) for x in adapters.read_unit(i, u, "webdataset", opts)]
-    ok = [x for x in items if isinstance(x, adapters.Example)]
-    skipped = {x.key: x.reason for x in items if isinstance(x, adapters.Skip)}
-    assert len(ok) == 70 and ok[0].key == "000000" and ok[0].ordinal == (0, 0)
-    assert ok[0].caption == scene_captions(70)[0] and ok[0].image == png((0, 0, 0))
-    assert skipped == BAD_REASONS
-
-
-def test_csv_adapter_reads_and_accounts(csv_file):
-    opts = adapters.ReadOptions()
-    (unit,) = adapters.list_units(csv_file, "csv", opts)
-    items = list(adapters.read_unit(0, unit, "csv", opts))
-    ok = [x for x in items if isinstance(x, adapters.Example)]
-    assert len(ok) == 30 and ok[3].key == "img/3.png" and ok[3].image == png()
-    assert [x.reason for x in items if isinstance(x, adapters.Skip)] == [
-        "image_missing",
-        "caption_not_utf8",
-        "caption_empty",
-    ]
-    # Caption-only runs need no image column and read no image.
-    items = list(adapters.read_unit(0, unit, "csv", adapters.ReadOptions(caption_only=True)))
-    assert sum(isinstance(x, adapters.Example) and x.image == b"" for x in items) == 31
-
-
-def test_csv_with_byte_order_mark(tmp_path):
-    """Excel writes UTF-8 CSVs with a BOM; it must not become part of the first column's name."""
-    (tmp_path / "a.png").write_bytes(png())
-    with open(tmp_path / "bom.csv", "w", newline="", encoding="utf-8-sig") as f:
-        csv.writer(f).writerows([["image", "caption"], ["a.png", "a red square"]])
-    assert (tmp_path / "bom.csv").read_bytes().startswith(b"\xef\xbb\xbf")
-    opts = adapters.ReadOptions()
-    (unit,) = adapters.list_units(str(tmp_path / "bom.csv"), "csv", opts)
-    (ex,) = adapters.read_unit(0, unit, "csv", opts)
-    assert ex == adapters.Example((0, 0), "a.png", "a red square", png())
-
-
-def test_wrong_path_and_empty_input_fail_at_start(tmp_path):
-    opts = adapters.ReadOptions()
-    with pytest.raises(adapters.InputError, match="does not exist"):
-        adapters.list_units(str(tmp_path / "nope"), "csv", opts)
-    with pytest.raises(adapters.InputError, match="empty input"):
-        adapters.list_units(str(tmp_path), "webdataset", opts)
-    with pytest.raises(adapters.InputError, match="input_format"):
-        adapters.list_units(str(tmp_path), "parquet", opts)
-    with pytest.raises(adapters.InputError, match="empty input"):
-        adapters.list_units(str(tmp_path), "tfds", opts)
-    (tmp_path / "empty.csv").write_text("image,caption\n")
-    with pytest.raises(adapters.InputError, match="no usable example"):
-        local_runner.run(
-            load_config("small"), str(tmp_path / "empty.csv"), "csv", str(tmp_path / "out")
-        )
-    c = load_config("small")
-    c.max_present = 100
-    with pytest.raises(ValueError, match=r"config\.max_present"):
-        local_runner.run(c, str(tmp_path / "empty.csv"), "csv", str(tmp_path / "out"))
+# The shared input fixtures (module-scoped: pytest builds them once for this module).
+webdataset_dir = inputs.webdataset_dir
+csv_file = inputs.csv_file
 
 
 @pytest.fixture(scope="module")
@@ -335,51 +193,6 @@ def test_beam_equals_local(webdataset_dir, tmp_path):
     assert not os.path.exists(tmp_path / "beam" / "_beam_side")
 
 
-@pytest.fixture(scope="module")
-def tfds_dir(tmp_path_factory):
-    tfds = pytest.importorskip("tensorflow_datasets")
-    caps = scene_captions(20, seed=2)
-
-    class CurationTestCaptions(tfds.core.GeneratorBasedBuilder):
-        # Images as uint8 tensors: preparing an Image feature needs TensorFlow, which this
-        # environment (like training hosts) does not have; the adapter handles both.
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=(8, 8, 3), dtype=np.uint8),
-                "caption": tfds.features.Text()}))
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples()}
-
-        def _generate_examples(self):
-            for i, cap in enumerate([*caps, "   "]):
-                yield i, {"image": np.full((8, 8, 3), i, np.uint8), "caption": cap}
-
-    builder = CurationTestCaptions(data_dir=str(tmp_path_factory.mktemp("tfds")),
-                                   file_format="array_record")
-    builder.download_and_prepare()
-    return builder.data_dir, caps
-
-
-def test_tfds_adapter(tfds_dir, tmp_path):
-    path, caps = tfds_dir
-    opts = adapters.ReadOptions(tfds_unit_size=8)
-    units = adapters.list_units(path, "tfds", opts)
-    assert len(units) == 3  # 21 records in units of 8
-    items = [x for i, u in enumerate(units) for x in adapters.read_unit(i, u, "tfds", opts)]
-    ok = [x for x in items if isinstance(x, adapters.Example)]
-    assert sorted(x.caption for x in ok) == sorted(caps)
-    assert [x.reason for x in items if isinstance(x, adapters.Skip)] == ["caption_empty"]
-    pixels = np.asarray(Image.open(io.BytesIO(ok[0].image)))
-    assert pixels.shape == (8, 8, 3) and len(np.unique(pixels)) == 1  # lossless PNG
-    c = load_config("small")
-    c.batch_size = 4
-    m = local_runner.run(c, path, "tfds", str(tmp_path))
-    assert m["num_batches"] == 5 and m["counts"]["skipped"] == {"caption_empty": 1}
-
-
 def test_beam_equals_local_when_copies_are_spread(tmp_path):
     """A caption with far more copies than one pool can cap (`neighbours.copy_budget`) is
     spread over pools (`neighbours.spread_key`): both runners must still write the same
@@ -387,8 +200,8 @@ def test_beam_equals_local_when_copies_are_spread(tmp_path):
     caps = scene_captions(40) + ["a red square"] * 40  # as natural captions' "a star"
     with tarfile.open(tmp_path / "00000.tar", "w") as tar:
         for j, cap in enumerate(caps):
-            _add(tar, f"{j:06d}.png", png((j * 3 % 256, 0, 0)))
-            _add(tar, f"{j:06d}.txt", cap.encode())
+            add_file(tar, f"{j:06d}.png", png((j * 3 % 256, 0, 0)))
+            add_file(tar, f"{j:06d}.txt", cap.encode())
     c = load_config("small")
     c.pool_size = 24
     budget = neighbours.copy_budget(c.pool_size, c.batch_size, c.max_duplicates)
