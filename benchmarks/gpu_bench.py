@@ -52,6 +52,7 @@ from loss_bench import make_inputs  # noqa: E402
 from cclip_jax import config as config_lib  # noqa: E402
 from cclip_jax import data as data_lib  # noqa: E402
 from cclip_jax import losses  # noqa: E402
+from cclip_jax.curation import demo_data  # noqa: E402
 from cclip_jax.training.setup import build  # noqa: E402
 
 MiB = 2**20
@@ -241,7 +242,7 @@ def curated_folder(cache_dir: str) -> str:
     demo.data.cache_dir = cache_dir
     demo.data.curation.max_concepts = TRAIN_K
     demo.data.curation.max_present = TRAIN_R
-    return data_lib.ensure_demo_data(demo)
+    return demo_data.ensure_demo_data(demo)
 
 
 def one_device_setup(config_spec: str, cache_dir: str):

@@ -13,6 +13,7 @@ figures are the step alone; compile time is excluded (reported separately).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -27,16 +28,19 @@ from absl import flags  # noqa: E402
 
 from cclip_jax import config as config_lib  # noqa: E402
 from cclip_jax import data as data_lib  # noqa: E402
+from cclip_jax.curation import demo_data  # noqa: E402
 from cclip_jax.training.setup import build  # noqa: E402
 
 
 class StepTimer:
-    """One config's jitted step on one fixed batch; `run(n)` times n steps."""
+    """One config's jitted step on one fixed batch; `run(n)` times n steps. The config's demo
+    data is built first when `config.data.curated_dir` is empty (and the field set to it)."""
 
     def __init__(self, config):
+        config.data.curated_dir = demo_data.ensure_demo_data(config)
         self.setup = build(config)
         self.state = self.setup.init_state(jax.random.key(0))
-        local = next(iter(data_lib.build_dataset(self.setup.spec)))
+        local = next(iter(self.setup.data))
         self.batch = data_lib.make_global_batch(local, self.setup.batch.rows)
         self.compile_s = self.run(1)
         self.samples: list[float] = []
@@ -73,8 +77,8 @@ def time_interleaved(configs: dict, steps: int, rounds: int) -> dict[str, dict[s
 
 
 def time_pipeline(config, batches: int) -> float:
-    setup_spec = build(config).spec  # the same spec the trainer uses
-    spec = data_lib.DataSpec(**{**setup_spec.__dict__, "num_workers": 0})
+    # The trainer's spec, on one core.
+    spec = dataclasses.replace(data_lib.DataSpec.from_config(config), num_workers=0)
     it = iter(data_lib.build_dataset(spec))
     next(it)  # open shards, load the tokenizer
     t0 = time.perf_counter()

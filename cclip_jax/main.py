@@ -1,8 +1,9 @@
 """Training entry point: `python -m cclip_jax.main --config=configs/demo.py --workdir=DIR`.
 
 Only parses flags (`--config.key=value` overrides any config field), quiets library INFO logs,
-sets up the process (`cli.setup_process`) and hands over to
-`cclip_jax.training.trainer.train_and_evaluate`.
+sets up the process (`cli.setup_process`), checks the config, builds the demo's data when
+`config.data.curated_dir` is empty (`cclip_jax.curation.demo_data`, one line per stage it
+builds) and hands over to `cclip_jax.training.trainer.train_and_evaluate`.
 """
 
 from __future__ import annotations
@@ -29,12 +30,16 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not _LIBRARY_INFO.value:
         cli.quiet_libraries()
-    cli.run(cli.setup_process, _CONFIG.value)  # a bad distributed setting: one line too
+    config = _CONFIG.value
+    cli.run(cli.setup_process, config)  # a bad distributed setting: one line too
     # After flag parsing: Grain workers need parsed absl flags.
-    from cclip_jax.training import trainer
+    from cclip_jax.curation import demo_data
+    from cclip_jax.training import checks, trainer
 
-    cli.run(trainer.train_and_evaluate, _CONFIG.value, _WORKDIR.value,
-            force_config_change=_FORCE.value)
+    cli.run(checks.validate_config, config)  # before any data is built for it
+    if not config.data.curated_dir:
+        config.data.curated_dir = cli.run(demo_data.ensure_demo_data, config)
+    cli.run(trainer.train_and_evaluate, config, _WORKDIR.value, force_config_change=_FORCE.value)
 
 
 if __name__ == "__main__":

@@ -19,25 +19,19 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from cclip_jax import data as data_lib
-from cclip_jax.config import load
 from cclip_jax.run_folder.checkpoints import Checkpointer, abstract_like
 from cclip_jax.run_folder.metrics import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(ROOT, "configs", "demo.py")
 
 _TIMING = ("steps_per_s", "examples_per_s")
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = str(tmp_path_factory.mktemp("cache"))
-    c = load(f"{DEMO}:smoke")
-    c.data.cache_dir = cache
-    data_lib.ensure_demo_data(c)  # once, before the subprocesses
-    xla = str(tmp_path_factory.mktemp("xla"))
-    return cache, xla
+def env(smoke_cache, tmp_path_factory):
+    """The shared data cache, its smoke data built before the subprocesses (which find it
+    cached), and an XLA cache for them."""
+    return smoke_cache, str(tmp_path_factory.mktemp("xla"))
 
 
 def command(workdir, env, steps, every=2, extra=()):

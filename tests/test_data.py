@@ -8,30 +8,23 @@ import os
 import jax
 import numpy as np
 import pytest
+from demo_smoke import smoke_config
 
 from cclip_jax import data as data_lib
-from cclip_jax.config import load
-from cclip_jax.curation import CuratedShards
+from cclip_jax.curation import CuratedShards, demo_data
 from cclip_jax.training import sharding
-
-DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
-
-
-def smoke_config(cache_dir):
-    c = load(f"{DEMO}:smoke")
-    c.data.cache_dir = str(cache_dir)
-    return c
 
 
 @pytest.fixture(scope="module")
-def curated(tmp_path_factory):
-    """A small curated folder (synthetic world + curation), made once."""
-    return data_lib.ensure_demo_data(smoke_config(tmp_path_factory.mktemp("cache")))
+def curated(smoke_curated):
+    """A small curated folder (synthetic world + curation), made once (tests/conftest.py)."""
+    return smoke_curated
 
 
 def spec(curated_dir, **kw):
-    base = data_lib.DataSpec(curated_dir=curated_dir, image_size=32, max_len=16, seed=3)
-    return dataclasses.replace(base, **kw)
+    """The smoke config's spec (no Grain workers) on `curated_dir`, seed 3, with `kw` changed."""
+    base = data_lib.DataSpec.from_config(smoke_config("", curated_dir))
+    return dataclasses.replace(base, **{"seed": 3, **kw})
 
 
 def take(ds, n, it=None):
@@ -45,11 +38,25 @@ def test_demo_data_is_cached_and_matches_config(curated, tmp_path_factory):
     assert shards.num_batches >= 4
     # A second call with the same config reuses the folder (no rewrite: same mtime).
     mtime = os.path.getmtime(os.path.join(curated, "manifest.json"))
-    cache = os.path.dirname(curated)
-    c = load(f"{DEMO}:smoke")
-    c.data.cache_dir = cache
-    assert data_lib.ensure_demo_data(c) == curated
+    c = smoke_config(os.path.dirname(curated))
+    assert demo_data.ensure_demo_data(c) == curated
     assert os.path.getmtime(os.path.join(curated, "manifest.json")) == mtime
+
+
+def test_spec_is_the_configs_and_the_dataset_carries_what_it_opened(curated):
+    c = smoke_config("", curated)
+    c.data.num_workers, c.seed = 3, 5
+    s = data_lib.DataSpec.from_config(c)
+    assert (s.curated_dir, s.num_workers, s.seed, s.image_size, s.max_len) == (curated, 3, 5,
+                                                                               32, 16)
+    with pytest.raises(ValueError, match=r"^config\.data\.curated_dir is empty"):
+        data_lib.DataSpec.from_config(smoke_config(""))
+    ds = data_lib.build_dataset(spec(curated))
+    assert (ds.source.batch_size, ds.source.max_concepts, ds.source.max_present) == (16, 16, 8)
+    assert ds.tokenizer.model_path == os.path.join(curated, "tokenizer.model")
+    assert ds.tokenizer.vocab_size() == 128
+    with pytest.raises(FileNotFoundError, match=r"/nope\.model \(config\.data\.tokenizer"):
+        data_lib.build_dataset(spec(curated, tokenizer="/nope.model"))
 
 
 def test_pipeline_is_deterministic_and_seeded(curated):

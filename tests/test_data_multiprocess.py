@@ -3,6 +3,7 @@ each reads only its slice of a batch, and the assembled global arrays equal the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -12,25 +13,25 @@ import textwrap
 
 import numpy as np
 import pytest
+from demo_smoke import smoke_config
 
 from cclip_jax import data as data_lib
-from cclip_jax.config import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(ROOT, "configs", "demo.py")
 
 WORKER = textwrap.dedent('''
-    import json, sys
+    import dataclasses, json, sys
     import jax
     jax.config.update("jax_num_cpu_devices", 2)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     port, pid, curated = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
+    from demo_smoke import smoke_config
     from cclip_jax import data as data_lib
     from cclip_jax.training import sharding
     mesh = sharding.make_mesh({"data": -1})  # 4 devices, 2 per process
-    spec = data_lib.DataSpec(curated_dir=curated, image_size=32, max_len=16, seed=3,
-                             max_shift=0, brightness=0.0)
+    spec = data_lib.DataSpec.from_config(smoke_config("", curated))
+    spec = dataclasses.replace(spec, seed=3, max_shift=0, brightness=0.0)
     ds = data_lib.build_dataset(spec, process_index=jax.process_index(),
                                 process_count=jax.process_count())
     local = next(iter(ds))
@@ -56,14 +57,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_each_read_their_slice(tmp_path):
-    c = load(f"{DEMO}:smoke")
-    c.data.cache_dir = str(tmp_path / "cache")
-    curated = data_lib.ensure_demo_data(c)
+def test_two_processes_each_read_their_slice(tmp_path, smoke_curated):
+    curated = smoke_curated
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     port = _free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])}
     procs = [subprocess.Popen([sys.executable, str(script), str(port), str(p), curated],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for p in range(2)]
@@ -74,8 +74,8 @@ def test_two_processes_each_read_their_slice(tmp_path):
         outs.append(json.loads(out.strip().splitlines()[-1]))
     assert outs[0]["rows"] == outs[1]["rows"] == 8  # each process read half of the rows
     assert outs[0]["shape"] == [16, 16]
-    spec = data_lib.DataSpec(curated_dir=curated, image_size=32, max_len=16, seed=3,
-                             max_shift=0, brightness=0.0)
+    spec = dataclasses.replace(data_lib.DataSpec.from_config(smoke_config("", curated)), seed=3,
+                               max_shift=0, brightness=0.0)
     whole = next(iter(data_lib.build_dataset(spec)))
     assert outs[0]["batch"] == outs[1]["batch"] == int(whole["batch"])
     for field in data_lib.ARRAY_FIELDS:

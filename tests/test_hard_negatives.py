@@ -4,20 +4,17 @@ pipeline's `hard_text` / `hard_ok` fields."""
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 import numpy as np
 import pytest
+from demo_smoke import smoke_config
 
 from cclip_jax import data as data_lib
 from cclip_jax import synthetic as syn
-from cclip_jax.config import load
 from cclip_jax.curation import CuratedShards
 from cclip_jax.data.hard_negatives import swap_counts, swap_hard_negative
 from cclip_jax.training import sharding
-
-DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
 
 CASES = [
     # Attribute swap (binding): whole attribute runs change places.
@@ -100,16 +97,14 @@ def test_synthetic_captions_swap_into_false_captions(preset):
 
 
 @pytest.fixture(scope="module")
-def curated(tmp_path_factory):
-    c = load(f"{DEMO}:smoke")
-    c.data.cache_dir = str(tmp_path_factory.mktemp("cache"))
-    return data_lib.ensure_demo_data(c)
+def curated(smoke_curated):
+    return smoke_curated
 
 
 def _spec(curated_dir, **kw):
-    base = data_lib.DataSpec(curated_dir=curated_dir, image_size=32, max_len=16, seed=3,
-                             max_shift=0, brightness=0.0)
-    return dataclasses.replace(base, **kw)
+    """The smoke config's spec on `curated_dir`, seed 3, no augmentation, with `kw` changed."""
+    base = data_lib.DataSpec.from_config(smoke_config("", curated_dir))
+    return dataclasses.replace(base, **{"seed": 3, "max_shift": 0, "brightness": 0.0, **kw})
 
 
 def test_pipeline_hard_fields(curated):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,12 +10,9 @@ import pytest
 
 from cclip_jax import data as data_lib
 from cclip_jax import losses, models
-from cclip_jax.config import load
 from cclip_jax.models.vit import ImageEncoder
 from cclip_jax.training.objective import Objective, make_loss_fn
 from cclip_jax.training.setup import build
-
-DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
 
 B, K = 4, 3
 
@@ -105,32 +100,25 @@ def test_pool_switch_needs_map_pooling():
         models.build_model(cfg)
 
 
-def _config(cache, pool=True):
-    c = load(f"{DEMO}:smoke")
-    c.data.cache_dir = cache
+def _config(smoke, pool=True):
+    c = smoke()
     c.async_checkpoints = False
     c.cond_form = "pool"
     c.model.pool_conditional = pool
     return c
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("cache"))
-
-
-def test_pool_form_needs_the_model_switch(cache):
-    c = _config(cache, pool=False)
+def test_pool_form_needs_the_model_switch(smoke):
+    c = _config(smoke, pool=False)
     with pytest.raises(ValueError, match="pool_conditional"):
         build(c, devices=jax.devices()[:1])
 
 
-def test_pool_step_is_the_library_loss_on_the_models_embeddings(cache):
-    c = _config(cache)
+def test_pool_step_is_the_library_loss_on_the_models_embeddings(smoke):
+    c = _config(smoke)
     c.mesh.data = c.mesh.fsdp = 1
     s = build(c, devices=jax.devices()[:1])
-    batch = jax.device_get(data_lib.make_global_batch(next(iter(data_lib.build_dataset(s.spec))),
-                                                      s.batch.rows))
+    batch = jax.device_get(data_lib.make_global_batch(next(iter(s.data)), s.batch.rows))
     params = s.init_state(jax.random.key(0)).params
     obj = Objective(cond_weight=0.7, cond_form="pool", unknown_weight=0.5,
                     cross_positive_weight=0.3)
@@ -152,9 +140,9 @@ def test_pool_step_is_the_library_loss_on_the_models_embeddings(cache):
 
 
 @pytest.mark.slow  # compiles two more step programs (~80 s on 2 CPU cores)
-def test_sharded_pool_step_equals_single_device_step(cache):
+def test_sharded_pool_step_equals_single_device_step(smoke):
     """As tests/test_train.py's: a 4 x 2 (data, fsdp) mesh against one device, two steps."""
-    config = _config(cache)
+    config = _config(smoke)
     config.mesh.data, config.mesh.fsdp = 4, 2
     config.optim.eps = 1e-3  # see test_train.test_sharded_step_equals_single_device_step
     sharded = build(config)
@@ -163,7 +151,7 @@ def test_sharded_pool_step_equals_single_device_step(cache):
     single = build(one, devices=jax.devices()[:1])
     state8 = sharded.init_state(jax.random.key(0))
     state1 = jax.device_put(jax.device_get(state8), single.state_shardings)
-    it = iter(data_lib.build_dataset(sharded.spec))
+    it = iter(sharded.data)
     for _ in range(2):  # step 1 has lr 0 (warmup): step 2 moves the parameters
         local = next(it)
         state8, m8 = sharded.step(state8, data_lib.make_global_batch(local, sharded.batch.rows))

@@ -10,25 +10,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from demo_smoke import smoke_config
 
 from cclip_jax import data as data_lib
 from cclip_jax import losses
-from cclip_jax.config import load
 from cclip_jax.curation.shards import read_batches
 from cclip_jax.training import trainer
 from cclip_jax.training.objective import Objective, make_loss_fn
 from cclip_jax.training.setup import build
 
-DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
-
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    c = load(f"{DEMO}:smoke")
-    c.data.cache_dir = str(tmp_path_factory.mktemp("cache"))
+def setup(smoke_cache, smoke_curated):
+    c = smoke_config(smoke_cache, smoke_curated)
     c.mesh.data = c.mesh.fsdp = 1
     s = build(c, devices=jax.devices()[:1])
-    batch = data_lib.make_global_batch(next(iter(data_lib.build_dataset(s.spec))), s.batch.rows)
+    batch = data_lib.make_global_batch(next(iter(s.data)), s.batch.rows)
     params = s.init_state(jax.random.key(0)).params
     return s, jax.device_get(batch), params
 

@@ -37,6 +37,14 @@ def test_changed_fields_are_named_with_old_and_new_values():
     assert run_folder.config_changes(OLD, extra) == [("model.gate", "<absent>", "ones")]
 
 
+def test_a_folder_of_the_old_max_present_spelling_is_refused_by_name(tmp_path):
+    """config.json of runs from before 'manifest' / 'dense' holds -1 / 0: a resume says which
+    field changed (and --force_config_change resumes with the new spelling)."""
+    run_folder.write_config(str(tmp_path), _with(max_present=-1))
+    with pytest.raises(run_folder.ConfigChangedError, match=r"\(max_present: -1 -> 'manifest'\)"):
+        run_folder.check_resume(str(tmp_path), _with(max_present="manifest"))
+
+
 def test_check_resume_refuses_then_records_a_forced_change(tmp_path):
     workdir = str(tmp_path)
     assert run_folder.check_resume(workdir, OLD) == []  # a new folder: nothing to compare

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+from demo_smoke import SMOKE
 
 from cclip_jax import data as data_lib
 from cclip_jax import evaluate, models, run_folder
@@ -18,39 +19,26 @@ from cclip_jax.run_folder.metrics import read_jsonl
 from cclip_jax.training import trainer
 from cclip_jax.training.setup import build
 
-DEMO = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
+# XLA's persistent cache (tests/conftest.py): tests that compile the same program compile it once.
+pytestmark = pytest.mark.usefixtures("compile_cache")
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("cache"))
+@pytest.fixture
+def run_config(smoke):
+    """`run_config(**overrides)`: the shared smoke config (tests/conftest.py) on a 4 x 2
+    (data, fsdp) mesh, synchronous checkpoints, with top-level `overrides`."""
+    def make(**overrides):
+        c = smoke(**overrides)
+        c.mesh.data, c.mesh.fsdp = 4, 2
+        c.async_checkpoints = False
+        return c
+
+    return make
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    """XLA's persistent cache: tests that compile the same program compile it once."""
-    old = (jax.config.jax_compilation_cache_dir,
-           jax.config.jax_persistent_cache_min_compile_time_secs)
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-
-
-def smoke(cache, **overrides):
-    c = load(f"{DEMO}:smoke")
-    c.data.cache_dir = cache
-    c.mesh.data, c.mesh.fsdp = 4, 2
-    c.async_checkpoints = False
-    for key, value in overrides.items():
-        c[key] = value
-    return c
-
-
-def test_demo_smoke_run_writes_everything_and_resumes(cache, tmp_path):
+def test_demo_smoke_run_writes_everything_and_resumes(run_config, tmp_path):
     workdir = str(tmp_path / "run")
-    last = trainer.train_and_evaluate(smoke(cache), workdir)
+    last = trainer.train_and_evaluate(run_config(), workdir)
     records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     assert [r["step"] for r in records] == [1, 2]
     for key in ("loss", "loss_sig", "loss_cond", "lr", "scale", "bias", "cond_scale",
@@ -58,7 +46,7 @@ def test_demo_smoke_run_writes_everything_and_resumes(cache, tmp_path):
                 "logit_pos", "logit_neg", "gate_entropy", "examples_per_s", "steps_per_s",
                 "captions_cut", "concepts_cut"):
         assert np.isfinite(records[-1][key]), key
-    lam = smoke(cache).cond_weight
+    lam = run_config().cond_weight
     assert records[-1]["loss"] == pytest.approx(records[-1]["loss_sig"] +
                                                 lam * records[-1]["loss_cond"], rel=1e-5)
     assert records[0]["triples_pos"] > 0 and 0 < records[0]["gate_entropy"] <= 1
@@ -81,14 +69,14 @@ def test_demo_smoke_run_writes_everything_and_resumes(cache, tmp_path):
     assert rows and os.path.exists(os.path.join(evaluation["image_root"], rows[0]["query"]))
     assert os.path.exists(os.path.join(workdir, "report.html"))
     # The standalone evaluation of the same checkpoint scores the same.
-    path = evaluate.evaluate(smoke(cache), workdir, step=2)
+    path = evaluate.evaluate(run_config(), workdir, step=2)
     with open(path) as f:
         again = json.load(f)["results"]
     assert again["binding/iid/attribute_swap"]["metrics"] == \
         results["binding/iid/attribute_swap"]["metrics"]
 
     # The same command with more steps resumes at step 2 and keeps the earlier records.
-    trainer.train_and_evaluate(smoke(cache, total_steps=3), workdir)
+    trainer.train_and_evaluate(run_config(total_steps=3), workdir)
     again = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     assert [r["step"] for r in again] == [1, 2, 3]
     assert again[:2] == records
@@ -99,8 +87,8 @@ def test_demo_smoke_run_writes_everything_and_resumes(cache, tmp_path):
     for overrides, match in (({"cond_weight": 0.5}, r"cond_weight: 1\.0 -> 0\.5"),
                              ({"seed": 3}, r"seed: 0 -> 3")):
         with pytest.raises(run_folder.ConfigChangedError, match=match):
-            trainer.train_and_evaluate(smoke(cache, total_steps=4, **overrides), workdir)
-    wide = smoke(cache, total_steps=4)
+            trainer.train_and_evaluate(run_config(total_steps=4, **overrides), workdir)
+    wide = run_config(total_steps=4)
     wide.model.embed_dim = 64  # a shape change: refused before orbax sees mismatched arrays
     with pytest.raises(run_folder.ConfigChangedError, match=r"model\.embed_dim: 32 -> 64"):
         trainer.train_and_evaluate(wide, workdir)
@@ -108,18 +96,23 @@ def test_demo_smoke_run_writes_everything_and_resumes(cache, tmp_path):
         assert f.read() == stored
     assert [r["step"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))] == [1, 2, 3]
     # Forced, it resumes with the new value and the folder's history says so.
-    trainer.train_and_evaluate(smoke(cache, total_steps=4, cond_weight=0.5), workdir,
+    trainer.train_and_evaluate(run_config(total_steps=4, cond_weight=0.5), workdir,
                              force_config_change=True)
     history = read_jsonl(os.path.join(workdir, "history.jsonl"))
     assert [h["event"] for h in history] == ["start", "resume", "forced_config_change",
                                              "resume"]
     assert history[2]["changes"] == [{"field": "cond_weight", "old": 1.0, "new": 0.5}]
     with open(os.path.join(workdir, "config.json")) as f:
-        assert json.load(f)["cond_weight"] == 0.5
+        forced = json.load(f)
+    assert forced["cond_weight"] == 0.5 and forced["max_present"] == "manifest"
+    # A folder written when max_present was spelled -1 (now 'manifest'): refused, named.
+    run_folder.write_config(workdir, {**forced, "max_present": -1})
+    with pytest.raises(run_folder.ConfigChangedError, match=r"max_present: -1 -> 'manifest'"):
+        trainer.train_and_evaluate(run_config(total_steps=4, cond_weight=0.5), workdir)
 
 
-def test_sharded_step_equals_single_device_step(cache):
-    config = smoke(cache)
+def test_sharded_step_equals_single_device_step(run_config):
+    config = run_config()
     # Adam's first update is lr·g/(|g| + eps): with the default eps, gradients that are pure
     # rounding noise (directions the cosine similarity is blind to, which the ring's summation
     # order changes) become updates of up to ±lr. A larger eps keeps updates proportional to
@@ -133,7 +126,7 @@ def test_sharded_step_equals_single_device_step(cache):
     single = build(one, devices=jax.devices()[:1])
     state8 = sharded.init_state(jax.random.key(0))
     state1 = jax.device_put(jax.device_get(state8), single.state_shardings)
-    it = iter(data_lib.build_dataset(sharded.spec))
+    it = iter(sharded.data)
     for _ in range(2):  # step 1 has lr 0 (warmup): step 2 moves the parameters
         local = next(it)
         state8, m8 = sharded.step(state8, data_lib.make_global_batch(local, sharded.batch.rows))
@@ -148,19 +141,19 @@ def test_sharded_step_equals_single_device_step(cache):
 
 
 @pytest.mark.slow  # compiles one more step program
-def test_nan_loss_stops_with_step_and_checkpoint_named(cache, tmp_path):
+def test_nan_loss_stops_with_step_and_checkpoint_named(run_config, tmp_path):
     # max_present=1 is below what the curated rows hold: the loss is NaN by contract.
-    config = smoke(cache, max_present=1)
+    config = run_config(max_present=1)
     with pytest.raises(trainer.NonFiniteLossError, match=r"at step 1; last good checkpoint: None"):
         trainer.train_and_evaluate(config, str(tmp_path / "nan"))
     assert not os.listdir(tmp_path / "nan" / "checkpoints")
 
 
 @pytest.mark.slow  # one more smoke training run
-def test_init_from_a_siglip_npz_loads_its_parameters(cache, tmp_path):
+def test_init_from_a_siglip_npz_loads_its_parameters(run_config, tmp_path):
     """`config.init_from` a big_vision `.npz`, end to end: step 1 trains at learning rate 0
     (warmup), so the parameters of its checkpoint are exactly the file's."""
-    config = smoke(cache)
+    config = run_config()
     model = models.build_model(config.model)
     params = nn.unbox(jax.device_get(model.init_params(jax.random.key(7))))["params"]
     npz = str(tmp_path / "siglip.npz")
@@ -180,6 +173,6 @@ def test_init_from_a_siglip_npz_loads_its_parameters(cache, tmp_path):
 @pytest.mark.parametrize("every, due", [(0, []), (2, [2, 4]), (4, [4]), (-1, [])])
 def test_evaluation_steps_follow_config(every, due):
     """Steps evaluated inside the loop; the final evaluation follows the loop."""
-    config = load(f"{DEMO}:smoke")
+    config = load(SMOKE)
     config.total_steps, config.eval.every_steps = 6, every
     assert [s for s in range(1, 7) if trainer._eval_due(config, s)] == due

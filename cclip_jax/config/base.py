@@ -25,8 +25,10 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
                     control; needs cond_weight = 0: it uses the conditional scale and bias)
     unknown_weight  weight of (+1, 0) triples
     labels          'all' | 'positive_only' (every -1 label read as 0: an experiment arm)
-    max_present     R of the loss: -1 = the manifest's max_present, 0 = dense (no bound);
-                    the dense path also runs when 2R >= K (it then computes no more logits)
+    max_present     R of the conditional loss: 'manifest' (the curated data's max_present),
+                    'dense' (no bound) or an int R; the dense path also runs when 2R >= K (it
+                    then computes no more logits; the run logs one line saying so).
+                    `--config.max_present=8` and `--config.max_present=dense` both work
     mesh            {data, fsdp, tensor} sizes; one may be -1 (fills the remaining devices)
     sharding_rules  'dp' | 'fsdp' | 'tp' | 'fsdp_tp' (cclip_jax.training.sharding.RULES)
     model           cclip_jax.models config (towers, embed_dim, dtype, gate, ...;
@@ -34,7 +36,9 @@ Top-level names other tools rely on: `total_steps`, `checkpoint_every_steps`, `l
     optim           AdamW: lr, warmup_steps, end_lr_frac, b1, b2, eps, weight_decay,
                     grad_clip_norm, lr_mults {img, txt, temperature} (0 freezes a group;
                     temperature: the four logit scales and biases)
-    data            curated_dir ('' = generate the synthetic demo data into cache_dir),
+    data            curated_dir (the curated folder; '' in the demo configs: `python -m
+                    cclip_jax.main` first builds the synthetic demo data into cache_dir,
+                    cclip_jax.curation.demo_data),
                     mode ('curated' | 'baseline'), synthetic {...}, curation {...} (overrides of
                     the curation defaults, cclip_jax.curation.settings.default_config),
                     tokenizer ('' = the curated one), hard_negatives (NegCLIP: each caption's
@@ -92,7 +96,10 @@ def base_config(size: str = "mu") -> ml_collections.ConfigDict:
     c.plain_multi_positive = False
     c.tags_weight = 0.0
     c.unknown_weight = 1.0
-    c.max_present = -1
+    # A str or an int: a field of type object (ml_collections locks a plain field to the type
+    # of its first value). A copy through to_dict() or copy_and_resolve_references() locks it
+    # to the type of the value it then holds.
+    c.max_present = ml_collections.FieldReference("manifest", field_type=object)
     c.labels = "all"
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})

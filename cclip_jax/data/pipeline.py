@@ -1,6 +1,8 @@
 """The Grain input pipeline and global-array assembly.
 
+    spec = DataSpec.from_config(config)  # config.data.curated_dir must be set
     ds = build_dataset(spec, process_index=jax.process_index(), process_count=...)
+    ds.source, ds.tokenizer              # opened once: the manifest's B, K, R; the vocabulary
     it = iter(ds)                        # a Grain DatasetIterator; it.get_state()/set_state()
     local = next(it)                     # this process's slice of the step's global batch
     batch = make_global_batch(local, rows)   # global jax.Arrays, first axis laid out as `rows`
@@ -13,7 +15,7 @@ an iterator restored at step `s` continues exactly where a killed run left off.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grain
 import jax
@@ -21,7 +23,10 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from cclip_jax.data.source import BatchSliceSource
-from cclip_jax.data.transforms import ProcessSlice, Tokenizer
+from cclip_jax.data.transforms import ProcessSlice, Tokenizer, tokenizer_path
+
+if TYPE_CHECKING:
+    import ml_collections
 
 _STEPS = 2**62  # "forever": Grain MapDatasets are lazy, nothing is materialised
 # Fields that become device arrays (`batch`, the curated batch index, stays on the host).
@@ -32,15 +37,17 @@ OPTIONAL_ARRAY_FIELDS = ("hard_text", "hard_ok")
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-    """Everything the pipeline needs (built from `config.data` and `config.model`).
+    """Everything the pipeline needs, read from the config by `from_config` (the config is the
+    one source of every value: the fields have no defaults of their own).
 
     Attributes:
-      curated_dir: curation output folder.
+      curated_dir: curation output folder (`config.data.curated_dir`).
       mode: `curated` (whole curated batches) or `baseline` (i.i.d. batches of the same pairs).
-      seed: shuffling and augmentation seed.
-      image_size: output side S.
+      seed: shuffling and augmentation seed (`config.seed`).
+      image_size: output side S (`config.model.image.image_size`).
       max_len: token length L of captions and concepts (longer ones are cut and flagged).
-      tokenizer: SentencePiece model path ("" = the one next to the shards).
+      tokenizer: `config.data.tokenizer`, a SentencePiece model path ("" = the one next to the
+        shards; `transforms.tokenizer_path` resolves it).
       pad_id: the id texts are padded with (`config.model.text.pad_id`).
       sticky_eos: SigLIP's sticky EOS (`config.model.text.sticky_eos`; see `Tokenizer`).
       max_shift: augmentation translation in pixels (0 = none).
@@ -53,23 +60,71 @@ class DataSpec:
     """
 
     curated_dir: str
-    mode: str = "curated"
-    seed: int = 0
-    image_size: int = 32
-    max_len: int = 16
-    tokenizer: str = ""
-    pad_id: int = 0
-    sticky_eos: bool = False
-    max_shift: int = 2
-    brightness: float = 0.05
-    num_workers: int = 0
-    prefetch: int = 2
-    hard_negatives: bool = False
+    mode: str
+    seed: int
+    image_size: int
+    max_len: int
+    tokenizer: str
+    pad_id: int
+    sticky_eos: bool
+    max_shift: int
+    brightness: float
+    num_workers: int
+    prefetch: int
+    hard_negatives: bool
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> DataSpec:
+        """The spec of a training config (`config.data`, `config.model`, `config.seed`).
+
+        Raises:
+          ValueError: naming `config.data.curated_dir` when it is empty (the demo's data is
+            built by `cclip_jax.curation.demo_data.ensure_demo_data`, not here).
+        """
+        d, text = config.data, config.model.text
+        if not d.curated_dir:
+            raise ValueError(
+                "config.data.curated_dir is empty: set it to a curated folder (python -m "
+                "cclip_jax.curate), or build the demo data first "
+                "(cclip_jax.curation.demo_data.ensure_demo_data, as python -m cclip_jax.main does)")
+        return cls(
+            curated_dir=d.curated_dir, mode=d.mode, seed=int(config.seed),
+            image_size=int(config.model.image.image_size), max_len=int(text.max_len),
+            tokenizer=d.tokenizer, pad_id=int(text.pad_id),
+            # `get`: configs written before `sticky_eos` existed have no such field.
+            sticky_eos=bool(text.get("sticky_eos", False)),
+            max_shift=int(d.max_shift), brightness=float(d.brightness),
+            num_workers=int(d.num_workers), prefetch=int(d.prefetch),
+            hard_negatives=bool(d.hard_negatives))
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """One process's input pipeline and what was opened to build it, once: the checks, the
+    initial biases and the evaluator read `source` and `tokenizer` instead of opening them again.
+
+    Attributes:
+      spec: what it was built from.
+      source: the opened curated folder (`BatchSliceSource`: `curated_dir`, `manifest`,
+        `batch_size` B, `max_concepts` K, `max_present` R, `num_batches`).
+      tokenizer: the `Tokenizer` the pipeline tokenizes with.
+      grain: the Grain `IterDataset` of this process's batch slices (see `build_dataset`);
+        `iter(dataset)` starts an iterator over it (`get_state`/`set_state` for checkpoints).
+    """
+
+    spec: DataSpec
+    source: BatchSliceSource
+    tokenizer: Tokenizer
+    grain: grain.IterDataset
+
+    def __iter__(self) -> grain.DatasetIterator:
+        return iter(self.grain)
 
 
 def build_dataset(spec: DataSpec, *, process_index: int = 0, process_count: int = 1,
-                  start_step: int = 0) -> grain.IterDataset:
-    """The Grain dataset of this process's batch slices (see module docstring).
+                  start_step: int = 0) -> Dataset:
+    """This process's `Dataset`: the source and tokenizer opened, the Grain pipeline over them
+    (see module docstring; nothing is read until an iterator asks).
 
     Each element: `images` float32 `[b, S, S, 3]`, `text` int32 `[b, L]`, `concepts` int32
     `[K/P, L]`, `labels` int8 `[b, K]`, `text_cut` int8 `[b]`, `concepts_cut` int8 `[K/P]`,
@@ -83,8 +138,8 @@ def build_dataset(spec: DataSpec, *, process_index: int = 0, process_count: int 
     if source.max_concepts % process_count:
         raise ValueError(f"max_concepts={source.max_concepts} of {spec.curated_dir} does not "
                          f"split over {process_count} processes")
-    tokenizer = Tokenizer(spec.tokenizer or source.tokenizer_path, spec.max_len, spec.pad_id,
-                          spec.sticky_eos)
+    tokenizer = Tokenizer(tokenizer_path(spec.tokenizer, spec.curated_dir), spec.max_len,
+                          spec.pad_id, spec.sticky_eos)
     transform = ProcessSlice(tokenizer, spec.image_size, spec.max_shift, spec.brightness,
                              process_index, process_count, spec.hard_negatives)
     ds = (
@@ -96,7 +151,7 @@ def build_dataset(spec: DataSpec, *, process_index: int = 0, process_count: int 
     if spec.num_workers > 0:
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=spec.num_workers, per_worker_buffer_size=spec.prefetch))
-    return it_ds
+    return Dataset(spec, source, tokenizer, it_ds)
 
 
 def make_global_batch(local: dict[str, Any], rows: NamedSharding) -> dict[str, jax.Array]:

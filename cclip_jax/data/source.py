@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cclip_jax.curation import CuratedShards
+from cclip_jax.curation.shards import CuratedShards
 
 MODES = ("curated", "baseline")
 
@@ -49,7 +49,6 @@ class BatchSliceSource:
         self.max_concepts = self._shards.max_concepts
         self.max_present = self._shards.max_present
         self.num_batches = self._shards.num_batches
-        self.tokenizer_path = self._shards.tokenizer_path
         self.manifest = self._shards.manifest
         if self.batch_size % process_count:
             raise ValueError(f"curated batch size {self.batch_size} does not split over "

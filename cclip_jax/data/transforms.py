@@ -9,14 +9,31 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from typing import Any
 
 import numpy as np
 import sentencepiece as spm
 from PIL import Image
 
+from cclip_jax.curation.shards import TOKENIZER
 from cclip_jax.data import png
 from cclip_jax.data.hard_negatives import swap_hard_negative
+
+
+def tokenizer_path(tokenizer: str, curated_dir: str) -> str:
+    """The SentencePiece model a run tokenizes with: `tokenizer` (`config.data.tokenizer`) when
+    set, else the curated folder's own (`tokenizer.model` next to its shards). The one place
+    this is decided: the pipeline, the evaluator's scorer and the benchmarks all ask here.
+
+    Raises:
+      FileNotFoundError: naming both config fields, when the file does not exist.
+    """
+    path = tokenizer or os.path.join(curated_dir, TOKENIZER)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"tokenizer {path} (config.data.tokenizer / "
+                                "config.data.curated_dir) is missing")
+    return path
 
 
 @dataclasses.dataclass

@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from cclip_jax import models, run_folder
+from cclip_jax.data import transforms
 from cclip_jax.data.transforms import Tokenizer
 from cclip_jax.losses import EPS
 
@@ -140,10 +141,7 @@ class ModelScorer:
         model = models.build_model(config.model)
         template = jax.device_get(nn.unbox(model.init_params(jax.random.key(0)))["params"])
         params = models.load_siglip_npz(npz_path, template)
-        tok = Tokenizer(tokenizer_path, int(config.model.text.max_len),
-                        int(config.model.text.pad_id),
-                        bool(config.model.text.get("sticky_eos", False)))
-        return cls(model, params, tok, batch_size)
+        return cls(model, params, tokenizer_for(config, tokenizer_path), batch_size)
 
 
 def single_device_abstract(model: nn.Module) -> Any:
@@ -162,14 +160,12 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def tokenizer_for(config: ml_collections.ConfigDict) -> Tokenizer:
-    """The run's tokenizer: `data.tokenizer`, else the one beside the curated shards."""
-    from cclip_jax.curation.shards import TOKENIZER
-
-    path = config.data.tokenizer or os.path.join(config.data.curated_dir, TOKENIZER)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"tokenizer {path} (config.data.tokenizer / curated_dir) is "
-                                "missing")
+def tokenizer_for(config: ml_collections.ConfigDict, path: str | None = None) -> Tokenizer:
+    """The tokenizer of a run's config at its text tower's `max_len`, pad id and EOS rule: the
+    SentencePiece model `path`, else the one `transforms.tokenizer_path` picks
+    (`data.tokenizer`, else the curated folder's own)."""
+    text = config.model.text
+    path = path or transforms.tokenizer_path(config.data.tokenizer, config.data.curated_dir)
     # `get`: run configs written before `sticky_eos` existed have no such field.
-    return Tokenizer(path, int(config.model.text.max_len), int(config.model.text.pad_id),
-                     bool(config.model.text.get("sticky_eos", False)))
+    return Tokenizer(path, int(text.max_len), int(text.pad_id),
+                     bool(text.get("sticky_eos", False)))

@@ -22,14 +22,14 @@ from cclip_jax.experiment import analysis, phases, runs, writeup
 def blind_baseline(exp: ml_collections.ConfigDict, workdir: str, preset: str) -> dict[str, Any]:
     """The text-only bigram baseline (no image) on the TEST items: what the item captions give
     away by their words alone. `{"primary", "final"}` (flattened metrics)."""
-    from cclip_jax import data as data_lib
+    from cclip_jax.curation import demo_data
     from cclip_jax.evaluation import suite
     from cclip_jax.evaluation.blind import BigramScorer
 
     run = runs.Run("blind", preset, "siglip", 0, 1, int(exp.base.model.embed_dim),
                    exp.batch_size, exp.test_eval_seed)
     config = runs.run_config(exp, run, os.path.join(workdir, "cache"))
-    scorer = BigramScorer(suite.train_captions(data_lib.ensure_demo_data(config)),
+    scorer = BigramScorer(suite.train_captions(demo_data.ensure_demo_data(config)),
                           config.model.image.image_size)
     results: dict[str, Any] = {}
     suite.binding_suite(scorer, suite.eval_world_dir(config), config.eval.synthetic.splits,

@@ -13,6 +13,7 @@ from cclip_jax import losses, models
 from cclip_jax.training.objective import COND_FORMS, LOSSES
 
 LABEL_MODES = ("all", "positive_only")
+MAX_PRESENT_NAMES = ("manifest", "dense")  # or an int R >= 1
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -56,14 +57,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.tags_weight and (config.data.mode == "baseline" or config.model.gate != "identity"):
         raise ValueError("config.tags_weight needs curated batches (config.data.mode) and "
                          "config.model.gate='identity' (it scores raw concept embeddings)")
+    mp = config.max_present
+    bound = isinstance(mp, int) and not isinstance(mp, bool) and mp >= 1
+    if mp not in MAX_PRESENT_NAMES and not bound:
+        raise ValueError(f"config.max_present={mp!r} must be 'manifest' (the curated data's R), "
+                         "'dense' or an int R >= 1 (formerly -1 and 0 meant 'manifest' and "
+                         "'dense')")
     if config.plain_multi_positive and config.loss != "sigmoid":
         raise ValueError("config.plain_multi_positive needs config.loss='sigmoid'")
     models.tower_kwargs(config.model)  # unknown sizes etc. raise naming config.model.<field>
 
 
-def check_data(config: ml_collections.ConfigDict, source: data_lib.BatchSliceSource,
-               tokenizer_vocab: int, ways: int) -> None:
-    """Checks of the curated data against the config and mesh (ValueError naming the field)."""
+def check_data(config: ml_collections.ConfigDict, data: data_lib.Dataset, ways: int) -> None:
+    """Checks of the opened data (`data.source`'s manifest, `data.tokenizer`) against the config
+    and the `ways` devices the batch is split over (ValueError naming the field)."""
+    source, tokenizer_vocab = data.source, data.tokenizer.vocab_size()
     where = source.curated_dir
     if source.batch_size != config.batch_size:
         raise ValueError(f"config.batch_size={config.batch_size} differs from the curated batch "
@@ -77,6 +85,6 @@ def check_data(config: ml_collections.ConfigDict, source: data_lib.BatchSliceSou
     if tokenizer_vocab > config.model.text.vocab_size:
         raise ValueError(f"config.model.text.vocab_size={config.model.text.vocab_size} is "
                          f"smaller than the tokenizer's {tokenizer_vocab} pieces")
-    if config.max_present > source.max_concepts:
+    if config.max_present not in MAX_PRESENT_NAMES and config.max_present > source.max_concepts:
         raise ValueError(f"config.max_present={config.max_present} > max_concepts "
                          f"{source.max_concepts}")

@@ -1,10 +1,14 @@
 """Everything a run builds before its first step, in big_vision's order: config checks -> mesh
-and rules (the batch's split) -> data spec and data checks -> model and optimizer -> the
-state's shardings and shape-only state -> the jitted init and step.
+and rules (the batch's split) -> the data (source and tokenizer opened once) and its checks ->
+model and optimizer -> the state's shardings and shape-only state -> the jitted init and step.
 
     setup = build(config)                          # also what the tests and benchmarks use
     state = setup.init_state(jax.random.key(0))
+    local = next(iter(setup.data))                 # this process's slice of batch 0
     state, metrics = setup.step(state, data.make_global_batch(local, setup.batch.rows))
+
+`config.data.curated_dir` must name a curated folder: the demo's is built beforehand, by
+`cclip_jax.curation.demo_data.ensure_demo_data` (what `python -m cclip_jax.main` does).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import optax
+from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
 from cclip_jax import data as data_lib
@@ -35,7 +40,7 @@ class Setup:
     mesh: jax.sharding.Mesh
     batch: sharding.BatchSplit  # how every batch array lies on `mesh`
     model: nn.Module
-    spec: data_lib.DataSpec
+    data: data_lib.Dataset  # this process's pipeline, with its opened source and tokenizer
     state_shardings: Any  # a TrainState of NamedShardings
     init_state: Any  # jitted rng -> TrainState
     step: Any  # jitted (state, batch) -> (state, metrics), donates state; has `.lower`
@@ -43,15 +48,23 @@ class Setup:
     resolved: dict[str, Any]  # config fields worked out at build (curated folder, biases)
 
 
-def _data_spec(config: ml_collections.ConfigDict, curated_dir: str) -> data_lib.DataSpec:
-    return data_lib.DataSpec(
-        curated_dir=curated_dir, mode=config.data.mode, seed=config.seed,
-        image_size=config.model.image.image_size, max_len=config.model.text.max_len,
-        tokenizer=config.data.tokenizer, pad_id=config.model.text.pad_id,
-        sticky_eos=bool(config.model.text.get("sticky_eos", False)),
-        max_shift=config.data.max_shift, brightness=config.data.brightness,
-        num_workers=config.data.num_workers, prefetch=config.data.prefetch,
-        hard_negatives=config.data.hard_negatives)
+def loss_max_present(config: ml_collections.ConfigDict, source: data_lib.BatchSliceSource
+                     ) -> int | None:
+    """R of the conditional loss from `config.max_present` ('manifest': the curated data's R,
+    'dense', or an int), None for the dense path. The bounded path computes 2·B²·R logits, the
+    dense one B²·K: with 2R >= K the bound saves nothing and costs gathers (the demo: R = 8,
+    K = 16), so the dense path runs then, with one log line saying so. Both give the same loss.
+    """
+    if config.max_present == "dense":
+        return None
+    r = source.max_present if config.max_present == "manifest" else int(config.max_present)
+    if 2 * r < source.max_concepts:
+        return r
+    if config.cond_weight and config.cond_form == "sigmoid":  # the one term that reads R
+        logging.info("config.max_present=%r: R = %d, K = %d (%s): 2R >= K, so the conditional "
+                     "loss runs its dense path (no more logits than the bounded one, the same "
+                     "loss)", config.max_present, r, source.max_concepts, source.curated_dir)
+    return None
 
 
 def state_shardings(model: nn.Module, tx: optax.GradientTransformation,
@@ -83,32 +96,30 @@ def _in_context(fn: Any, mesh: jax.sharding.Mesh, rules: sharding.LogicalRules) 
 
 
 def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = None) -> Setup:
-    """Mesh, model, optimizer, jitted init and step, data spec (generates demo data if asked).
+    """Mesh, data, model, optimizer, jitted init and step of `config`, whose
+    `config.data.curated_dir` names a curated folder (a ValueError naming the field when it is
+    empty, a FileNotFoundError when it holds no complete curation).
 
     `devices` defaults to `jax.devices()` (the mesh, `config.mesh`, must use them all)."""
     checks.validate_config(config)
-    curated_dir = data_lib.ensure_demo_data(config)
+    spec = data_lib.DataSpec.from_config(config)
     mesh = sharding.make_mesh(dict(config.mesh), devices)
     rules = sharding.get_rules(config.sharding_rules)
     split = sharding.batch_split(mesh, rules)
-    spec = _data_spec(config, curated_dir)
     try:
-        source = data_lib.BatchSliceSource(curated_dir, config.data.mode)
+        data = data_lib.build_dataset(spec, process_index=jax.process_index(),
+                                      process_count=jax.process_count())
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"config.data.curated_dir={curated_dir!r}: {e}") from None
-    tokenizer = data_lib.Tokenizer(spec.tokenizer or source.tokenizer_path, spec.max_len)
-    checks.check_data(config, source, tokenizer.vocab_size(), split.ways)
-    max_present = {-1: source.max_present, 0: None}.get(config.max_present, config.max_present)
-    if max_present is not None and 2 * max_present >= source.max_concepts:
-        # The bounded path computes 2·B²·R logits, the dense one B²·K: with 2R >= K the bound
-        # saves nothing and costs gathers (the demo: R = 8, K = 16). Both give the same loss.
-        max_present = None
+        raise FileNotFoundError(f"config.data.curated_dir={spec.curated_dir!r}: {e}") from None
+    checks.check_data(config, data, split.ways)
+    source = data.source
 
     model = models.build_model(config.model, **biases.initial_biases(config, source.manifest,
                                                                      source.curated_dir))
     tx, lr_fn = optim.make_optimizer(config)
     state_sh = state_shardings(model, tx, mesh, rules)
-    loss_fn = make_loss_fn(model, split, Objective.from_config(config, max_present))
+    objective = Objective.from_config(config, loss_max_present(config, source))
+    loss_fn = make_loss_fn(model, split, objective)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         init_jit = jax.jit(make_init(model, tx), out_shardings=state_sh)
         abstract_state = jax.eval_shape(init_jit, jax.random.key(0))
@@ -119,7 +130,7 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
     step_jit = jax.jit(make_train_step(loss_fn, tx, lr_fn), out_shardings=(state_sh, metrics_sh),
                        donate_argnums=0)
 
-    resolved = {"data.curated_dir": os.path.abspath(curated_dir),
+    resolved = {"data.curated_dir": os.path.abspath(spec.curated_dir),
                 "model.bias_init": model.bias_init, "model.cond_bias_init": model.cond_bias_init}
-    return Setup(config, mesh, split, model, spec, state_sh, _in_context(init_jit, mesh, rules),
+    return Setup(config, mesh, split, model, data, state_sh, _in_context(init_jit, mesh, rules),
                  _in_context(step_jit, mesh, rules), abstract_state, resolved)

@@ -5,7 +5,9 @@ step) -> the run folder's resume check -> init or restore (`state.initial_state`
 (Grain slice -> global arrays -> jitted step with donated state) with metrics, NaN guard,
 periodic and on-signal checkpoints, and evaluations. Process-wide set-up
 (`jax.distributed.initialize()`, the compilation cache) is the caller's, once per process
-(`cli.setup_process`): the experiment calls this function many times in one process.
+(`cli.setup_process`): the experiment calls this function many times in one process. So is
+the demo's data: `config.data.curated_dir` must name a curated folder
+(`cclip_jax.curation.demo_data.ensure_demo_data` builds the demo's).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from cclip_jax import config as config_lib
 from cclip_jax import data as data_lib
 from cclip_jax import run_folder
 from cclip_jax.evaluation import suite
-from cclip_jax.evaluation.scorer import tokenizer_for
 from cclip_jax.run_folder.checkpoints import Checkpointer
 from cclip_jax.run_folder.metrics import MetricsWriter
 from cclip_jax.training.setup import build
@@ -140,18 +141,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         except run_folder.ConfigChangedError:
             ckpt.close()
             raise
-    dataset = data_lib.build_dataset(setup.spec, process_index=jax.process_index(),
-                                     process_count=jax.process_count())
-    data_iter = iter(dataset)
+    data_iter = iter(setup.data)
     state = initial_state(setup, ckpt, data_iter)
     step = int(jax.device_get(state.step))
-    run_config = None
     if jax.process_index() == 0:  # the restore worked: now the folder may be written
         run_folder.write_config(workdir, resolved)
         run_folder.append_history(workdir, "resume" if resuming else "start", step=step)
-        run_config = ml_collections.ConfigDict(resolved)
-    evaluator = (suite.RunEvaluator(setup.model, tokenizer_for(run_config), run_config, workdir)
-                 if run_config is not None and config.eval.every_steps >= 0 else None)
+    # Process 0 evaluates, with the pipeline's own tokenizer and the run's config.
+    evaluator = (suite.RunEvaluator(setup.model, setup.data.tokenizer, config, workdir)
+                 if jax.process_index() == 0 and config.eval.every_steps >= 0 else None)
     writer = MetricsWriter(workdir, config.total_steps, start_step=step, console=config.progress)
     stop = _StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}

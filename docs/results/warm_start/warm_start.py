@@ -45,6 +45,7 @@ def main() -> None:
     import numpy as np
 
     from cclip_jax import cli
+    from cclip_jax.curation import demo_data
     from cclip_jax.experiment import analysis, runner
     from cclip_jax.training import trainer
 
@@ -66,6 +67,7 @@ def main() -> None:
             path = os.path.join(args.workdir, folder, f"seed{seed}")
             final = os.path.join(path, "eval", f"step_{c.total_steps:08d}.json")
             if not os.path.exists(final):
+                c.data.curated_dir = demo_data.ensure_demo_data(c)
                 trainer.train_and_evaluate(c, path)
             with open(final) as f:
                 flat = analysis.flatten(json.load(f)["results"])

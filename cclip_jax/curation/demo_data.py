@@ -6,6 +6,11 @@ it with `config.data.curation` overrides of `configs/curate.py` (batch size = `c
 under `config.data.cache_dir`. Both folders are named by a hash of their settings and format
 versions, so a changed config or curator never reuses stale data, and a finished curation
 (manifest present) is reused as is.
+
+An explicit step, taken by whoever starts training on the demo (`python -m cclip_jax.main`, the
+experiments, the benchmarks); training itself only reads `config.data.curated_dir`:
+
+    config.data.curated_dir = demo_data.ensure_demo_data(config)
 """
 
 from __future__ import annotations
@@ -47,7 +52,13 @@ def curation_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
 
 
 def ensure_demo_data(config: ml_collections.ConfigDict) -> str:
-    """The curated folder to train on (generating the demo world and curation if needed)."""
+    """The curated folder to train on: `config.data.curated_dir`, else the demo's (its world
+    and curation generated if not cached, each stage announced by one line on stderr).
+
+    Raises:
+      ValueError: naming the field, for a `config.data.curation` key that is no curation
+        setting (before anything is written).
+    """
     if config.data.curated_dir:
         return config.data.curated_dir
     cache = os.path.expanduser(config.data.cache_dir)
