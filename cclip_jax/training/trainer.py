@@ -179,10 +179,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        ckpt.wait()
-        ckpt.close()
-        writer.close()
-        data_iter.close()  # stops Grain's worker processes and frees their shared memory
+        try:
+            ckpt.close()  # waits for the last async save: a full disk is raised here
+        finally:
+            writer.close()
+            data_iter.close()  # stops Grain's worker processes and frees their shared memory
     # The final evaluation, also when a restarted run finds itself already finished (e.g. it
     # was preempted right after its last checkpoint) and that evaluation is missing.
     final = os.path.join(workdir, suite.EVAL_DIR, f"step_{config.total_steps:08d}.json")
