@@ -100,7 +100,7 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
 
 
 def mermaid(edges: dict[str, set[str]]) -> str:
-    lines = ["```mermaid", "graph BT"]
+    lines = ["```mermaid", "graph TD"]
     for unit, targets in sorted(edges.items()):
         lines += [f"  {unit} --> {t}" for t in sorted(targets)]
     lines.append("```")
