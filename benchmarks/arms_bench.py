@@ -126,8 +126,11 @@ def table(configs: dict, results: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Parses the flags, times the arms, prints the header and the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=os.path.join(ROOT, "configs", "demo.py"),
-                        help="config file[:arg], as --config of cclip_jax.main")
+    parser.add_argument(
+        "--config",
+        default=os.path.join(ROOT, "configs", "demo.py"),
+        help="config file[:arg], as --config of cclip_jax.main",
+    )
     parser.add_argument(
         "--arms",
         default=None,

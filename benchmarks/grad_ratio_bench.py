@@ -90,16 +90,18 @@ def load_demo_model() -> models.TwoTower:
 
 def make_inputs(rng: np.random.Generator, model: models.TwoTower, b: int, k: int) -> dict:
     """Random `images [b, S, S, 3]`, `texts [b, L]` (4-16 tokens), `concepts [k, L]` (1-4)."""
-    size, length, vocab = model.image["image_size"], model.text["max_len"], model.text[
-        "vocab_size"]
+    size, length, vocab = model.image["image_size"], model.text["max_len"], model.text["vocab_size"]
 
     def tokens(n, lo, hi):
         ids = rng.integers(1, vocab, size=(n, length))
         lengths = rng.integers(lo, min(hi, length) + 1, size=(n, 1))
         return np.where(np.arange(length)[None, :] < lengths, ids, 0).astype(np.int32)
 
-    return {"images": rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
-            "texts": tokens(b, 4, 16), "concepts": tokens(k, 1, 4)}
+    return {
+        "images": rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
+        "texts": tokens(b, 4, 16),
+        "concepts": tokens(k, 1, 4),
+    }
 
 
 def _norm(tree) -> jax.Array:
@@ -109,10 +111,20 @@ def _norm(tree) -> jax.Array:
 def _three_losses(x, t, c, labels, biases, max_present):
     """`[3]`: plain, conditional ("triples"), conditional ("batch")."""
     plain = losses.sigmoid_loss(x, t, scale=SCALE, bias=biases[0])
-    cond = [losses.conditional_sigmoid_loss(x, t, c, labels, scale=SCALE, bias=biases[1],
-                                            unknown_weight=UNKNOWN_WEIGHT, normalize=mode,
-                                            max_present=max_present)
-            for mode in ("triples", "batch")]
+    cond = [
+        losses.conditional_sigmoid_loss(
+            x,
+            t,
+            c,
+            labels,
+            scale=SCALE,
+            bias=biases[1],
+            unknown_weight=UNKNOWN_WEIGHT,
+            normalize=mode,
+            max_present=max_present,
+        )
+        for mode in ("triples", "batch")
+    ]
     return jnp.stack([plain, *cond])
 
 
@@ -127,8 +139,7 @@ def embedding_grad_norms(x, t, c, labels, biases, *, max_present):
     the norm over `(x, t)` and over `c` (0 for the plain term, which has no concepts).
     """
     _, vjp = jax.vjp(lambda *e: _three_losses(*e, labels, biases, max_present), x, t, c)
-    return jnp.stack([jnp.stack([_norm(g[:2]), _norm(g[2])])
-                      for g in map(vjp, _cotangents())])
+    return jnp.stack([jnp.stack([_norm(g[:2]), _norm(g[2])]) for g in map(vjp, _cotangents())])
 
 
 def param_grad_norms(model, params, inputs, labels, biases, *, max_present):
@@ -137,10 +148,12 @@ def param_grad_norms(model, params, inputs, labels, biases, *, max_present):
     `inputs`: `make_inputs`' dict; `labels [B, K]`; `biases [2]`. Returns `[3, 2]`: rows plain,
     triples, batch; columns img, txt.
     """
+
     def fn(p):
         out = model.apply({"params": p}, **inputs)
-        return _three_losses(out.image_emb, out.text_emb, out.concept_emb, labels, biases,
-                             max_present)
+        return _three_losses(
+            out.image_emb, out.text_emb, out.concept_emb, labels, biases, max_present
+        )
 
     _, vjp = jax.vjp(fn, params)
     rows = []
@@ -160,8 +173,9 @@ def gaussian_like(rng: np.random.Generator, sample: np.ndarray, n: int) -> np.nd
     """`[n, D]` i.i.d. draws with the mean and covariance of `sample [m, D]`."""
     mean = sample.mean(axis=0)
     cov = np.cov(sample, rowvar=False) + 1e-6 * np.eye(sample.shape[1])
-    return (mean + rng.standard_normal((n, sample.shape[1])) @ np.linalg.cholesky(cov).T
-            ).astype(np.float32)
+    return (mean + rng.standard_normal((n, sample.shape[1])) @ np.linalg.cholesky(cov).T).astype(
+        np.float32
+    )
 
 
 def run(bs, ks, draws: int) -> dict:
@@ -183,10 +197,16 @@ def run(bs, ks, draws: int) -> dict:
                 mp = None if k <= 2 * r else r
                 sums = losses.triple_sums(labels)
                 p = losses.positive_triple_rate(sums, unknown_weight=UNKNOWN_WEIGHT)
-                w = float(losses.triple_weight_sum(jnp.asarray(labels),
-                                                   unknown_weight=UNKNOWN_WEIGHT))
-                biases = jnp.array([losses.sigmoid_bias_init(b), losses.conditional_bias_init(
-                    sums, unknown_weight=UNKNOWN_WEIGHT)], jnp.float32)
+                w = float(
+                    losses.triple_weight_sum(jnp.asarray(labels), unknown_weight=UNKNOWN_WEIGHT)
+                )
+                biases = jnp.array(
+                    [
+                        losses.sigmoid_bias_init(b),
+                        losses.conditional_bias_init(sums, unknown_weight=UNKNOWN_WEIGHT),
+                    ],
+                    jnp.float32,
+                )
                 res.setdefault(("p", b, k), []).append(p)
                 res.setdefault(("W/B", b, k), []).append(w / b)
                 lab = jnp.asarray(labels)
@@ -198,22 +218,26 @@ def run(bs, ks, draws: int) -> dict:
                     for i, mode in ((1, "triples"), (2, "batch")):
                         for j, tower in enumerate(("img", "txt")):
                             res.setdefault(("param", mode, tower, b, k), []).append(
-                                n[i, j] / n[0, j])
+                                n[i, j] / n[0, j]
+                            )
                     for i, mode in ((0, "plain"), (1, "triples")):
                         for j, tower in enumerate(("img", "txt")):
                             res.setdefault(("abs", mode, tower, b, k), []).append(n[i, j])
                 for src, (x, t, c) in sources.items():
                     n = np.asarray(embedding_grad_norms(x, t, c, lab, biases, max_present=mp))
                     if src == "tower":
-                        for key, value in ((("plain", "xt"), n[0, 0]),
-                                           (("triples", "xt"), n[1, 0]),
-                                           (("triples", "c"), n[1, 1])):
+                        for key, value in (
+                            (("plain", "xt"), n[0, 0]),
+                            (("triples", "xt"), n[1, 0]),
+                            (("triples", "c"), n[1, 1]),
+                        ):
                             res.setdefault(("abs", *key, b, k), []).append(value)
                     for i, mode in ((1, "triples"), (2, "batch")):
                         parts = {"xtc": np.hypot(*n[i]), "xt": n[i, 0], "c": n[i, 1]}
                         for part, value in parts.items():
                             res.setdefault(("emb", mode, part, src, b, k), []).append(
-                                value / n[0, 0])
+                                value / n[0, 0]
+                            )
     return res
 
 
@@ -228,8 +252,9 @@ def cell(values) -> str:
 def spread(res: dict, key_prefix: tuple, bs, ks) -> str:
     """Over the table's `(b, k)` cells under `key_prefix`: max / min of the means, and the
     largest max / min within one draw (the draws share a tower init across cells)."""
-    cells = [np.asarray(res[(*key_prefix, b, k)]) for b in bs for k in ks
-             if (*key_prefix, b, k) in res]
+    cells = [
+        np.asarray(res[(*key_prefix, b, k)]) for b in bs for k in ks if (*key_prefix, b, k) in res
+    ]
     if not cells:
         return "—"
     means = [v.mean() for v in cells]
@@ -240,36 +265,58 @@ def spread(res: dict, key_prefix: tuple, bs, ks) -> str:
 
 EMB_COLUMNS = (("triples", "xtc"), ("triples", "xt"), ("triples", "c"), ("batch", "xtc"))
 PARAM_COLUMNS = (("triples", "img"), ("triples", "txt"), ("batch", "img"), ("batch", "txt"))
-ABS_COLUMNS = (("plain", "img"), ("plain", "txt"), ("triples", "img"), ("triples", "txt"),
-               ("plain", "xt"), ("triples", "xt"), ("triples", "c"))  # img/txt: params; xt/c: emb
+ABS_COLUMNS = (
+    ("plain", "img"),
+    ("plain", "txt"),
+    ("triples", "img"),
+    ("triples", "txt"),
+    ("plain", "xt"),
+    ("triples", "xt"),
+    ("triples", "c"),
+)  # img/txt: params; xt/c: emb
 
 
 def tables(res: dict, bs, ks) -> str:
     """The markdown tables (embeddings level, parameter level, norms) and their spreads."""
     names = {"xtc": "(x,t,c)", "xt": "(x,t)", "c": "(c)"}
-    lines = ["## (a) w.r.t. the embeddings: ‖∇ cond‖ over (x,t,c), (x,t) or (c) / "
-             "‖∇_{x,t} plain‖", "",
-             "| B | K | R | p | W/B | emb | "
-             + " | ".join(f"ratio {m} {names[part]}" for m, part in EMB_COLUMNS) + " |",
-             "|---:|---:|---:|---:|---:|:---|" + "---:|" * len(EMB_COLUMNS)]
+    lines = [
+        "## (a) w.r.t. the embeddings: ‖∇ cond‖ over (x,t,c), (x,t) or (c) / ‖∇_{x,t} plain‖",
+        "",
+        "| B | K | R | p | W/B | emb | "
+        + " | ".join(f"ratio {m} {names[part]}" for m, part in EMB_COLUMNS)
+        + " |",
+        "|---:|---:|---:|---:|---:|:---|" + "---:|" * len(EMB_COLUMNS),
+    ]
     sources = ("tower", "gauss")
     for b in bs:
         for k in ks:
             for src in sources:
                 if ("emb", "triples", "xtc", src, b, k) not in res:
                     continue
-                row = [str(b), str(k), str(present_per_row(k)),
-                       f"{np.mean(res[('p', b, k)]):.4f}", f"{np.mean(res[('W/B', b, k)]):.4g}",
-                       src]
+                row = [
+                    str(b),
+                    str(k),
+                    str(present_per_row(k)),
+                    f"{np.mean(res[('p', b, k)]):.4f}",
+                    f"{np.mean(res[('W/B', b, k)]):.4g}",
+                    src,
+                ]
                 row += [cell(res[("emb", m, part, src, b, k)]) for m, part in EMB_COLUMNS]
                 lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Spread over the table (max/min of the means):"]
-    lines += [f"- {m} {names[part]} {src}: {spread(res, ('emb', m, part, src), bs, ks)}"
-              for m, part in EMB_COLUMNS for src in sources]
+    lines += [
+        f"- {m} {names[part]} {src}: {spread(res, ('emb', m, part, src), bs, ks)}"
+        for m, part in EMB_COLUMNS
+        for src in sources
+    ]
     pbs = [b for b in bs if b in TOWER_BS]
-    lines += ["", "## (b) w.r.t. the tower parameters: ‖∇ cond‖ / ‖∇ plain‖ per tower", "",
-              "| B | K | p | " + " | ".join(f"ratio {m} {tw}" for m, tw in PARAM_COLUMNS)
-              + " |", "|---:|---:|---:|" + "---:|" * len(PARAM_COLUMNS)]
+    lines += [
+        "",
+        "## (b) w.r.t. the tower parameters: ‖∇ cond‖ / ‖∇ plain‖ per tower",
+        "",
+        "| B | K | p | " + " | ".join(f"ratio {m} {tw}" for m, tw in PARAM_COLUMNS) + " |",
+        "|---:|---:|---:|" + "---:|" * len(PARAM_COLUMNS),
+    ]
     for b in pbs:
         for k in ks:
             row = [str(b), str(k), f"{np.mean(res[('p', b, k)]):.4f}"]
@@ -278,9 +325,13 @@ def tables(res: dict, bs, ks) -> str:
     lines += ["", "Spread over the table (max/min of the means):"]
     lines += [f"- {m} {tw}: {spread(res, ('param', m, tw), pbs, ks)}" for m, tw in PARAM_COLUMNS]
     labels = {"img": "params img", "txt": "params txt", "xt": "emb (x,t)", "c": "emb (c)"}
-    lines += ["", "## (c) the norms themselves (towers): which term moves the ratios", "",
-              "| B | K | " + " | ".join(f"{m} {labels[part]}" for m, part in ABS_COLUMNS) + " |",
-              "|---:|---:|" + "---:|" * len(ABS_COLUMNS)]
+    lines += [
+        "",
+        "## (c) the norms themselves (towers): which term moves the ratios",
+        "",
+        "| B | K | " + " | ".join(f"{m} {labels[part]}" for m, part in ABS_COLUMNS) + " |",
+        "|---:|---:|" + "---:|" * len(ABS_COLUMNS),
+    ]
     for b in pbs:
         for k in ks:
             row = [str(b), str(k)] + [cell(res[("abs", m, part, b, k)]) for m, part in ABS_COLUMNS]
@@ -295,17 +346,26 @@ def header() -> str:
     machine = platform.processor() or platform.machine()
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        machine = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                       if line.startswith("Model name")) or machine
+        machine = (
+            next(
+                line.split(":", 1)[1].strip()
+                for line in lscpu.splitlines()
+                if line.startswith("Model name")
+            )
+            or machine
+        )
     except (OSError, subprocess.CalledProcessError, StopIteration):
         pass
     try:
-        date = subprocess.run(["date", "-u", "+%F"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        date = subprocess.run(
+            ["date", "-u", "+%F"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         date = time.strftime("%Y-%m-%d", time.gmtime())
-    return (f"# grad_ratio_bench — machine: {machine}; date: {date}; jax {jax.__version__}; "
-            f"backend {jax.default_backend()}")
+    return (
+        f"# grad_ratio_bench — machine: {machine}; date: {date}; jax {jax.__version__}; "
+        f"backend {jax.default_backend()}"
+    )
 
 
 def main(argv=None) -> None:
@@ -314,8 +374,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     setup = QUICK if args.quick else FULL
     print(header())
-    print(f"scale {SCALE}, unknown_weight {UNKNOWN_WEIGHT}, -1 share of non-present "
-          f"{NEG_SHARE:.4f}, Zipf exponent {ZIPF_EXPONENT}, draws {setup['draws']}\n")
+    print(
+        f"scale {SCALE}, unknown_weight {UNKNOWN_WEIGHT}, -1 share of non-present "
+        f"{NEG_SHARE:.4f}, Zipf exponent {ZIPF_EXPONENT}, draws {setup['draws']}\n"
+    )
     start = time.perf_counter()
     res = run(setup["bs"], setup["ks"], setup["draws"])
     print(tables(res, setup["bs"], setup["ks"]))

@@ -67,12 +67,15 @@ def time_interleaved(configs: dict, steps: int, rounds: int) -> dict[str, dict[s
     for name, timer in timers.items():
         samples = np.asarray(timer.samples)
         per_step = float(np.median(samples))
-        out[name] = {"compile_s": timer.compile_s, "step_s": per_step,
-                     "step_s_min": float(samples.min()), "steps_per_s": 1 / per_step,
-                     "examples_per_s": configs[name].batch_size / per_step,
-                     "paired_ratio": float(np.median(samples / base)),
-                     "paired_ratio_iqr": [float(q) for q in np.percentile(samples / base,
-                                                                          [25, 75])]}
+        out[name] = {
+            "compile_s": timer.compile_s,
+            "step_s": per_step,
+            "step_s_min": float(samples.min()),
+            "steps_per_s": 1 / per_step,
+            "examples_per_s": configs[name].batch_size / per_step,
+            "paired_ratio": float(np.median(samples / base)),
+            "paired_ratio_iqr": [float(q) for q in np.percentile(samples / base, [25, 75])],
+        }
     return out
 
 
@@ -89,8 +92,11 @@ def time_pipeline(config, batches: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=os.path.join(ROOT, "configs", "demo.py"),
-                        help="config file[:arg], as --config of cclip_jax.main")
+    parser.add_argument(
+        "--config",
+        default=os.path.join(ROOT, "configs", "demo.py"),
+        help="config file[:arg], as --config of cclip_jax.main",
+    )
     parser.add_argument("--steps", type=int, default=4, help="steps per timed block")
     parser.add_argument("--rounds", type=int, default=50, help="blocks per config")
     parser.add_argument("--batches", type=int, default=40)
@@ -103,13 +109,18 @@ def main() -> None:
         config.data.cache_dir = args.cache_dir
     siglip = config.copy_and_resolve_references()
     siglip.cond_weight = 0.0
-    out = {"devices": [str(d) for d in jax.devices()], "batch_size": config.batch_size,
-           "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}
+    out = {
+        "devices": [str(d) for d in jax.devices()],
+        "batch_size": config.batch_size,
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0],
+    }
     out.update(time_interleaved({"siglip": siglip, "cclip": config}, args.steps, args.rounds))
     out["cclip_over_siglip_step_time"] = out["cclip"]["paired_ratio"]
     out["pipeline_examples_per_s_per_core"] = time_pipeline(config, args.batches)
-    out["pipeline_over_cclip_consumption"] = (out["pipeline_examples_per_s_per_core"]
-                                              / out["cclip"]["examples_per_s"])
+    out["pipeline_over_cclip_consumption"] = (
+        out["pipeline_examples_per_s_per_core"] / out["cclip"]["examples_per_s"]
+    )
     out["load_avg_1m_end"] = os.getloadavg()[0]
     print(json.dumps(out, indent=1))
 

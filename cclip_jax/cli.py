@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     import ml_collections
 
 VERBOSE_ENV = "CCLIP_VERBOSE"
-_VERBOSE = flags.DEFINE_bool("verbose", False,
-                             f"Show tracebacks of user errors (also {VERBOSE_ENV}=1).")
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, f"Show tracebacks of user errors (also {VERBOSE_ENV}=1)."
+)
 # Raised for settings and inputs a user can fix (every config check names its field); the
 # non-finite-loss stop (a FloatingPointError) names the step and the last good checkpoint.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError)
@@ -73,8 +74,11 @@ def parse_flags(argv: list[str]) -> list[str]:
         # "model"..."): name the flag it came from.
         message = one_line(e)
         found = re.match(r"'?(\w+)'\s*(.*)", message) if isinstance(e, AttributeError) else None
-        bad = [a.split("=")[0] for a in argv[1:] if found and a.startswith("--config.")
-               and a.split("=")[0].endswith(f".{found[1]}")]
+        bad = [
+            a.split("=")[0]
+            for a in argv[1:]
+            if found and a.startswith("--config.") and a.split("=")[0].endswith(f".{found[1]}")
+        ]
         if bad:
             message = f"{bad[0]}: no such config field" + (f"; {found[2]}" if found[2] else "")
         fail(message)
@@ -85,10 +89,8 @@ def _check_config_files(argv: list[str]) -> None:
     `_ErrorConfig` stands in): report it here, as one line, before anything runs."""
     for name in flags.FLAGS:
         if type(flags.FLAGS[name].value).__name__ == "_ErrorConfig":
-            spec = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{name}=")),
-                        "")
-            fail(f"--{name}={spec}: no such config file "
-                 f"({os.path.abspath(spec.split(':', 1)[0])})")
+            spec = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{name}=")), "")
+            fail(f"--{name}={spec}: no such config file ({os.path.abspath(spec.split(':', 1)[0])})")
 
 
 def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -102,8 +104,10 @@ def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     except OSError as e:
         if e.errno != errno.ENOSPC or _verbose():
             raise
-        fail(f"disk full writing {e.filename or 'the run folder'}: {e.strerror}. Free space "
-             "and rerun the same command: the run resumes from its last complete checkpoint")
+        fail(
+            f"disk full writing {e.filename or 'the run folder'}: {e.strerror}. Free space "
+            "and rerun the same command: the run resumes from its last complete checkpoint"
+        )
 
 
 def setup_process(config: ml_collections.ConfigDict) -> None:
@@ -124,8 +128,9 @@ def setup_process(config: ml_collections.ConfigDict) -> None:
                 "launch/tpu_pod.sh); to try it on one host pass --config.distributed=False"
             ) from e
     if config.compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir",
-                          os.path.expanduser(config.compilation_cache_dir))
+        jax.config.update(
+            "jax_compilation_cache_dir", os.path.expanduser(config.compilation_cache_dir)
+        )
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 

@@ -16,15 +16,17 @@ from ml_collections import config_flags
 
 from cclip_jax.curation import adapters
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Curation config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Curation config file.", lock_config=True)
 _INPUT = flags.DEFINE_string("input", None, "Input file or folder.")
-_FORMAT = flags.DEFINE_enum("input_format", "webdataset", list(adapters.FORMATS),
-                            "Input format.")
+_FORMAT = flags.DEFINE_enum("input_format", "webdataset", list(adapters.FORMATS), "Input format.")
 _OUT = flags.DEFINE_string("out", None, "Output folder (shards, tokenizer, manifest).")
-_RUNNER = flags.DEFINE_enum("runner", "local", ["local", "beam"],
-                            "local: multiprocessing on this machine; beam: Apache Beam pipeline "
-                            "(DirectRunner unless config.beam_options names another runner).")
+_RUNNER = flags.DEFINE_enum(
+    "runner",
+    "local",
+    ["local", "beam"],
+    "local: multiprocessing on this machine; beam: Apache Beam pipeline "
+    "(DirectRunner unless config.beam_options names another runner).",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -47,8 +49,16 @@ def main(argv: list[str]) -> None:
         sys.exit(2)
     timings = result.pop("_timings", {})
     summary = {k: result[k] for k in ("num_batches", "num_examples", "counts", "sharing")}
-    print(json.dumps({"out": _OUT.value, **summary,
-                      "stage_seconds": {k: round(v, 2) for k, v in timings.items()}}, indent=1))
+    print(
+        json.dumps(
+            {
+                "out": _OUT.value,
+                **summary,
+                "stage_seconds": {k: round(v, 2) for k, v in timings.items()},
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

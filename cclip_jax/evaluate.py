@@ -25,8 +25,9 @@ from ml_collections import config_flags
 
 from cclip_jax import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (its `eval` section).",
-                                          lock_config=False)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (its `eval` section).", lock_config=False
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run folder (or an output folder).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -39,21 +40,26 @@ def evaluate(config, workdir: str, step: int | None = None) -> str:
 
     has_run = os.path.exists(os.path.join(workdir, scorer_lib.CONFIG_FILE))
     if has_run:
-        scorer, step = scorer_lib.ModelScorer.from_workdir(workdir, step,
-                                                           batch_size=config.eval.batch_size)
+        scorer, step = scorer_lib.ModelScorer.from_workdir(
+            workdir, step, batch_size=config.eval.batch_size
+        )
         run_config = scorer_lib.load_run_config(workdir)
         run_config.eval = config.eval  # what to evaluate comes from --config
     elif config.init_from.endswith(".npz"):
         if not config.data.tokenizer:
-            raise ValueError("config.data.tokenizer must name the SentencePiece model of "
-                             f"{config.init_from}")
+            raise ValueError(
+                f"config.data.tokenizer must name the SentencePiece model of {config.init_from}"
+            )
         scorer = scorer_lib.ModelScorer.from_siglip_npz(
-            config.init_from, config, config.data.tokenizer, batch_size=config.eval.batch_size)
+            config.init_from, config, config.data.tokenizer, batch_size=config.eval.batch_size
+        )
         run_config, step = config, 0
         os.makedirs(workdir, exist_ok=True)
     else:
-        raise FileNotFoundError(f"{workdir} is not a training run (no config.json) and "
-                                "config.init_from names no SigLIP .npz")
+        raise FileNotFoundError(
+            f"{workdir} is not a training run (no config.json) and "
+            "config.init_from names no SigLIP .npz"
+        )
     results, root = suite.run_suite(scorer, run_config)
     path = suite.write_results(workdir, step, results, root)
     print(f"step {step}: {suite.headline(results)}\nwrote {path}")
@@ -75,8 +81,11 @@ def run(config, workdir: str, step: int | None = None) -> int:
         results = json.load(f)["results"]
     failed = suite.failed(results)
     if failed:
-        print(f"error: {len(failed)} evaluation(s) failed (the others are in {path}): "
-              + "; ".join(f"{k}: {results[k]['error']}" for k in failed), file=sys.stderr)
+        print(
+            f"error: {len(failed)} evaluation(s) failed (the others are in {path}): "
+            + "; ".join(f"{k}: {results[k]['error']}" for k in failed),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -13,15 +13,17 @@ from ml_collections import config_flags
 
 from cclip_jax import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, TensorBoard.")
-_LIBRARY_INFO = flags.DEFINE_bool("library_info", False,
-                                  "Show INFO logs of orbax and grain (one per file they write).")
+_LIBRARY_INFO = flags.DEFINE_bool(
+    "library_info", False, "Show INFO logs of orbax and grain (one per file they write)."
+)
 _FORCE = flags.DEFINE_bool(
-    "force_config_change", False,
+    "force_config_change",
+    False,
     "Resume a run folder with a config that differs from its own (outside the fields that may "
-    "change on resume); the change is recorded in DIR/history.jsonl.")
+    "change on resume); the change is recorded in DIR/history.jsonl.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -1,6 +1,6 @@
 """CLIP baseline, B/16 at 224 px: softmax loss on i.i.d. batches of the curated pairs.
 
-    --config=configs/clip_b16.py:gpu   (or :tpu)
+--config=configs/clip_b16.py:gpu   (or :tpu)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """CLIP baseline at demo scale: softmax contrastive loss on i.i.d. batches of the demo's pairs.
 
-    --config=configs/clip_demo.py           i.i.d. batches (the usual CLIP set-up)
-    --config=configs/clip_demo.py:curated   the curated batches (to isolate the batch effect)
+--config=configs/clip_demo.py           i.i.d. batches (the usual CLIP set-up)
+--config=configs/clip_demo.py:curated   the curated batches (to isolate the batch effect)
 """
 
 from __future__ import annotations

@@ -22,15 +22,24 @@ import ml_collections
 from cclip_jax.config import base, variant
 
 # `:quick`: fewer steps, seeds, items and presets, the same arms (one checkpoint, at the end).
-VARIANTS = {"quick": {
-    "title": "CCLIP binding experiment (quick)", "presets": ("natural",), "seeds": (0, 1),
-    "lambda_sweep.cond_weights": (1.0,), "lambda_sweep.preset": "natural",
-    "sweep.batch_sizes": (32, 64),
-    "base.total_steps": 50, "base.checkpoint_every_steps": 50, "base.optim.warmup_steps": 10,
-    "base.log_every_steps": 10, "base.eval.synthetic.num_items": 30,
-    "base.eval.synthetic.retrieval_images": 30, "base.eval.synthetic.cond_queries": 10,
-    "base.eval.synthetic.cond_pool": 90,
-}}
+VARIANTS = {
+    "quick": {
+        "title": "CCLIP binding experiment (quick)",
+        "presets": ("natural",),
+        "seeds": (0, 1),
+        "lambda_sweep.cond_weights": (1.0,),
+        "lambda_sweep.preset": "natural",
+        "sweep.batch_sizes": (32, 64),
+        "base.total_steps": 50,
+        "base.checkpoint_every_steps": 50,
+        "base.optim.warmup_steps": 10,
+        "base.log_every_steps": 10,
+        "base.eval.synthetic.num_items": 30,
+        "base.eval.synthetic.retrieval_images": 30,
+        "base.eval.synthetic.cond_queries": 10,
+        "base.eval.synthetic.cond_pool": 90,
+    }
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -41,10 +50,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seeds = (0, 1, 2)
     c.batch_size = 64
     # CCLIP at other λ (cond_weight), on the preset where the towers learn binding best.
-    c.lambda_sweep = ml_collections.ConfigDict(dict(cond_weights=(0.001, 0.1, 1.0),
-                                                    preset="clean"))
-    c.sweep = ml_collections.ConfigDict(dict(
-        batch_sizes=(32, 64, 128), arms=("siglip", "cclip"), preset="natural"))
+    c.lambda_sweep = ml_collections.ConfigDict(dict(cond_weights=(0.001, 0.1, 1.0), preset="clean"))
+    c.sweep = ml_collections.ConfigDict(
+        dict(batch_sizes=(32, 64, 128), arms=("siglip", "cclip"), preset="natural")
+    )
 
     b = base.demo_config()  # the demo's towers, optimizer and data
     # This experiment (v1) was measured before the objective changed: its λ values are per
@@ -63,8 +72,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     b.progress = False
     b.data.num_workers = 0  # runs follow each other in one process: no worker start-up each
     b.eval.report = False  # one report for the whole experiment
-    b.eval.synthetic.update(dict(
-        splits=("iid", "compositional"), num_items=100, retrieval_images=100,
-        captions_per_image=5, cond_queries=30, cond_pool=300, blind=False))
+    b.eval.synthetic.update(
+        dict(
+            splits=("iid", "compositional"),
+            num_items=100,
+            retrieval_images=100,
+            captions_per_image=5,
+            cond_queries=30,
+            cond_pool=300,
+            blind=False,
+        )
+    )
     c.base = b
     return variant(c, VARIANTS, arg)

@@ -36,9 +36,16 @@ from cclip_jax.config import base, variant
 
 # The primary score: the mean of these (split, kind, metric) scores, natural captions, TEST
 # items. Pair kinds score accuracy (chance 1/2), group kinds Winoground's group score (1/6).
-PRIMARY = tuple((split, kind, metric) for split in ("iid", "compositional")
-                for kind, metric in (("attribute_swap", "accuracy"), ("size_swap", "accuracy"),
-                                     ("group_attribute", "group"), ("group_size", "group")))
+PRIMARY = tuple(
+    (split, kind, metric)
+    for split in ("iid", "compositional")
+    for kind, metric in (
+        ("attribute_swap", "accuracy"),
+        ("size_swap", "accuracy"),
+        ("group_attribute", "group"),
+        ("group_size", "group"),
+    )
+)
 
 
 def prereg() -> ml_collections.ConfigDict:
@@ -50,24 +57,41 @@ def prereg() -> ml_collections.ConfigDict:
     p.alpha = 0.05  # family-wise, Holm over the CCLIP arms of phase 2
     # An arm may not buy its score by losing more than this on these (mean paired difference).
     p.guard_loss = 0.02
-    p.guards = ("iid/attribute_replace/accuracy", "compositional/attribute_replace/accuracy",
-                "iid/retrieval/i2t_r5", "iid/retrieval/t2i_r5")
+    p.guards = (
+        "iid/attribute_replace/accuracy",
+        "compositional/attribute_replace/accuracy",
+        "iid/retrieval/i2t_r5",
+        "iid/retrieval/t2i_r5",
+    )
     p.n_boot = 2000
     return p
 
 
 # `:quick`: a small world, few items, seeds and steps, one-block towers (minutes on 2 cores).
-VARIANTS = {"quick": {
-    "title": "CCLIP binding experiment v2 (quick)", "num_train": 4096, "num_items": 40,
-    "calibrate.presets": ("natural",), "calibrate.widths": ((32, 60), (64, 12)),
-    "calibrate.eval_every": 20, "screen.seeds": (0,), "confirm.presets": ("natural",),
-    "confirm.seeds": (100, 101), "small.seeds": (200, 201),
-    "base.total_steps": 60, "base.checkpoint_every_steps": 60, "base.log_every_steps": 10,
-    "base.eval.synthetic.num_items": 40, "base.eval.synthetic.retrieval_images": 40,
-    "base.eval.synthetic.cond_queries": 10, "base.eval.synthetic.cond_pool": 40,
-    "base.data.curation.pool_size": 1024, "base.model.image.depth": 1,
-    "base.model.text.depth": 1,
-}}
+VARIANTS = {
+    "quick": {
+        "title": "CCLIP binding experiment v2 (quick)",
+        "num_train": 4096,
+        "num_items": 40,
+        "calibrate.presets": ("natural",),
+        "calibrate.widths": ((32, 60), (64, 12)),
+        "calibrate.eval_every": 20,
+        "screen.seeds": (0,),
+        "confirm.presets": ("natural",),
+        "confirm.seeds": (100, 101),
+        "small.seeds": (200, 201),
+        "base.total_steps": 60,
+        "base.checkpoint_every_steps": 60,
+        "base.log_every_steps": 10,
+        "base.eval.synthetic.num_items": 40,
+        "base.eval.synthetic.retrieval_images": 40,
+        "base.eval.synthetic.cond_queries": 10,
+        "base.eval.synthetic.cond_pool": 40,
+        "base.data.curation.pool_size": 1024,
+        "base.model.image.depth": 1,
+        "base.model.text.depth": 1,
+    }
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -99,26 +123,54 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "Phase 0 (random batches of the same 100k examples, read from the v3 shards) is kept.",
     )
 
-    c.calibrate = ml_collections.ConfigDict(dict(
-        arms=("siglip", "clip"), presets=("clean", "natural"),
-        # (width, steps): the wider towers get fewer steps (they are ~2.6x slower per step on
-        # 2 CPU cores at width 64, benchmarks figure in docs/results/experiment_v2); widths
-        # are compared at equal training time.
-        widths=((32, 10_000), (64, 5_000)), eval_every=500, tolerance=0.02, seed=0))
-    c.screen = ml_collections.ConfigDict(dict(
-        arms=("clip", "siglip", "siglip_curated", "cclip", "cclip_gate_ones", "cclip_pos_only",
-              "cclip_rank", "cclip_pool", "cclip_beta", "cclip_stopgrad", "cclip_warmup",
-              "cclip_unigram", "cclip_attribute_noun", "cclip_masked", "tags", "negclip",
-              "negclip_sigmoid"),
-        lambdas=(0.03, 0.1, 0.3),  # λ = 1 is `cclip`
-        preset="natural", seeds=(0, 1),
-        baselines=("clip", "siglip", "siglip_curated"), negclip=("negclip", "negclip_sigmoid"),
-        n_cclip=3))
-    c.confirm = ml_collections.ConfigDict(dict(
-        presets=("natural", "clean"), seeds=(100, 101, 102, 103, 104)))
-    c.small = ml_collections.ConfigDict(dict(
-        batch_sizes=(32, 128), seeds=(200, 201, 202),
-        preset="natural", baseline="siglip"))
+    c.calibrate = ml_collections.ConfigDict(
+        dict(
+            arms=("siglip", "clip"),
+            presets=("clean", "natural"),
+            # (width, steps): the wider towers get fewer steps (they are ~2.6x slower per step on
+            # 2 CPU cores at width 64, benchmarks figure in docs/results/experiment_v2); widths
+            # are compared at equal training time.
+            widths=((32, 10_000), (64, 5_000)),
+            eval_every=500,
+            tolerance=0.02,
+            seed=0,
+        )
+    )
+    c.screen = ml_collections.ConfigDict(
+        dict(
+            arms=(
+                "clip",
+                "siglip",
+                "siglip_curated",
+                "cclip",
+                "cclip_gate_ones",
+                "cclip_pos_only",
+                "cclip_rank",
+                "cclip_pool",
+                "cclip_beta",
+                "cclip_stopgrad",
+                "cclip_warmup",
+                "cclip_unigram",
+                "cclip_attribute_noun",
+                "cclip_masked",
+                "tags",
+                "negclip",
+                "negclip_sigmoid",
+            ),
+            lambdas=(0.03, 0.1, 0.3),  # λ = 1 is `cclip`
+            preset="natural",
+            seeds=(0, 1),
+            baselines=("clip", "siglip", "siglip_curated"),
+            negclip=("negclip", "negclip_sigmoid"),
+            n_cclip=3,
+        )
+    )
+    c.confirm = ml_collections.ConfigDict(
+        dict(presets=("natural", "clean"), seeds=(100, 101, 102, 103, 104))
+    )
+    c.small = ml_collections.ConfigDict(
+        dict(batch_sizes=(32, 128), seeds=(200, 201, 202), preset="natural", baseline="siglip")
+    )
 
     b = base.demo_config()  # the demo's towers and optimizer, the objective's defaults (λ = 1)
     b.total_steps = 4000  # set per run from phase 0's T
@@ -128,9 +180,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     b.progress = False
     b.data.num_workers = 0  # runs follow each other in one process: no worker start-up each
     b.eval.report = False  # one report for the whole experiment
-    b.eval.synthetic.update(dict(
-        splits=("iid", "compositional", "productivity"), num_items=c.num_items,
-        retrieval_images=200, captions_per_image=5, cond_queries=50, cond_pool=300,
-        blind=False))
+    b.eval.synthetic.update(
+        dict(
+            splits=("iid", "compositional", "productivity"),
+            num_items=c.num_items,
+            retrieval_images=200,
+            captions_per_image=5,
+            cond_queries=50,
+            cond_pool=300,
+            blind=False,
+        )
+    )
     c.base = b
     return variant(c, VARIANTS, arg)

@@ -1,6 +1,6 @@
 """SigLIP baseline, B/16 at 224 px: CCLIP's B/16 config with λ = 0.
 
-    --config=configs/siglip_b16.py:gpu   (or :tpu); append ,baseline for i.i.d. batches
+--config=configs/siglip_b16.py:gpu   (or :tpu); append ,baseline for i.i.d. batches
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """SigLIP baseline at demo scale: the demo's towers, data and steps with λ = 0.
 
-    --config=configs/siglip_demo.py            same curated batches as the demo (λ = 0 only)
-    --config=configs/siglip_demo.py:baseline   i.i.d. batches of the same pairs (plain SigLIP)
+--config=configs/siglip_demo.py            same curated batches as the demo (λ = 0 only)
+--config=configs/siglip_demo.py:baseline   i.i.d. batches of the same pairs (plain SigLIP)
 """
 
 from __future__ import annotations

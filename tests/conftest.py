@@ -44,6 +44,7 @@ def smoke_cache(smoke_curated) -> str:
 def smoke(smoke_cache, smoke_curated):
     """`smoke(**overrides)`: a fresh smoke config on the shared cache and curated folder, with
     top-level `overrides` (`smoke(total_steps=3)`)."""
+
     def make(**overrides):
         c = smoke_config(smoke_cache, smoke_curated)
         for key, value in overrides.items():
@@ -57,8 +58,10 @@ def smoke(smoke_cache, smoke_curated):
 def compile_cache(tmp_path_factory):
     """XLA's persistent cache for one module: its tests that compile the same program compile
     it once (module-scoped: the previous settings come back after the module)."""
-    old = (jax.config.jax_compilation_cache_dir,
-           jax.config.jax_persistent_cache_min_compile_time_secs)
+    old = (
+        jax.config.jax_compilation_cache_dir,
+        jax.config.jax_persistent_cache_min_compile_time_secs,
+    )
     jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     yield

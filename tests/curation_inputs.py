@@ -87,9 +87,14 @@ BAD = {  # webdataset samples that must be skipped, by reason
     "bad_noimage": ("a red square", None),
     "bad_nocaption": (None, png()),
 }
-BAD_REASONS = {"bad_empty": "caption_empty", "bad_utf8": "caption_not_utf8",
-               "bad_long": "caption_too_long", "bad_image": "image_corrupt",
-               "bad_noimage": "image_missing", "bad_nocaption": "caption_missing"}
+BAD_REASONS = {
+    "bad_empty": "caption_empty",
+    "bad_utf8": "caption_not_utf8",
+    "bad_long": "caption_too_long",
+    "bad_image": "image_corrupt",
+    "bad_noimage": "image_missing",
+    "bad_nocaption": "caption_missing",
+}
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ def tight_max_present(labels):
 
 def jax_conditional(max_present, normalize="batch", beta=1.0):
     """`f(x, t, c, labels, scale, bias)`: the conditional loss at `UW` with these options."""
+
     def f(x, t, c, labels, scale, bias):
         return losses.conditional_sigmoid_loss(
             x, t, c, labels, scale=scale, bias=bias, unknown_weight=UW, max_present=max_present,

@@ -48,8 +48,9 @@ def concept_sigmoid_loss(x, c, labels, scale, bias, unknown_weight=1.0):
     return (w * _softplus(-y * z)).sum() / w.sum() if w.sum() > 0 else 0.0
 
 
-def conditional_sigmoid_loss(x, t, c, labels, scale, bias, unknown_weight=1.0,
-                             cross_positive_weight=1.0, normalize="batch"):
+def conditional_sigmoid_loss(
+    x, t, c, labels, scale, bias, unknown_weight=1.0, cross_positive_weight=1.0, normalize="batch"
+):
     x, t, c = (np.asarray(a, np.float64) for a in (x, t, c))
     labels = np.asarray(labels)
     xg = x[None, :, :] * c[:, None, :]  # [K, B, D]: x_i ⊙ g_k
@@ -106,8 +107,9 @@ def conditional_ranking_loss(x, t, c, labels, scale, unknown_weight=1.0):
     return (np.where(pos > 0, img, 0.0).sum() + np.where(pos > 0, cap, 0.0).sum()) / (2 * count)
 
 
-def pooled_conditional_sigmoid_loss(xc, t, labels, scale, bias, unknown_weight=1.0,
-                                    cross_positive_weight=1.0, normalize="triples"):
+def pooled_conditional_sigmoid_loss(
+    xc, t, labels, scale, bias, unknown_weight=1.0, cross_positive_weight=1.0, normalize="triples"
+):
     """The pool arm: `z_ijk = scale·cos(x_{i|k}, t_j) + bias` with `xc [B, K, D]` holding
     `x_{i|k}`, and the labels' weights of `conditional_sigmoid_loss`."""
     xc, t = np.asarray(xc, np.float64), np.asarray(t, np.float64)

@@ -13,7 +13,8 @@ from cclip_jax.report import browser
 
 needs_chromium = pytest.mark.skipif(
     browser.find_chromium() is None,
-    reason="no headless Chromium on PATH (apt-get install chromium; .ci/run installs it)")
+    reason="no headless Chromium on PATH (apt-get install chromium; .ci/run installs it)",
+)
 
 WINDOW = (1200, 900)
 

@@ -39,7 +39,7 @@ def parse_table(text: str) -> list[dict[str, str]]:
         if line.startswith("|") and lines[i + 1].startswith("| ---"):
             head = [h.strip() for h in line.strip("|").split("|")]
             rows = []
-            for row in lines[i + 2:]:
+            for row in lines[i + 2 :]:
                 if not row.startswith("|"):
                     break
                 cells = [c.strip() for c in row.strip("|").split("|")]
@@ -60,9 +60,14 @@ def test_child_env_strips_the_fake_device_count():
 
 @pytest.mark.slow
 def test_quick_run_prints_finite_positive_ratios():
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "arms_bench.py"), "--quick"],
-                          cwd=ROOT, env=child_env(), capture_output=True, text=True,
-                          timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "arms_bench.py"), "--quick"],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = proc.stdout
     first = out.splitlines()[0]
@@ -72,8 +77,13 @@ def test_quick_run_prints_finite_positive_ratios():
     ratio = f"ratio to {arms_bench.BASE_ARM} (median)"
     for row in rows:
         lo, hi = (float(v) for v in row["ratio IQR"].split("–"))
-        values = [float(row[ratio]), lo, hi, float(row["step ms (median)"]),
-                  float(row["compile s"])]
+        values = [
+            float(row[ratio]),
+            lo,
+            hi,
+            float(row["step ms (median)"]),
+            float(row["compile s"]),
+        ]
         assert all(math.isfinite(v) and v > 0 for v in values), row
         assert lo <= float(row[ratio]) <= hi, row
     assert float(rows[0][ratio]) == 1.0  # SigLIP over itself, round by round

@@ -36,18 +36,33 @@ def env(smoke_cache, tmp_path_factory):
 
 def command(workdir, env, steps, every=2, extra=()):
     cache, xla = env
-    return [sys.executable, "-m", "cclip_jax.main", "--config=configs/demo.py:smoke",
-            f"--workdir={workdir}", f"--config.data.cache_dir={cache}",
-            f"--config.total_steps={steps}", f"--config.checkpoint_every_steps={every}",
-            "--config.log_every_steps=1", "--config.data.num_workers=1",
-            f"--config.compilation_cache_dir={xla}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "cclip_jax.main",
+        "--config=configs/demo.py:smoke",
+        f"--workdir={workdir}",
+        f"--config.data.cache_dir={cache}",
+        f"--config.total_steps={steps}",
+        f"--config.checkpoint_every_steps={every}",
+        "--config.log_every_steps=1",
+        "--config.data.num_workers=1",
+        f"--config.compilation_cache_dir={xla}",
+        *extra,
+    ]
 
 
 def start(workdir, env, steps, every=2, extra=()):
     # Its own process group: `sigkill` also stops the Grain worker a killed job leaves behind.
-    return subprocess.Popen(command(workdir, env, steps, every, extra), cwd=ROOT,
-                            env={**os.environ, "JAX_PLATFORMS": "cpu"}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        command(workdir, env, steps, every, extra),
+        cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def sigkill(proc, timeout=60):
@@ -83,13 +98,16 @@ def wait_for_step(workdir, step, proc, timeout=600):
 
 
 def losses(workdir):
-    return [{k: v for k, v in r.items() if k not in _TIMING}
-            for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))]
+    return [
+        {k: v for k, v in r.items() if k not in _TIMING}
+        for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    ]
 
 
 def params(workdir, step):
-    tree = ocp.PyTreeCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step),
-                                                         "state"))
+    tree = ocp.PyTreeCheckpointer().restore(
+        os.path.join(workdir, "checkpoints", str(step), "state")
+    )
     return tree["params"]
 
 
@@ -170,8 +188,10 @@ def test_sigterm_saves_and_partial_checkpoints_are_ignored(env, tmp_path):
 def test_checkpointer_round_trip_with_data_iterator_and_params_only(tmp_path):
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    state = {"params": {"w": jax.device_put(jnp.arange(16.0), split), "b": jnp.ones(3)},
-             "opt": {"mu": jnp.full((16,), 2.0)}}
+    state = {
+        "params": {"w": jax.device_put(jnp.arange(16.0), split), "b": jnp.ones(3)},
+        "opt": {"mu": jnp.full((16,), 2.0)},
+    }
     it = iter(grain.MapDataset.range(100).to_iter_dataset())
     for _ in range(7):
         next(it)

@@ -35,8 +35,10 @@ from cclip_jax.run_folder.checkpoints import Checkpointer, abstract_like, is_ful
 
 # A failed save leaves orbax's other writes to finish against a closed event loop; that noise is
 # orbax's, not this test's.
-pytestmark = [pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-              pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning"),
+]
 
 STEP2 = f"{os.sep}2{ocp.utils.TMP_DIR_SUFFIX}"  # in every path written for step 2
 CONFIG = ml_collections.ConfigDict({"lr": 0.1})
@@ -47,7 +49,8 @@ def full_disk_error(where: str) -> ValueError:
     return ValueError(
         f'RESOURCE_EXHAUSTED: Error writing "w/0" in OCDBT database at local file "{where}": '
         f'Failed writing: "{where}d/e4198a927ab58ca9ebd91d17a433062e": Failed to write 610439 '
-        "bytes to file 4: No space left on device [os_error_code='28']")
+        "bytes to file 4: No space left on device [os_error_code='28']"
+    )
 
 
 def fail_tensorstore_writes(monkeypatch, make_error=full_disk_error) -> None:
@@ -70,8 +73,10 @@ def fail_tensorstore_writes(monkeypatch, make_error=full_disk_error) -> None:
         paths = re.findall(r'"path": "([^"]*)"', text)
         where = next((p for p in paths if STEP2 in p), None)
         if kwargs.get("assume_metadata") and where is not None:
+
             async def failing():
                 return Failing(where)
+
             return failing()
         return real_open(spec, *args, **kwargs)
 
@@ -92,13 +97,19 @@ def fail_python_writes(monkeypatch) -> None:
 
 INJECT = {"tensorstore": fail_tensorstore_writes, "python": fail_python_writes}
 # Which call raises, by (async_save, injection): see the module docstring.
-SURFACES = {(False, "tensorstore"): "save", (False, "python"): "save",
-            (True, "tensorstore"): "wait", (True, "python"): "save"}
+SURFACES = {
+    (False, "tensorstore"): "save",
+    (False, "python"): "save",
+    (True, "tensorstore"): "wait",
+    (True, "python"): "save",
+}
 
 
 def state(value: float) -> dict:
-    return {"params": {"w": jnp.arange(16.0) * value, "b": jnp.full((3,), value)},
-            "opt": {"mu": jnp.full((16,), -value), "count": jnp.int32(value)}}
+    return {
+        "params": {"w": jnp.arange(16.0) * value, "b": jnp.full((3,), value)},
+        "opt": {"mu": jnp.full((16,), -value), "count": jnp.int32(value)},
+    }
 
 
 def data(skip: int = 0) -> grain.DatasetIterator:
@@ -124,7 +135,8 @@ def assert_names_step_2(error: OSError, directory: str, last: str = "1") -> None
     assert error.filename == os.path.join(directory, "2")
     assert error.strerror == (
         f"no space left on device while saving checkpoint 2 in {directory}; its temporary "
-        f"folder was removed and the last good checkpoint is {last}")
+        f"folder was removed and the last good checkpoint is {last}"
+    )
     assert error.__cause__ is not None and is_full_disk(error.__cause__)
 
 
@@ -145,7 +157,8 @@ def save_2(ckpt: Checkpointer, it) -> tuple[str, OSError]:
 @pytest.mark.parametrize("injection", sorted(INJECT))
 @pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
 def test_a_full_disk_names_the_step_and_keeps_the_last_good_checkpoint(
-        tmp_path, monkeypatch, async_save, injection):
+    tmp_path, monkeypatch, async_save, injection
+):
     directory = str(tmp_path / "checkpoints")
     ckpt = Checkpointer(directory, async_save=async_save)
     it = data(skip=3)
@@ -167,8 +180,7 @@ def test_a_full_disk_names_the_step_and_keeps_the_last_good_checkpoint(
     assert_restores(directory, 3, 3.0, position=4)
 
 
-def test_an_async_failure_found_by_the_next_save_is_named_after_its_own_step(
-        tmp_path, monkeypatch):
+def test_an_async_failure_found_by_the_next_save_is_named_after_its_own_step(tmp_path, monkeypatch):
     directory = str(tmp_path / "checkpoints")
     ckpt = Checkpointer(directory, async_save=True)
     it = data()
@@ -227,7 +239,8 @@ def test_cli_run_prints_the_full_disk_as_one_line_and_exits_2(tmp_path, monkeypa
         f"error: disk full writing {directory}/2: no space left on device while saving "
         f"checkpoint 2 in {directory}; its temporary folder was removed and the last good "
         "checkpoint is 1. Free space and rerun the same command: the run resumes from its last "
-        "complete checkpoint"]
+        "complete checkpoint"
+    ]
 
 
 def test_is_full_disk_reads_the_whole_chain():

@@ -43,9 +43,17 @@ def test_load_names_a_missing_file_and_a_file_without_get_config(tmp_path):
         load(empty)
 
 
-@pytest.mark.parametrize("spec", ["demo.py", "demo.py:smoke", "cclip_b16.py:tpu",
-                                  "siglip_b16.py:tpu,baseline", "curate.py:small",
-                                  "experiment_v2.py:quick"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "demo.py",
+        "demo.py:smoke",
+        "cclip_b16.py:tpu",
+        "siglip_b16.py:tpu,baseline",
+        "curate.py:small",
+        "experiment_v2.py:quick",
+    ],
+)
 def test_load_gives_the_config_of_the_config_flag(spec):
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "", flag_values=values)
@@ -54,26 +62,31 @@ def test_load_gives_the_config_of_the_config_flag(spec):
 
 
 def test_importing_the_package_and_the_curation_defaults_imports_no_jax():
-    code = ("import sys, cclip_jax.config, cclip_jax.curation.settings as s; s.default_config();"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'flax'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=ROOT).stdout
+    code = (
+        "import sys, cclip_jax.config, cclip_jax.curation.settings as s; s.default_config();"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'flax'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
     assert out.strip() == "[]"
 
 
 def test_override_sets_paths_in_place_in_config_dicts_and_plain_dicts():
     c = ml_collections.ConfigDict({"seed": 0, "model": {"gate": "identity", "image": {"d": 2}}})
     assert override(c, {"seed": 3, "model.image.d": 1, "model.new": True}) is c
-    assert c.to_dict() == {"seed": 3, "model": {"gate": "identity", "image": {"d": 1},
-                                                "new": True}}
+    assert c.to_dict() == {"seed": 3, "model": {"gate": "identity", "image": {"d": 1}, "new": True}}
     d = {"data": {"curated_dir": ""}}
     assert override(d, {"data.curated_dir": "/x"}) == {"data": {"curated_dir": "/x"}}
 
 
 def test_override_errors_name_the_path():
     c = ml_collections.ConfigDict({"seed": 0, "model": {"gate": "identity"}})
-    with pytest.raises(ValueError, match=r"^config\.modle\.gate: config has no section "
-                                         r"'modle' \(it has model, seed\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^config\.modle\.gate: config has no section "
+        r"'modle' \(it has model, seed\)$",
+    ):
         override(c, {"modle.gate": "ones"})
     with pytest.raises(ValueError, match=r"^config\.seed\.x: config\.seed is not a section"):
         override(c, {"seed.x": 1})

@@ -17,10 +17,18 @@ from cclip_jax.training.setup import build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = [
-    ("demo.py", None), ("demo.py", "smoke"), ("siglip_demo.py", None),
-    ("siglip_demo.py", "baseline"), ("clip_demo.py", None), ("clip_demo.py", "curated"),
-    ("cclip_b16.py", "gpu"), ("cclip_b16.py", "tpu"), ("siglip_b16.py", "gpu"),
-    ("siglip_b16.py", "tpu,baseline"), ("clip_b16.py", "tpu"), ("finetune_siglip.py", "gpu"),
+    ("demo.py", None),
+    ("demo.py", "smoke"),
+    ("siglip_demo.py", None),
+    ("siglip_demo.py", "baseline"),
+    ("clip_demo.py", None),
+    ("clip_demo.py", "curated"),
+    ("cclip_b16.py", "gpu"),
+    ("cclip_b16.py", "tpu"),
+    ("siglip_b16.py", "gpu"),
+    ("siglip_b16.py", "tpu,baseline"),
+    ("clip_b16.py", "tpu"),
+    ("finetune_siglip.py", "gpu"),
 ]
 
 
@@ -33,8 +41,7 @@ def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
 def test_configs_load_and_validate(name, arg):
     c = load(name, arg)
     checks.validate_config(c)
-    for field in ("total_steps", "checkpoint_every_steps", "log_every_steps", "seed",
-                  "batch_size"):
+    for field in ("total_steps", "checkpoint_every_steps", "log_every_steps", "seed", "batch_size"):
         assert isinstance(c[field], int), field
     models.build_model(c.model)
     optim.make_optimizer(c)
@@ -45,11 +52,14 @@ def test_configs_load_and_validate(name, arg):
         assert c.cond_weight == 0
 
 
-@pytest.mark.parametrize(("field", "value", "match"), [
-    ("total_steps", 0, "config.total_steps=0"),
-    ("cond_weight", -1.0, "config.cond_weight"),
-    ("loss", "hinge", "config.loss='hinge'"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("total_steps", 0, "config.total_steps=0"),
+        ("cond_weight", -1.0, "config.cond_weight"),
+        ("loss", "hinge", "config.loss='hinge'"),
+    ],
+)
 def test_invalid_top_level_fields_are_named(field, value, match):
     c = load("demo.py")
     c[field] = value
@@ -71,8 +81,11 @@ def test_invalid_nested_fields_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"config\.optim.lr_mults"):
         optim.make_optimizer(c)
     c = load("demo.py")
-    with pytest.raises(ValueError, match=r"^config\.data\.curated_dir is empty: set it .* "
-                                         r"build the demo data first"):
+    with pytest.raises(
+        ValueError,
+        match=r"^config\.data\.curated_dir is empty: set it .* "
+        r"build the demo data first",
+    ):
         build(c)  # training reads curated folders: the demo's is built beforehand
     c.data.curated_dir = str(tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match=r"config\.data.curated_dir"):
@@ -87,7 +100,8 @@ def _data(vocab: int) -> types.SimpleNamespace:
     """What `check_data` reads of a `data.Dataset`: its source's manifest fields, its tokenizer."""
     return types.SimpleNamespace(
         source=types.SimpleNamespace(curated_dir="/x", batch_size=16, max_concepts=16),
-        tokenizer=types.SimpleNamespace(vocab_size=lambda: vocab))
+        tokenizer=types.SimpleNamespace(vocab_size=lambda: vocab),
+    )
 
 
 def test_data_checks_name_batch_size_and_mesh():
@@ -106,16 +120,16 @@ def test_data_checks_name_batch_size_and_mesh():
 
 
 @pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # config_flags' loader
-@pytest.mark.parametrize(("arg", "want"), [("8", 8), ("dense", "dense"),
-                                           ("manifest", "manifest")])
+@pytest.mark.parametrize(("arg", "want"), [("8", 8), ("dense", "dense"), ("manifest", "manifest")])
 def test_max_present_takes_an_int_or_a_name_on_the_command_line(arg, want):
     from absl import flags
     from ml_collections import config_flags
 
     argv = ["main", f"--config={ROOT}/configs/demo.py:smoke", f"--config.max_present={arg}"]
     fv = flags.FlagValues()  # as cclip_jax.main defines --config, overrides read from argv
-    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
-                                    sys_argv=argv)
+    config_flags.DEFINE_config_file(
+        "config", None, "", flag_values=fv, lock_config=True, sys_argv=argv
+    )
     fv(argv)
     assert fv.config.max_present == want
     checks.validate_config(fv.config)
@@ -129,12 +143,17 @@ def test_max_present_refuses_other_values_naming_the_field(value):
         checks.validate_config(c)
 
 
-@pytest.mark.parametrize(("value", "cond_weight", "want", "logged"), [
-    ("manifest", 1.0, 4, False), ("manifest", 0.0, 4, False), (3, 1.0, 3, False),
-    ("dense", 1.0, None, False),
-    (8, 1.0, None, True),  # 2R >= K: the dense path, said once
-    (8, 0.0, None, False),  # no conditional term: nothing to say
-])
+@pytest.mark.parametrize(
+    ("value", "cond_weight", "want", "logged"),
+    [
+        ("manifest", 1.0, 4, False),
+        ("manifest", 0.0, 4, False),
+        (3, 1.0, 3, False),
+        ("dense", 1.0, None, False),
+        (8, 1.0, None, True),  # 2R >= K: the dense path, said once
+        (8, 0.0, None, False),  # no conditional term: nothing to say
+    ],
+)
 def test_max_present_resolves_against_the_data(value, cond_weight, want, logged, monkeypatch):
     lines = []
     monkeypatch.setattr(setup_lib.logging, "info", lambda msg, *a: lines.append(msg % a))
@@ -144,8 +163,10 @@ def test_max_present_resolves_against_the_data(value, cond_weight, want, logged,
     assert setup_lib.loss_max_present(c, source) == want
     assert len(lines) == int(logged)
     if logged:
-        assert lines[0].startswith("config.max_present=8: R = 8, K = 16 (/x): 2R >= K, so the "
-                                   "conditional loss runs its dense path")
+        assert lines[0].startswith(
+            "config.max_present=8: R = 8, K = 16 (/x): 2R >= K, so the "
+            "conditional loss runs its dense path"
+        )
 
 
 @pytest.mark.slow  # compiles a B/16 training step (about a minute on 2 cores)
@@ -168,9 +189,14 @@ def test_b16_train_step_compiles_on_eight_devices(name, arg, smoke_curated):
     assert int(np.prod(list(setup.mesh.shape.values()))) == 8
     rows = setup.batch.rows
     size, length = c.model.image.image_size, c.model.text.max_len
-    shapes = {"images": ((16, size, size, 3), np.float32), "text": ((16, length), np.int32),
-              "concepts": ((16, length), np.int32), "labels": ((16, 16), np.int8),
-              "text_cut": ((16,), np.int8), "concepts_cut": ((16,), np.int8)}
+    shapes = {
+        "images": ((16, size, size, 3), np.float32),
+        "text": ((16, length), np.int32),
+        "concepts": ((16, length), np.int32),
+        "labels": ((16, 16), np.int8),
+        "text_cut": ((16,), np.int8),
+        "concepts_cut": ((16,), np.int8),
+    }
     batch = {k: jax.ShapeDtypeStruct(s, d, sharding=rows) for k, (s, d) in shapes.items()}
     assert set(batch) == set(data_lib.ARRAY_FIELDS)
     compiled = setup.step.lower(setup.abstract_state, batch).compile()

@@ -89,11 +89,18 @@ def test_vectorised_concepts_equal_per_caption_rule(max_n):
 
 def test_caption_ngrams_of_captions_without_candidates_and_band():
     assert concepts.caption_ngrams([[], ["of", "the"], ["a", "red", "cat"]], 3) == [
-        [], [], ["cat", "red", "red cat"]]
+        [],
+        [],
+        ["cat", "red", "red cat"],
+    ]
     assert concepts.caption_ngrams([], 3) == []
     assert concepts.in_band(2, 10, 2, 0.3) and not concepts.in_band(4, 10, 2, 0.3)
     assert concepts.in_band(np.array([1, 2, 3, 4]), 10, 2, 0.3).tolist() == [
-        False, True, True, False]
+        False,
+        True,
+        True,
+        False,
+    ]
     assert concepts.in_band(2, 1, 2, 0.3)  # the upper bound is never below min_df
 
 

@@ -91,9 +91,15 @@ def tfds_dir(tmp_path_factory):
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=(8, 8, 3), dtype=np.uint8),
-                "caption": tfds.features.Text()}))
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Tensor(shape=(8, 8, 3), dtype=np.uint8),
+                        "caption": tfds.features.Text(),
+                    }
+                ),
+            )
 
         def _split_generators(self, dl_manager):
             return {"train": self._generate_examples()}
@@ -102,8 +108,9 @@ def tfds_dir(tmp_path_factory):
             for i, cap in enumerate([*caps, "   "]):
                 yield i, {"image": np.full((8, 8, 3), i, np.uint8), "caption": cap}
 
-    builder = CurationTestCaptions(data_dir=str(tmp_path_factory.mktemp("tfds")),
-                                   file_format="array_record")
+    builder = CurationTestCaptions(
+        data_dir=str(tmp_path_factory.mktemp("tfds")), file_format="array_record"
+    )
     builder.download_and_prepare()
     return builder.data_dir, caps
 

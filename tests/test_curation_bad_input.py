@@ -95,8 +95,9 @@ def test_truncated_tar_keeps_its_complete_records(tmp_path, where):
     assert all(s.reason == adapters.RECORD_TRUNCATED for s in skips) and len(skips) <= 1
     # Every record begun (a member header whole before the cut) is kept or skipped.
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        begun = {m.name.split(".")[0] for m in tar.getmembers()
-                 if m.offset + tarfile.BLOCKSIZE <= cut}
+        begun = {
+            m.name.split(".")[0] for m in tar.getmembers() if m.offset + tarfile.BLOCKSIZE <= cut
+        }
     assert len(kept) + len(skips) == len(begun)
 
 
@@ -110,8 +111,11 @@ def test_damaged_headers_and_files(tmp_path):
     (tmp_path / "empty.tar").write_bytes(b"")
     opts = adapters.ReadOptions()
     items = list(adapters.read_unit(0, str(tmp_path / "corrupt.tar"), "webdataset", opts))
-    assert [x.key for x in items if isinstance(x, adapters.Example)] == ["t00000", "t00001",
-                                                                          "t00002"]
+    assert [x.key for x in items if isinstance(x, adapters.Example)] == [
+        "t00000",
+        "t00001",
+        "t00002",
+    ]
     assert items[-1].problem == adapters.UNIT_CORRUPT and items[-1].records == 3
     assert f"byte {m[9].offset}" in items[-1].detail
     for name in ("garbage.tar", "empty.tar"):
@@ -122,12 +126,19 @@ def test_damaged_headers_and_files(tmp_path):
 
 
 def test_csv_cut_by_unreadable_row(tmp_path):
-    rows = [["image", "caption"], ["a.png", "a red square"], ["b.png", "x" * 140_000],
-            ["c.png", "a blue circle"]]
+    rows = [
+        ["image", "caption"],
+        ["a.png", "a red square"],
+        ["b.png", "x" * 140_000],
+        ["c.png", "a blue circle"],
+    ]
     with open(tmp_path / "t.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
-    items = list(adapters.read_unit(0, str(tmp_path / "t.csv"), "csv",
-                                    adapters.ReadOptions(caption_only=True)))
+    items = list(
+        adapters.read_unit(
+            0, str(tmp_path / "t.csv"), "csv", adapters.ReadOptions(caption_only=True)
+        )
+    )
     assert [x.key for x in items[:-1]] == ["a.png"]  # the row before the damage is kept
     assert items[-1].problem == adapters.UNIT_CORRUPT and items[-1].records == 1
     assert "field limit" in items[-1].detail
@@ -199,8 +210,11 @@ def test_examples_are_capped_counts_are_not(tmp_path):
 
 def test_partial_logs_merge_to_the_sequential_log():
     """Beam merges workers' partial logs in any order: the result must not depend on it."""
-    items = [adapters.Skip((u, i), f"k{u}-{i}", ["caption_empty", "image_corrupt"][i % 2])
-             for u in range(3) for i in range(180)]
+    items = [
+        adapters.Skip((u, i), f"k{u}-{i}", ["caption_empty", "image_corrupt"][i % 2])
+        for u in range(3)
+        for i in range(180)
+    ]
     items += [adapters.UnitProblem(u, f"f{u}.tar", "truncated", u, "cut") for u in range(150)]
     sequential = bad_input.BadInputLog()
     for x in items:
@@ -215,7 +229,8 @@ def test_partial_logs_merge_to_the_sequential_log():
     report = merged.report([f"f{u}.tar" for u in range(150)])
     assert report["files"]["truncated"]["count"] == 150
     assert [e["file"] for e in report["files"]["truncated"]["examples"]] == [
-        f"f{u}.tar" for u in range(bad_input.MAX_EXAMPLES)]
+        f"f{u}.tar" for u in range(bad_input.MAX_EXAMPLES)
+    ]
     assert report["records"]["caption_empty"]["count"] == 270
 
 
@@ -228,8 +243,9 @@ def test_beam_multiprocess_equals_local(damaged_dir, tmp_path):
     c = load_config("small")
     c.pool_size = 24  # several pools, leftovers from each, one leftover pool
     local = local_runner.run(c, root, "webdataset", str(tmp_path / "local"))
-    c.beam_options = ("--runner=DirectRunner --direct_running_mode=multi_processing "
-                      "--direct_num_workers=2")
+    c.beam_options = (
+        "--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2"
+    )
     beam = beam_runner.run(c, root, "webdataset", str(tmp_path / "beam"))
     for m in (local, beam):
         m.pop("_timings")

@@ -31,8 +31,10 @@ def test_routing_puts_shared_concepts_together_and_is_stable():
 
     h = {c: neighbours.stable_hash(c, 0) for c in ("red square", "blue")}
     # The least concept hash, whatever the order of concepts and the caption's text.
-    assert key([["red square", "blue"], ["blue", "red square"]], ["x", "y"], 0) == [
-        min(h.values())] * 2
+    assert (
+        key([["red square", "blue"], ["blue", "red square"]], ["x", "y"], 0)
+        == [min(h.values())] * 2
+    )
     assert key([["blue", "red square"]], ["y"], 1) != [min(h.values())]
     rows = concepts.Corpus(
         ["a", "b", "c"], np.array([0, 1, 1, 2], np.int32), np.array([0, 2, 3, 4, 4])
@@ -66,7 +68,8 @@ def test_pool_index_scores_equal_bm25s_retrieve():
 def _pool(captions):
     toks = [text.words(c) for c in captions]
     return batches.PoolData.from_strings(
-        np.arange(len(captions)), toks, concepts.caption_ngrams(toks, 2))
+        np.arange(len(captions)), toks, concepts.caption_ngrams(toks, 2)
+    )
 
 
 def _copies(members, captions):
@@ -83,10 +86,22 @@ def _check_partition(out, left, n, bsz):
 # Five short captions with 12 copies each (the synthetic world's "a star"), 40 varied ones, and
 # 4 with words nobody else has (no positive BM25 score: they become fillers).
 _DUPS = ["a star", "a red square", "a circle", "a large blue star", "a green triangle"]
-_DUP_CAPTIONS = [c for c in _DUPS for _ in range(12)] + [
-    f"a {c} {s} {r} a {s2}" for c, s, r, s2 in itertools.islice(itertools.product(
-        ["red", "blue", "small", "big"], ["square", "circle"], ["left of", "above"],
-        ["star", "cross", "ring"]), 40)] + ["zebra", "xylophone", "quokka", "yurt"]
+_DUP_CAPTIONS = (
+    [c for c in _DUPS for _ in range(12)]
+    + [
+        f"a {c} {s} {r} a {s2}"
+        for c, s, r, s2 in itertools.islice(
+            itertools.product(
+                ["red", "blue", "small", "big"],
+                ["square", "circle"],
+                ["left of", "above"],
+                ["star", "cross", "ring"],
+            ),
+            40,
+        )
+    ]
+    + ["zebra", "xylophone", "quokka", "yurt"]
+)
 
 
 def test_duplicate_cap_limits_copies_per_batch():
@@ -128,8 +143,9 @@ def _greedy_before_cap(pool, pool_id, opts):
 
 @pytest.mark.parametrize("seed", [0, 3])
 def test_max_duplicates_zero_is_the_uncapped_assembly(seed):
-    opts = batches.AssemblyOptions(batch_size=8, max_concepts=16, max_masked=4, max_duplicates=0,
-                                   seed=seed)
+    opts = batches.AssemblyOptions(
+        batch_size=8, max_concepts=16, max_masked=4, max_duplicates=0, seed=seed
+    )
     pool = _pool(_DUP_CAPTIONS)
     out, _ = batches.assemble_pool(pool, (1, 0), opts)
     want = _greedy_before_cap(pool, (1, 0), opts)
@@ -153,9 +169,12 @@ def test_duplicate_cap_over_cap_fallback():
     rng = np.random.default_rng(0)
     words = ["a star", "a circle", "a red star", "zebra", "xylophone", "quokka", "yurt"]
     for seed in range(12):
-        caps = rng.choice(words, size=int(rng.integers(17, 40)), p=[.4, .2, .1, .1, .1, .05, .05])
-        out, left = batches.assemble_pool(_pool(caps.tolist()), (0, 0),
-                                          dataclasses.replace(opts, seed=seed))
+        caps = rng.choice(
+            words, size=int(rng.integers(17, 40)), p=[0.4, 0.2, 0.1, 0.1, 0.1, 0.05, 0.05]
+        )
+        out, left = batches.assemble_pool(
+            _pool(caps.tolist()), (0, 0), dataclasses.replace(opts, seed=seed)
+        )
         _check_partition(out, left, len(caps), 8)
         for b in out:
             n = Counter(caps[b.members].tolist()).values()
@@ -215,7 +234,9 @@ def test_copies_beyond_a_pools_budget_are_spread_over_consecutive_pools():
     assert len({int(neighbours.pool_of(k, pools)) for k in (groups[0], groups[4])}) == 2
     np.testing.assert_array_equal(neighbours.spread_copies(keys, captions, 0, 0), keys)
     # The per-copy rule that the Beam runner applies to each caption's group of copies.
-    assert out.tolist() == [neighbours.spread_key(7, c, j if i < 10 else i - 10, 4, 0)
-                            for i, (j, c) in enumerate(zip(range(13), captions, strict=True))]
+    assert out.tolist() == [
+        neighbours.spread_key(7, c, j if i < 10 else i - 10, 4, 0)
+        for i, (j, c) in enumerate(zip(range(13), captions, strict=True))
+    ]
     empty = neighbours.spread_copies(np.zeros(0, np.int64), [], 4, 0)
     assert empty.dtype == np.int64 and empty.shape == (0,)

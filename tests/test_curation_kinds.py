@@ -34,8 +34,17 @@ def _digest(out):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("kinds_world")
-    write_world(str(root), num_train=192, preset="natural", seed=0, image_size=8, num_eval=0,
-                workers=1, csv=False, progress=False)
+    write_world(
+        str(root),
+        num_train=192,
+        preset="natural",
+        seed=0,
+        image_size=8,
+        num_eval=0,
+        workers=1,
+        csv=False,
+        progress=False,
+    )
     return str(root / "train")
 
 
@@ -60,8 +69,15 @@ def test_concept_kind_rule():
             assert kinds.concept_kind(f"{a} {s}") == "attribute_noun"
     assert kinds.concept_kind("wooden table") == "attribute_noun"
     assert kinds.concept_kind("red") == kinds.concept_kind("circle") == "unigram"
-    for other in ("small red", "circle left", "left of", "red 2", "red circle left",
-                  "square table", "a red circle"):
+    for other in (
+        "small red",
+        "circle left",
+        "left of",
+        "red 2",
+        "red circle left",
+        "square table",
+        "a red circle",
+    ):
         assert kinds.concept_kind(other) == "other", other
     assert kinds.concept_kind("<M> red <M>") == kinds.concept_kind("a <M> star") == "masked"
     assert set(text.ATTRIBUTE_OF) <= text.ATTRIBUTE_WORDS
@@ -69,7 +85,10 @@ def test_concept_kind_rule():
     assert kinds.ngram_mask(["red", "red circle"], "unigram").tolist() == [True, False]
     assert kinds.ngram_mask(["red", "red circle"], "masked").tolist() == [False, False]
     assert kinds.count_kinds(["red", "red circle", "left of"]) == {
-        "attribute_noun": 1, "other": 1, "unigram": 1}
+        "attribute_noun": 1,
+        "other": 1,
+        "unigram": 1,
+    }
 
 
 def test_default_is_all_and_unchanged(curated):
@@ -106,7 +125,7 @@ def test_each_kind_keeps_only_its_concepts(curated, kind):
             assert mine == theirs
         else:  # the freed columns can only add concepts of the kind
             assert set(theirs) <= set(mine) and len(mine) <= 16
-        assert not b["labels"][:, b["num_concepts"]:].any()
+        assert not b["labels"][:, b["num_concepts"] :].any()
         for j, c in enumerate(mine):  # +1 still means the caption contains the n-gram
             for row, cap in enumerate(b["caption"]):
                 if b["labels"][row, j] == 1 and kind != "masked":
@@ -134,8 +153,9 @@ def test_invalid_concept_kinds_fail_naming_the_field(world, tmp_path):
             settings.validate(ml_collections.ConfigDict(d))
         assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match=r"config\.concept_kinds='masked'.*max_masked"):
-        settings.validate(ml_collections.ConfigDict(dict(base, concept_kinds="masked",
-                                                         max_masked=0)))
+        settings.validate(
+            ml_collections.ConfigDict(dict(base, concept_kinds="masked", max_masked=0))
+        )
     with pytest.raises(ValueError, match=r"config\.concept_kinds"):
         local_runner.run(_config("attribute-noun"), world, "webdataset", str(tmp_path))
 

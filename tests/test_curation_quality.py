@@ -9,8 +9,16 @@ from cclip_jax.curation import quality, settings  # noqa: E402
 
 @pytest.mark.slow
 def test_label_quality_on_synthetic_world(tmp_path):
-    synthetic.write_world(tmp_path / "world", 160, preset="natural", seed=0, num_eval=1,
-                          csv=False, progress=False, workers=1)
+    synthetic.write_world(
+        tmp_path / "world",
+        160,
+        preset="natural",
+        seed=0,
+        num_eval=1,
+        csv=False,
+        progress=False,
+        workers=1,
+    )
     c = settings.default_config("small")
     c.batch_size, c.progress = 16, False
     result = quality.report(str(tmp_path / "world" / "train"), c, str(tmp_path))

@@ -17,8 +17,10 @@ SHAPES = ["square", "circle", "triangle"]
 
 def write_csv(path, n, seed):
     rng = np.random.default_rng(seed)
-    caps = [f"a {rng.choice(COLOURS)} {rng.choice(SHAPES)} left of a {rng.choice(SHAPES)}"
-            for _ in range(n)]
+    caps = [
+        f"a {rng.choice(COLOURS)} {rng.choice(SHAPES)} left of a {rng.choice(SHAPES)}"
+        for _ in range(n)
+    ]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "caption"])
@@ -48,7 +50,8 @@ def test_smaller_recuration_removes_stale_shards(tmp_path):
     assert len(small["shards"]) == 2
     assert shard_files(out) == [s["file"] for s in small["shards"]]
     assert sorted(os.listdir(out)) == sorted(
-        [*shard_files(out), shards.MANIFEST, shards.TOKENIZER, "notes.txt"])
+        [*shard_files(out), shards.MANIFEST, shards.TOKENIZER, "notes.txt"]
+    )
     # A reader that globs the folder (the evaluation's training captions) sees only this run.
     written = [c for b in read_batches(out) for c in b["caption"]]
     assert suite.train_captions(out) == written and len(written) == 16
@@ -70,15 +73,23 @@ def test_failed_recuration_never_looks_complete(tmp_path, monkeypatch):
 
 
 def test_clear_previous_removes_only_curator_names(tmp_path):
-    names = ["batches-00000.array_record", "batches-123456.array_record", shards.MANIFEST,
-             f".{shards.MANIFEST}.tmp", shards.TOKENIZER, "batches-old.array_record",
-             "batches-00000.array_record.bak", "data.csv"]
+    names = [
+        "batches-00000.array_record",
+        "batches-123456.array_record",
+        shards.MANIFEST,
+        f".{shards.MANIFEST}.tmp",
+        shards.TOKENIZER,
+        "batches-old.array_record",
+        "batches-00000.array_record.bak",
+        "data.csv",
+    ]
     for name in names:
         (tmp_path / name).write_text("x")
     removed = shards.clear_previous(str(tmp_path))
-    assert removed == sorted(["batches-00000.array_record", "batches-123456.array_record",
-                              f".{shards.MANIFEST}.tmp"])
+    assert removed == sorted(
+        ["batches-00000.array_record", "batches-123456.array_record", f".{shards.MANIFEST}.tmp"]
+    )
     assert sorted(os.listdir(tmp_path)) == sorted(
-        [shards.TOKENIZER, "batches-old.array_record", "batches-00000.array_record.bak",
-         "data.csv"])
+        [shards.TOKENIZER, "batches-old.array_record", "batches-00000.array_record.bak", "data.csv"]
+    )
     assert shards.clear_previous(str(tmp_path / "new")) == []  # a folder not yet made

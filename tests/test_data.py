@@ -47,8 +47,13 @@ def test_spec_is_the_configs_and_the_dataset_carries_what_it_opened(curated):
     c = smoke_config("", curated)
     c.data.num_workers, c.seed = 3, 5
     s = data_lib.DataSpec.from_config(c)
-    assert (s.curated_dir, s.num_workers, s.seed, s.image_size, s.max_len) == (curated, 3, 5,
-                                                                               32, 16)
+    assert (s.curated_dir, s.num_workers, s.seed, s.image_size, s.max_len) == (
+        curated,
+        3,
+        5,
+        32,
+        16,
+    )
     with pytest.raises(ValueError, match=r"^config\.data\.curated_dir is empty"):
         data_lib.DataSpec.from_config(smoke_config(""))
     ds = data_lib.build_dataset(spec(curated))
@@ -101,8 +106,10 @@ def test_texts_longer_than_max_len_are_cut_and_flagged(curated):
     flagged = 0
     for e in short:
         raw = shards.read_rows(int(e["batch"]))
-        for field, cut, texts in (("text", "text_cut", raw["caption"]),
-                                  ("concepts", "concepts_cut", raw["concepts"])):
+        for field, cut, texts in (
+            ("text", "text_cut", raw["caption"]),
+            ("concepts", "concepts_cut", raw["concepts"]),
+        ):
             lengths = np.array([len(ids) for ids in tok.processor.encode(texts)])
             np.testing.assert_array_equal(e[field], tok(texts))
             np.testing.assert_array_equal(e[cut], lengths > 3)
@@ -113,11 +120,16 @@ def test_texts_longer_than_max_len_are_cut_and_flagged(curated):
 def test_each_process_reads_its_slice(curated):
     kw = dict(max_shift=0, brightness=0.0)
     whole, _ = take(data_lib.build_dataset(spec(curated, **kw)), 2)
-    parts = [take(data_lib.build_dataset(spec(curated, **kw), process_index=p,
-                                         process_count=2), 2)[0] for p in range(2)]
+    parts = [
+        take(data_lib.build_dataset(spec(curated, **kw), process_index=p, process_count=2), 2)[0]
+        for p in range(2)
+    ]
     for step in range(2):
-        assert int(parts[0][step]["batch"]) == int(parts[1][step]["batch"]) == \
-            int(whole[step]["batch"])
+        assert (
+            int(parts[0][step]["batch"])
+            == int(parts[1][step]["batch"])
+            == int(whole[step]["batch"])
+        )
         for field in data_lib.ARRAY_FIELDS:
             joined = np.concatenate([parts[0][step][field], parts[1][step][field]])
             np.testing.assert_array_equal(joined, whole[step][field])
@@ -148,7 +160,8 @@ def _augmentation_of(image, clean, max_shift, brightness):
             shifted = padded[dy : dy + s, dx : dx + s]
             offset = float(np.mean((image - shifted)[inside]))
             if abs(offset) <= brightness + 1e-6 and np.allclose(
-                    image, np.clip(shifted + offset, -1, 1), atol=1e-5, rtol=0):
+                image, np.clip(shifted + offset, -1, 1), atol=1e-5, rtol=0
+            ):
                 return True, (dy, dx) != (m, m) or abs(offset) > 1e-6
     return False, False
 
@@ -161,8 +174,7 @@ def test_default_augmentation_keeps_each_image_with_its_caption(curated):
     assert (data.max_shift, data.brightness) == (2, 0.05)  # the defaults (cclip_jax/config/base.py)
     shards = CuratedShards(curated)
     tok = data_lib.Tokenizer(shards.tokenizer_path, 16)
-    ds = data_lib.build_dataset(spec(curated, max_shift=data.max_shift,
-                                     brightness=data.brightness))
+    ds = data_lib.build_dataset(spec(curated, max_shift=data.max_shift, brightness=data.brightness))
     changed = 0
     for e in take(ds, 3)[0]:
         raw = shards.read_rows(int(e["batch"]))
@@ -256,12 +268,13 @@ def test_sticky_eos_follows_big_vision(word_tokenizer):
     sticky = data_lib.Tokenizer(word_tokenizer, 3, sticky_eos=True)
     eos = sticky.eos_id()
     assert eos == 3 == sticky.processor.eos_id()
-    (r,), = sticky.processor.encode(["red"])
+    ((r,),) = sticky.processor.encode(["red"])
     assert sticky.processor.encode(["red red red red"]) == [[r] * 4]  # one piece per word
     texts = ["red", "red red", "red red red", "red red red red", ""]
     ids, cut = sticky.tokenize(texts)
-    np.testing.assert_array_equal(ids, [[r, eos, 0], [r, r, eos], [r, r, eos], [r, r, eos],
-                                        [eos, 0, 0]])
+    np.testing.assert_array_equal(
+        ids, [[r, eos, 0], [r, r, eos], [r, r, eos], [r, r, eos], [eos, 0, 0]]
+    )
     # Cut: some piece was dropped. "red red" + EOS fills the 3 positions exactly.
     np.testing.assert_array_equal(cut, [False, False, True, True, False])
     # Without sticky EOS (this project's own models): no EOS, a long text keeps 3 pieces.

@@ -19,7 +19,7 @@ from cclip_jax import data as data_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import dataclasses, json, sys
     import jax
     jax.config.update("jax_num_cpu_devices", 2)
@@ -48,7 +48,7 @@ WORKER = textwrap.dedent('''
     print(json.dumps({"rows": int(local["labels"].shape[0]), "batch": int(local["batch"]),
                       "shape": list(batch["text"].shape),
                       **{k: float(v) for k, v in sums.items()}}))
-''')
+""")
 
 
 def _free_port() -> int:
@@ -62,11 +62,21 @@ def test_two_processes_each_read_their_slice(tmp_path, smoke_curated):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     port = _free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])}
-    procs = [subprocess.Popen([sys.executable, str(script), str(port), str(p), curated],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for p in range(2)]
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(port), str(p), curated],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in range(2)
+    ]
     outs = []
     for proc in procs:
         out, err = proc.communicate(timeout=300)
@@ -74,8 +84,12 @@ def test_two_processes_each_read_their_slice(tmp_path, smoke_curated):
         outs.append(json.loads(out.strip().splitlines()[-1]))
     assert outs[0]["rows"] == outs[1]["rows"] == 8  # each process read half of the rows
     assert outs[0]["shape"] == [16, 16]
-    spec = dataclasses.replace(data_lib.DataSpec.from_config(smoke_config("", curated)), seed=3,
-                               max_shift=0, brightness=0.0)
+    spec = dataclasses.replace(
+        data_lib.DataSpec.from_config(smoke_config("", curated)),
+        seed=3,
+        max_shift=0,
+        brightness=0.0,
+    )
     whole = next(iter(data_lib.build_dataset(spec)))
     assert outs[0]["batch"] == outs[1]["batch"] == int(whole["batch"])
     for field in data_lib.ARRAY_FIELDS:

@@ -29,8 +29,10 @@ class ColourScorer:
         return np.asarray(images, np.float32).mean(axis=(1, 2))
 
     def embed_texts(self, texts):
-        emb = [next((COLOURS[w] for w in re.findall("[a-z]+", t) if w in COLOURS),
-                    (0.0, 1.0, 0.0)) for t in texts]
+        emb = [
+            next((COLOURS[w] for w in re.findall("[a-z]+", t) if w in COLOURS), (0.0, 1.0, 0.0))
+            for t in texts
+        ]
         return np.asarray(emb, np.float32), np.zeros(len(texts), bool)
 
     def similarity(self, image_emb, text_emb):
@@ -42,8 +44,17 @@ def eval_config(tmp_path, image_dir):
     folder that runs."""
     (tmp_path / "json").mkdir()
     for subset in datasets.SUGARCREPE_SUBSETS:
-        (tmp_path / f"json/{subset}.json").write_text(json.dumps({"0": {
-            "filename": "0.jpg", "caption": "a red car", "negative_caption": "a blue car"}}))
+        (tmp_path / f"json/{subset}.json").write_text(
+            json.dumps(
+                {
+                    "0": {
+                        "filename": "0.jpg",
+                        "caption": "a red car",
+                        "negative_caption": "a blue car",
+                    }
+                }
+            )
+        )
     for colour in COLOURS:
         (tmp_path / "classes" / colour).mkdir(parents=True)
         Image.new("RGB", (8, 8), colour).save(tmp_path / "classes" / colour / "a.png")
@@ -63,11 +74,14 @@ def test_missing_sugarcrepe_images_named_by_field(tmp_path, image_dir):
     suite.external_suite(ColourScorer(), config, results)
     error = results["sugarcrepe/all"]["error"]
     if image_dir:
-        assert error == ("config.eval.sugarcrepe.image_dir='nowhere/val2017': COCO val2017 "
-                         "image folder does not exist")
+        assert error == (
+            "config.eval.sugarcrepe.image_dir='nowhere/val2017': COCO val2017 "
+            "image folder does not exist"
+        )
     else:
-        assert error == ("config.eval.sugarcrepe.image_dir is empty: set it to the COCO "
-                         "val2017 image folder")
+        assert error == (
+            "config.eval.sugarcrepe.image_dir is empty: set it to the COCO val2017 image folder"
+        )
     # The other evaluation still ran; only the broken one counts as failed.
     assert results["zeroshot/folder"]["metrics"]["top1"] == 1.0
     assert suite.failed(results) == ["sugarcrepe/all"]
@@ -83,15 +97,21 @@ def test_evaluate_cli_exits_nonzero_after_writing(tmp_path, monkeypatch, capsys)
     workdir.mkdir()
     (workdir / scorer_lib.CONFIG_FILE).write_text("{}")  # a training run's folder
     config = eval_config(tmp_path, "")
-    monkeypatch.setattr(scorer_lib.ModelScorer, "from_workdir",
-                        classmethod(lambda cls, *a, **k: (ColourScorer(), 7)))
-    monkeypatch.setattr(scorer_lib, "load_run_config",
-                        lambda workdir: config.copy_and_resolve_references())
+    monkeypatch.setattr(
+        scorer_lib.ModelScorer,
+        "from_workdir",
+        classmethod(lambda cls, *a, **k: (ColourScorer(), 7)),
+    )
+    monkeypatch.setattr(
+        scorer_lib, "load_run_config", lambda workdir: config.copy_and_resolve_references()
+    )
     assert evaluate.run(config, str(workdir)) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: 1 evaluation(s) failed (the others are in {workdir}/eval/"
-                   "step_00000007.json): sugarcrepe/all: config.eval.sugarcrepe.image_dir is "
-                   "empty: set it to the COCO val2017 image folder"]
+    assert err == [
+        f"error: 1 evaluation(s) failed (the others are in {workdir}/eval/"
+        "step_00000007.json): sugarcrepe/all: config.eval.sugarcrepe.image_dir is "
+        "empty: set it to the COCO val2017 image folder"
+    ]
     with open(workdir / "eval/step_00000007.json") as f:
         results = json.load(f)["results"]
     assert "error" in results["sugarcrepe/all"] and "metrics" in results["zeroshot/folder"]

@@ -25,8 +25,7 @@ def test_image_folder(tmp_path):
     assert task.classnames == ["blue", "red car"] and task.templates == ["a {}."]
     np.testing.assert_array_equal(task.labels, [0, 1, 1])
     assert [os.path.basename(p) for p in task.image_paths] == ["c.png", "a.JPG", "b.png"]
-    assert datasets.load_image_folder(str(tmp_path / "sets")).templates == list(
-        DEFAULT_TEMPLATES)
+    assert datasets.load_image_folder(str(tmp_path / "sets")).templates == list(DEFAULT_TEMPLATES)
     with pytest.raises(datasets.FormatError, match="no images in class folders"):
         datasets.load_image_folder(str(tmp_path / "sets/blue"))
 
@@ -47,10 +46,16 @@ def tfds_dir(tmp_path_factory):
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(4, 4, 3)),
-                "pixels": tfds.features.Tensor(shape=(4, 4, 3), dtype=np.uint8),
-                "label": tfds.features.ClassLabel(names=["dark_red", "blue"])}))
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Image(shape=(4, 4, 3)),
+                        "pixels": tfds.features.Tensor(shape=(4, 4, 3), dtype=np.uint8),
+                        "label": tfds.features.ClassLabel(names=["dark_red", "blue"]),
+                    }
+                ),
+            )
 
         def _split_generators(self, dl_manager):
             return {"test": self._generate_examples()}
@@ -63,8 +68,9 @@ def tfds_dir(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(image_feature.Image, "encode_example", encode_png)
-        builder = EvalTestColours(data_dir=str(tmp_path_factory.mktemp("tfds")),
-                                  file_format="array_record")
+        builder = EvalTestColours(
+            data_dir=str(tmp_path_factory.mktemp("tfds")), file_format="array_record"
+        )
         builder.download_and_prepare()
     return builder.data_dir
 
@@ -80,8 +86,9 @@ def test_tfds_classification(tfds_dir, image_key):
     assert ok.all() and skipped.count == 0
     # Class 0 is (200, 0, 0): red channel 200 / 127.5 - 1; class 1 is pure blue.
     red = np.where(task.labels == 0, 200 / 127.5 - 1, -1.0)
-    np.testing.assert_allclose(images[..., 0], np.broadcast_to(red[:, None, None], (6, 2, 2)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        images[..., 0], np.broadcast_to(red[:, None, None], (6, 2, 2)), atol=1e-6
+    )
     named = datasets.load_tfds_classification(tfds_dir, "test[:2]", classnames=["r", "b"])
     assert named.classnames == ["r", "b"] and len(named) == 2
 
@@ -105,10 +112,16 @@ def test_load_images(tmp_path):
     png = tmp_path / "two_tone.png"
     Image.fromarray(two_tone).save(png)
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    sources = [str(png), str(tmp_path / "missing.jpg"), str(tmp_path / "broken.png"),
-               png.read_bytes(), two_tone]
-    images, ok, skipped = load_images(sources, size=4,
-                                      boxes=[(0, 0, 4, 4), None, None, (4, 0, 4, 4), None])
+    sources = [
+        str(png),
+        str(tmp_path / "missing.jpg"),
+        str(tmp_path / "broken.png"),
+        png.read_bytes(),
+        two_tone,
+    ]
+    images, ok, skipped = load_images(
+        sources, size=4, boxes=[(0, 0, 4, 4), None, None, (4, 0, 4, 4), None]
+    )
     np.testing.assert_array_equal(ok, [True, False, False, True, True])
     assert images.shape == (5, 4, 4, 3) and images.dtype == np.float32
     np.testing.assert_array_equal(images[0], np.broadcast_to([1, -1, -1], (4, 4, 3)))  # crop

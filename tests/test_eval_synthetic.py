@@ -46,13 +46,16 @@ class ColourScorer:
 
     def embed_images(self, images):
         pixels = (np.asarray(images) + 1.0) * 127.5  # back to 0..255
-        out = [np.mean(np.abs(pixels - np.array(rgb)).max(-1) <= 20, axis=(1, 2))
-               for rgb in syn.COLOURS.values()]
+        out = [
+            np.mean(np.abs(pixels - np.array(rgb)).max(-1) <= 20, axis=(1, 2))
+            for rgb in syn.COLOURS.values()
+        ]
         return np.stack(out, -1).astype(np.float32)
 
     def embed_concepts(self, concepts):
-        gates = np.array([[float(c in concept.split()) for c in syn.COLOURS]
-                          for concept in concepts], np.float32)
+        gates = np.array(
+            [[float(c in concept.split()) for c in syn.COLOURS] for concept in concepts], np.float32
+        )
         return gates, np.zeros(len(concepts), bool)
 
     similarity = staticmethod(ModelScorer.similarity)
@@ -62,14 +65,24 @@ class ColourScorer:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("world"))
-    syn.write_world(out, num_train=1, preset="clean", seed=3, image_size=32, num_eval=8,
-                    workers=1, csv=False, progress=False)
+    syn.write_world(
+        out,
+        num_train=1,
+        preset="clean",
+        seed=3,
+        image_size=32,
+        num_eval=8,
+        workers=1,
+        csv=False,
+        progress=False,
+    )
     return out
 
 
 def test_conditional_retrieval_by_colour_is_exact_with_a_colour_scorer(world):
-    result = syn_eval.conditional_retrieval(ColourScorer(), world, "iid", num_queries=12,
-                                            pool_size=48, keep_rows=4, top=3)
+    result = syn_eval.conditional_retrieval(
+        ColourScorer(), world, "iid", num_queries=12, pool_size=48, keep_rows=4, top=3
+    )
     m = result["metrics"]
     assert m["colour_p1"] == 1.0 and m["colour_p5"] == 1.0  # every image with the colour first
     # A shape gate is all zeros here: every candidate ties, so precision is the base rate.
@@ -103,38 +116,51 @@ def test_binding_and_retrieval_tasks_read_the_world(world):
     group = syn_eval.binding_task(world, "iid", "group_relation")
     assert len(pair) == 8 and all(os.path.exists(p) for p in pair.image_paths)
     assert len(group) == 8 and all(os.path.exists(p) for ab in group.image_paths for p in ab)
-    task = syn_eval.retrieval_task(world, "iid", num_images=10, captions_per_image=3,
-                                   preset="natural")
+    task = syn_eval.retrieval_task(
+        world, "iid", num_images=10, captions_per_image=3, preset="natural"
+    )
     assert len(task.image_paths) == 10 and len(task.captions) == 30
     np.testing.assert_array_equal(task.caption_image, np.repeat(np.arange(10), 3))
 
 
 def test_analysis_flattens_aggregates_and_states_the_rule():
-    run = {"binding/iid/attribute_swap": {"metrics": {"accuracy": 0.6}},
-           "binding/iid/group_size": {"metrics": {"text": 0.3, "image": 0.2, "group": 0.1}},
-           "retrieval/synthetic_iid": {"metrics": {"i2t_r1": 0.5}},
-           "cond_retrieval/compositional": {"metrics": {"p1": 0.7}},
-           "sugarcrepe/all": {"metrics": {"accuracy": 0.9}}, "binding/iid/x": {"error": "bad"}}
+    run = {
+        "binding/iid/attribute_swap": {"metrics": {"accuracy": 0.6}},
+        "binding/iid/group_size": {"metrics": {"text": 0.3, "image": 0.2, "group": 0.1}},
+        "retrieval/synthetic_iid": {"metrics": {"i2t_r1": 0.5}},
+        "cond_retrieval/compositional": {"metrics": {"p1": 0.7}},
+        "sugarcrepe/all": {"metrics": {"accuracy": 0.9}},
+        "binding/iid/x": {"error": "bad"},
+    }
     flat = analysis.flatten(run)
-    assert flat == {"iid/attribute_swap/accuracy": 0.6, "iid/group_size/text": 0.3,
-                    "iid/group_size/image": 0.2, "iid/group_size/group": 0.1,
-                    "iid/retrieval/i2t_r1": 0.5, "compositional/cond_retrieval/p1": 0.7}
-    agg = analysis.aggregate([{"k/a/accuracy": 0.6}, {"k/a/accuracy": 0.8},
-                              {"k/a/accuracy": 0.7}])["k/a/accuracy"]
+    assert flat == {
+        "iid/attribute_swap/accuracy": 0.6,
+        "iid/group_size/text": 0.3,
+        "iid/group_size/image": 0.2,
+        "iid/group_size/group": 0.1,
+        "iid/retrieval/i2t_r1": 0.5,
+        "compositional/cond_retrieval/p1": 0.7,
+    }
+    agg = analysis.aggregate([{"k/a/accuracy": 0.6}, {"k/a/accuracy": 0.8}, {"k/a/accuracy": 0.7}])[
+        "k/a/accuracy"
+    ]
     assert agg["mean"] == pytest.approx(0.7) and agg["std"] == pytest.approx(0.1)
     assert agg["n_seeds"] == 3
-    table = {"a": {"k/a/accuracy": {"mean": 0.9, "std": 0.05}},
-             "b": {"k/a/accuracy": {"mean": 0.7, "std": 0.1}},
-             "c": {"k/a/accuracy": {"mean": 0.8, "std": 0.1}}}
+    table = {
+        "a": {"k/a/accuracy": {"mean": 0.9, "std": 0.05}},
+        "b": {"k/a/accuracy": {"mean": 0.7, "std": 0.1}},
+        "c": {"k/a/accuracy": {"mean": 0.8, "std": 0.1}},
+    }
     lines = analysis.summarize(table, ["k/a/accuracy"], [("a", "b"), ("a", "c")], "clean", 1000)
     assert len(lines) == 2 and "a 0.900 ± 0.050 vs b 0.700" in lines[0]  # 0.2 > 0.15
     assert lines[1].startswith("[clean] 1 other")  # 0.1 <= 0.15: within the spread
     # On 20 items a difference of 0.2 is within the item noise (2·√2·√(.25/20) = 0.32).
     assert analysis.summarize(table, ["k/a/accuracy"], [("a", "b")], "x", 20)[0].startswith(
-        "[x] 1 other")
+        "[x] 1 other"
+    )
     assert analysis.chance_check(table, "a", ["k/a/accuracy"], "x", 1000)[0].endswith(
-        "on 1 of 1 headline keys: k/a/accuracy.")
-
+        "on 1 of 1 headline keys: k/a/accuracy."
+    )
 
 
 @pytest.mark.slow  # compiles the towers four times (about a minute on 2 cores)

@@ -32,8 +32,15 @@ class ColourScorer:
 
     def embed_texts(self, texts):
         words = [t.lower().replace(".", " ").split() for t in texts]
-        emb = np.array([sum((np.array(COLOURS[w], float) for w in ws[: self.max_words]
-                             if w in COLOURS), np.zeros(3)) for ws in words])
+        emb = np.array(
+            [
+                sum(
+                    (np.array(COLOURS[w], float) for w in ws[: self.max_words] if w in COLOURS),
+                    np.zeros(3),
+                )
+                for ws in words
+            ]
+        )
         return emb.reshape(len(texts), 3), np.array([len(ws) > self.max_words for ws in words])
 
     def similarity(self, image_emb, text_emb):
@@ -72,13 +79,17 @@ def sugarcrepe(tmp_path):
         data[key] = {"filename": name, "caption": pos, "negative_caption": neg}
     write_json(tmp_path / "add_att.json", data)
     # swap_obj: one right item, replace_att: one wrong item.
-    write_json(tmp_path / "swap_obj.json", {"0": {"filename": "000000000139.jpg",
-                                                  "caption": "red", "negative_caption": "blue"}})
-    write_json(tmp_path / "replace_att.json", {"7": {"filename": "000000000139.jpg",
-                                                     "caption": "blue",
-                                                     "negative_caption": "red"}})
-    return datasets.load_sugarcrepe(str(tmp_path), str(tmp_path / "val2017"),
-                                    subsets=["add_att", "swap_obj", "replace_att"])
+    write_json(
+        tmp_path / "swap_obj.json",
+        {"0": {"filename": "000000000139.jpg", "caption": "red", "negative_caption": "blue"}},
+    )
+    write_json(
+        tmp_path / "replace_att.json",
+        {"7": {"filename": "000000000139.jpg", "caption": "blue", "negative_caption": "red"}},
+    )
+    return datasets.load_sugarcrepe(
+        str(tmp_path), str(tmp_path / "val2017"), subsets=["add_att", "swap_obj", "replace_att"]
+    )
 
 
 def test_run_pairs(sugarcrepe):
@@ -90,10 +101,12 @@ def test_run_pairs(sugarcrepe):
     assert len(result["per_item"]["ids"]) == 5 == len(set(result["per_item"]["ids"]))
     assert result["n"] == 5 and result["chance"] == {"accuracy": 0.5}
     assert result["skipped"] == 1 and result["skipped_examples"] == [
-        "000000000143.jpg (missing file)"]
+        "000000000143.jpg (missing file)"
+    ]
     assert result["truncated"] == 1
     assert result["truncated_examples"] == [
-        f"{task.source}: item 5 true caption (longer than the text length, cut)"]
+        f"{task.source}: item 5 true caption (longer than the text length, cut)"
+    ]
     json.dumps(result)  # JSON-ready
 
 
@@ -133,21 +146,36 @@ def test_run_pairs_aro_boxes_and_groups(tmp_path):
     Image.fromarray(img).save(tmp_path / "images/1.jpg", format="PNG")
 
     def item(box_x, relation, true="red", false="blue"):
-        return {"image_path": "1.jpg", "bbox_x": box_x, "bbox_y": 0, "bbox_w": 4, "bbox_h": 4,
-                "true_caption": true, "false_caption": false, "relation_name": relation}
+        return {
+            "image_path": "1.jpg",
+            "bbox_x": box_x,
+            "bbox_y": 0,
+            "bbox_w": 4,
+            "bbox_h": 4,
+            "true_caption": true,
+            "false_caption": false,
+            "relation_name": relation,
+        }
 
-    path = write_json(tmp_path / "visual_genome_relation.json", [
-        item(0, "on"),  # crop is red: right
-        item(4, "on"),  # crop is blue: wrong
-        item(4, "under", "blue", "red"),  # right
-        # The whole image (mean (0, -1, 0)) scores red and blue alike (1 and 1): 0.5.
-        {**item(0, "under"), "bbox_w": 8}])
+    path = write_json(
+        tmp_path / "visual_genome_relation.json",
+        [
+            item(0, "on"),  # crop is red: right
+            item(4, "on"),  # crop is blue: wrong
+            item(4, "under", "blue", "red"),  # right
+            # The whole image (mean (0, -1, 0)) scores red and blue alike (1 and 1): 0.5.
+            {**item(0, "under"), "bbox_w": 8},
+        ],
+    )
     task = datasets.load_aro(path, str(tmp_path / "images"), "vg_relation")
     result = tasks.run_pairs(ColourScorer(), task)
-    assert result["metrics"] == pytest.approx({"accuracy": 2.5 / 4,
-                                               "macro_accuracy": (0.5 + 0.75) / 2})
-    assert result["groups"] == {"on": {"accuracy": 0.5, "n": 2},
-                                "under": {"accuracy": 0.75, "n": 2}}
+    assert result["metrics"] == pytest.approx(
+        {"accuracy": 2.5 / 4, "macro_accuracy": (0.5 + 0.75) / 2}
+    )
+    assert result["groups"] == {
+        "on": {"accuracy": 0.5, "n": 2},
+        "under": {"accuracy": 0.75, "n": 2},
+    }
     task.min_group_size = 3  # as ARO's attribution table: small groups left out
     result = tasks.run_pairs(ColourScorer(), task)
     assert result["groups"] == {} and "macro_accuracy" not in result["metrics"]
@@ -168,21 +196,34 @@ def test_run_groups(tmp_path):
             for j, colour in enumerate((c0, c1)):
                 if colour:
                     save_png(tmp_path / "images" / f"ex_{i}_img_{j}.png", colour)
-            f.write(json.dumps({"id": i, "caption_0": t0, "caption_1": t1,
-                                "image_0": f"ex_{i}_img_0", "image_1": f"ex_{i}_img_1",
-                                "tag": "Object" if i < 2 else "Relation",
-                                "secondary_tag": "", "num_main_preds": 1}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": i,
+                        "caption_0": t0,
+                        "caption_1": t1,
+                        "image_0": f"ex_{i}_img_0",
+                        "image_1": f"ex_{i}_img_1",
+                        "tag": "Object" if i < 2 else "Relation",
+                        "secondary_tag": "",
+                        "num_main_preds": 1,
+                    }
+                )
+                + "\n"
+            )
     task = datasets.load_winoground(str(tmp_path / "examples.jsonl"), str(tmp_path / "images"))
     for batch_size in (1, 256):
         result = tasks.run_groups(ColourScorer(), task, batch_size=batch_size)
-        assert result["metrics"] == pytest.approx({"text": 1.25 / 3, "image": 1.25 / 3,
-                                                   "group": (1 + 1 / 6) / 3})
+        assert result["metrics"] == pytest.approx(
+            {"text": 1.25 / 3, "image": 1.25 / 3, "group": (1 + 1 / 6) / 3}
+        )
         assert result["chance"] == pytest.approx({"text": 0.25, "image": 0.25, "group": 1 / 6})
         assert result["n"] == 3 and result["skipped"] == 1
         assert result["per_item"]["ids"] == ["0", "1", "2"]
         assert result["per_item"]["group"] == pytest.approx([1, 1 / 6, 0], abs=1e-6)
         assert result["tags"]["Object"] == pytest.approx(
-            {"text": 0.625, "image": 0.625, "group": 7 / 12, "n": 2})
+            {"text": 0.625, "image": 0.625, "group": 7 / 12, "n": 2}
+        )
     # An image of another item must not leak into an item's 2x2 block: check item 2 alone.
     Path(task.image_paths[0][0]).unlink()
     Path(task.image_paths[1][0]).unlink()
@@ -198,46 +239,70 @@ def test_run_retrieval(tmp_path):
     def image(i, colour, captions, split="test"):
         if colour:
             save_png(tmp_path / "flickr" / f"{i}.jpg", colour)
-        return {"filename": f"{i}.jpg", "split": split, "imgid": i,
-                "sentences": [{"raw": c, "tokens": c.split()} for c in captions]}
+        return {
+            "filename": f"{i}.jpg",
+            "split": split,
+            "imgid": i,
+            "sentences": [{"raw": c, "tokens": c.split()} for c in captions],
+        }
 
-    data = {"dataset": "flickr30k", "images": [
-        image(0, "red", ["a red car", "something red"]),
-        image(1, "lime", ["green field", "a thing"]),  # "a thing": no colour, ties all
-        image(2, None, ["a blue cat", "blue"]),  # missing: skipped with its captions
-        image(3, "blue", ["blue sky", "the blue sea over a long and sandy beach"]),  # cut
-        image(4, "red", ["red"], split="val")]}
-    task = datasets.load_karpathy(write_json(tmp_path / "dataset_flickr30k.json", data),
-                                  str(tmp_path / "flickr"))
+    data = {
+        "dataset": "flickr30k",
+        "images": [
+            image(0, "red", ["a red car", "something red"]),
+            image(1, "lime", ["green field", "a thing"]),  # "a thing": no colour, ties all
+            image(2, None, ["a blue cat", "blue"]),  # missing: skipped with its captions
+            image(3, "blue", ["blue sky", "the blue sea over a long and sandy beach"]),  # cut
+            image(4, "red", ["red"], split="val"),
+        ],
+    }
+    task = datasets.load_karpathy(
+        write_json(tmp_path / "dataset_flickr30k.json", data), str(tmp_path / "flickr")
+    )
     for batch_size in (1, 4, 256):
         result = retrieval.run_retrieval(ColourScorer(), task, batch_size=batch_size)
         # i2t: every image's best caption is its own (3 vs at most 0). t2i: 5 of 6 captions
         # find their image first; "a thing" scores 0 with all 3 images: 1/3 at R@1.
-        assert result["metrics"] == pytest.approx({
-            "i2t_r1": 1.0, "i2t_r5": 1.0, "i2t_r10": 1.0,
-            "t2i_r1": (5 + 1 / 3) / 6, "t2i_r5": 1.0, "t2i_r10": 1.0})
+        assert result["metrics"] == pytest.approx(
+            {
+                "i2t_r1": 1.0,
+                "i2t_r5": 1.0,
+                "i2t_r10": 1.0,
+                "t2i_r1": (5 + 1 / 3) / 6,
+                "t2i_r5": 1.0,
+                "t2i_r10": 1.0,
+            }
+        )
         # Chance: 2 of 6 captions per image; one of 3 images per caption.
         assert result["chance"]["i2t_r1"] == pytest.approx(1 / 3)
         assert result["chance"]["t2i_r1"] == pytest.approx(1 / 3)
         assert result["n"] == 3 and result["n_captions"] == 6 and result["skipped"] == 1
         assert result["truncated_examples"] == [
-            f"{task.source}: 3.jpg caption 1 (longer than the text length, cut)"]
+            f"{task.source}: 3.jpg caption 1 (longer than the text length, cut)"
+        ]
 
 
 # ----------------------------------------------------------------- classification
 
 
 def test_run_classification_image_folder(tmp_path):
-    for rel, colour in [("red/a.png", "red"), ("red/b.png", "red"), ("green/c.png", "lime"),
-                        ("green/d.png", "blue"), ("blue/e.png", "blue")]:
+    for rel, colour in [
+        ("red/a.png", "red"),
+        ("red/b.png", "red"),
+        ("green/c.png", "lime"),
+        ("green/d.png", "blue"),
+        ("blue/e.png", "blue"),
+    ]:
         save_png(tmp_path / "sets" / rel, colour)
     (tmp_path / "sets/blue/broken.png").write_bytes(b"not a png")
-    task = datasets.load_image_folder(str(tmp_path / "sets"),
-                                      templates=["a photo of a {}.", "a {} thing"])
+    task = datasets.load_image_folder(
+        str(tmp_path / "sets"), templates=["a photo of a {}.", "a {} thing"]
+    )
     assert task.classnames == ["blue", "green", "red"]
     for batch_size in (2, 256):
-        result = retrieval.run_classification(ColourScorer(), task, batch_size=batch_size,
-                                              ks=(1, 2))
+        result = retrieval.run_classification(
+            ColourScorer(), task, batch_size=batch_size, ks=(1, 2)
+        )
         # d.png is blue but filed as green: wrong at top 1; green ties red for second: 0.5.
         assert result["metrics"] == pytest.approx({"top1": 4 / 5, "top2": 4.5 / 5})
         assert result["chance"] == pytest.approx({"top1": 1 / 3, "top2": 2 / 3})
@@ -247,8 +312,13 @@ def test_run_classification_image_folder(tmp_path):
 def test_run_classification_in_memory_and_cut_prompts():
     images = [np.full((3, 3, 3), c, np.uint8) for c in ([255, 0, 0], [0, 0, 255])]
     task = datasets.ClassificationTask(
-        "colours", None, np.array([0, 1]), ["red", "blue"],
-        ["{}", "a very long prompt about a photo of a {}"], images=images)
+        "colours",
+        None,
+        np.array([0, 1]),
+        ["red", "blue"],
+        ["{}", "a very long prompt about a photo of a {}"],
+        images=images,
+    )
     result = retrieval.run_classification(ColourScorer(), task, ks=(1,))
     assert result["metrics"] == {"top1": 1.0}
     assert result["truncated"] == 2 and "class 'red' prompt" in result["truncated_examples"][0]

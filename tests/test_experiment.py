@@ -23,14 +23,19 @@ def test_plan_covers_grid_and_sweep_once():
     extra = (len(exp.sweep.batch_sizes) - 1) * len(exp.sweep.arms) * len(exp.seeds)
     lam = len(exp.lambda_sweep.cond_weights) * len(exp.seeds)
     assert len(runs) == grid + extra + lam == len({tuple(r.values()) for r in runs})
-    assert runner.arm_config(exp.base, "cclip_lam0.1", preset="clean", seed=0,
-                             batch_size=64).cond_weight == 0.1
+    assert (
+        runner.arm_config(
+            exp.base, "cclip_lam0.1", preset="clean", seed=0, batch_size=64
+        ).cond_weight
+        == 0.1
+    )
     c = runner.arm_config(exp.base, "cclip_gate_ones", preset="clean", seed=2, batch_size=32)
-    assert (c.model.gate, c.seed, c.batch_size, c.data.synthetic.preset) == ("ones", 2, 32,
-                                                                             "clean")
+    assert (c.model.gate, c.seed, c.batch_size, c.data.synthetic.preset) == ("ones", 2, 32, "clean")
     assert exp.base.model.gate == "identity"  # arms never change the shared base
-    assert runner.arm_config(exp.base, "clip", preset="natural", seed=0,
-                             batch_size=64).data.mode == "baseline"
+    assert (
+        runner.arm_config(exp.base, "clip", preset="natural", seed=0, batch_size=64).data.mode
+        == "baseline"
+    )
     with pytest.raises(ValueError, match="unknown arm 'simclr'"):
         runner.arm_config(exp.base, "simclr", preset="clean", seed=0, batch_size=64)
 
@@ -52,12 +57,23 @@ def test_every_arm_is_a_valid_training_config(arm):
 @pytest.mark.slow
 def test_quick_experiment_runs_end_to_end(tmp_path):
     out = tmp_path / "exp"
-    cmd = [sys.executable, "-m", "cclip_jax.experiment",
-           "--config=configs/experiment_binding.py:quick", f"--workdir={out}",
-           f"--config.base.data.cache_dir={tmp_path / 'cache'}",
-           f"--config.base.compilation_cache_dir={tmp_path / 'xla'}"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1500,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "cclip_jax.experiment",
+        "--config=configs/experiment_binding.py:quick",
+        f"--workdir={out}",
+        f"--config.base.data.cache_dir={tmp_path / 'cache'}",
+        f"--config.base.compilation_cache_dir={tmp_path / 'xla'}",
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "results.json") as f:
         results = json.load(f)

@@ -23,8 +23,11 @@ def test_paired_t_matches_the_textbook_interval(n):
     half = T975[n - 1] * sd / math.sqrt(n)
     got = stats.paired_t(a, b)
     assert got["n"] == n
-    np.testing.assert_allclose([got["mean"], got["sd"], got["lo"], got["hi"]],
-                               [mean, sd, mean - half, mean + half], rtol=1e-8)
+    np.testing.assert_allclose(
+        [got["mean"], got["sd"], got["lo"], got["hi"]],
+        [mean, sd, mean - half, mean + half],
+        rtol=1e-8,
+    )
     # The two-sided p-value of mean 0 is 0.05 exactly when 0 sits on the 95% bound.
     shifted = stats.paired_t(d - (mean - half), np.zeros(n))
     assert shifted["p"] == pytest.approx(0.05, rel=1e-6)
@@ -57,14 +60,14 @@ def test_bootstrap_interval_covers_the_difference_and_widens_with_item_noise():
     a = [(rng.random((s, n)) < p_a).astype(float) for _ in range(2)]
     b = [(rng.random((s, n)) < p_b).astype(float) for _ in range(2)]
     got = stats.bootstrap_diff(a, b, n_boot=500, seed=1)
-    observed = float(np.mean(np.mean([x.mean(1) for x in a], 0)
-                             - np.mean([x.mean(1) for x in b], 0)))
+    observed = float(
+        np.mean(np.mean([x.mean(1) for x in a], 0) - np.mean([x.mean(1) for x in b], 0))
+    )
     assert got["mean"] == pytest.approx(observed)
     assert got["lo"] < observed < got["hi"]
     assert got["lo"] > 0  # 0.10 apart on 3000 items a side
     # The same seeds on a tenth of the items: a wider interval.
-    few = stats.bootstrap_diff([x[:, :30] for x in a], [x[:, :30] for x in b], n_boot=500,
-                               seed=1)
+    few = stats.bootstrap_diff([x[:, :30] for x in a], [x[:, :30] for x in b], n_boot=500, seed=1)
     assert few["hi"] - few["lo"] > 2 * (got["hi"] - got["lo"])
     # Identical arms: every replicate is 0.
     same = stats.bootstrap_diff(a, a, n_boot=50)
@@ -86,15 +89,18 @@ def _diff(mean, lo, hi):
     return {"mean": mean, "lo": lo, "hi": hi}
 
 
-@pytest.mark.parametrize(("diff", "p", "guards", "verdict"), [
-    (_diff(0.06, 0.02, 0.10), 0.01, {"g": 0.0}, "support"),
-    (_diff(0.06, 0.02, 0.10), 0.01, {"g": -0.03}, "inconclusive"),  # a guard lost 0.03
-    (_diff(0.02, 0.01, 0.029), 0.01, {"g": 0.0}, "refutation"),  # real but below 0.03
-    (_diff(0.0, -0.02, 0.02), 0.9, {"g": 0.0}, "refutation"),
-    (_diff(0.02, -0.02, 0.06), 0.3, {"g": 0.0}, "inconclusive"),
-    (_diff(0.05, 0.01, 0.09), 0.06, {"g": 0.0}, "inconclusive"),  # not significant after Holm
-    (_diff(-0.05, -0.09, -0.01), 0.01, {"g": 0.0}, "refutation"),  # significantly worse
-])
+@pytest.mark.parametrize(
+    ("diff", "p", "guards", "verdict"),
+    [
+        (_diff(0.06, 0.02, 0.10), 0.01, {"g": 0.0}, "support"),
+        (_diff(0.06, 0.02, 0.10), 0.01, {"g": -0.03}, "inconclusive"),  # a guard lost 0.03
+        (_diff(0.02, 0.01, 0.029), 0.01, {"g": 0.0}, "refutation"),  # real but below 0.03
+        (_diff(0.0, -0.02, 0.02), 0.9, {"g": 0.0}, "refutation"),
+        (_diff(0.02, -0.02, 0.06), 0.3, {"g": 0.0}, "inconclusive"),
+        (_diff(0.05, 0.01, 0.09), 0.06, {"g": 0.0}, "inconclusive"),  # not significant after Holm
+        (_diff(-0.05, -0.09, -0.01), 0.01, {"g": 0.0}, "refutation"),  # significantly worse
+    ],
+)
 def test_decide(diff, p, guards, verdict):
     got, reason = stats.decide(diff, p, guards, min_effect=0.03, guard_loss=0.02)
     assert got == verdict, reason

@@ -30,8 +30,10 @@ def test_plans():
     arms = {r.arm for r in screen}
     assert arms == {*exp.screen.arms, "cclip_lam0.03", "cclip_lam0.1", "cclip_lam0.3"}
     assert {(r.steps, r.width, r.eval_seed) for r in screen} == {(2000, 64, exp.dev_eval_seed)}
-    decision = {"cclip": ["cclip_rank", "cclip", "cclip_beta"],
-                "controls": ["siglip", "tags", "negclip"]}
+    decision = {
+        "cclip": ["cclip_rank", "cclip", "cclip_beta"],
+        "controls": ["siglip", "tags", "negclip"],
+    }
     confirm = phases.plan_confirm(exp, CAL, decision)
     assert len(confirm) == 6 * 5 * 2 and {r.eval_seed for r in confirm} == {exp.test_eval_seed}
     # Fresh seeds: the screen's selection luck does not carry into confirmation.
@@ -73,10 +75,19 @@ def test_plateau_step():
 
 
 def _record(run: runs.Run, primary: float, curve=None, train_s=10.0, items=None, final=None):
-    return {"run": run.to_dict(), "key": run.key, "primary": primary,
-            "curve": curve or [[run.steps, primary]], "final": final or {}, "items": items or {},
-            "loss_curve": [[run.steps, 1.0]], "wall_s": train_s + 5, "train_s": train_s,
-            "eval_s": 1.0, "overhead_s": 5.0}
+    return {
+        "run": run.to_dict(),
+        "key": run.key,
+        "primary": primary,
+        "curve": curve or [[run.steps, primary]],
+        "final": final or {},
+        "items": items or {},
+        "loss_curve": [[run.steps, 1.0]],
+        "wall_s": train_s + 5,
+        "train_s": train_s,
+        "eval_s": 1.0,
+        "overhead_s": 5.0,
+    }
 
 
 def test_decide_calibrate_compares_widths_at_equal_training_time():
@@ -86,8 +97,14 @@ def test_decide_calibrate_compares_widths_at_equal_training_time():
         for preset in ("clean", "natural"):
             for arm in ("siglip", "clip"):
                 curve = [[s, min(0.5, 0.2 + slope * s / 5000)] for s in range(50, steps + 1, 50)]
-                records.append(_record(runs.Run("calibrate", preset, arm, 0, steps, width, 64, 2),
-                                       curve[-1][1], curve, train_s))
+                records.append(
+                    _record(
+                        runs.Run("calibrate", preset, arm, 0, steps, width, 64, 2),
+                        curve[-1][1],
+                        curve,
+                        train_s,
+                    )
+                )
     d = phases.decide_calibrate(exp, records)
     # Width 64 runs at 0.3 s/step: 333 steps fit in width 32's 100 s; 0.2 + 4 * 300/5000.
     assert d["width"] == 64
@@ -100,11 +117,23 @@ def test_decide_calibrate_compares_widths_at_equal_training_time():
 
 def test_decide_screen():
     exp = load(EXP)
-    scores = {"cclip": 0.40, "cclip_rank": 0.45, "cclip_beta": 0.30, "cclip_lam0.1": 0.35,
-              "clip": 0.42, "siglip": 0.38, "siglip_curated": 0.20, "negclip": 0.30,
-              "negclip_sigmoid": 0.33, "tags": 0.31}
-    records = [_record(runs.Run("screen", "natural", a, s, 100, 32, 64, 2), v + 0.01 * s)
-               for a, v in scores.items() for s in (0, 1)]
+    scores = {
+        "cclip": 0.40,
+        "cclip_rank": 0.45,
+        "cclip_beta": 0.30,
+        "cclip_lam0.1": 0.35,
+        "clip": 0.42,
+        "siglip": 0.38,
+        "siglip_curated": 0.20,
+        "negclip": 0.30,
+        "negclip_sigmoid": 0.33,
+        "tags": 0.31,
+    }
+    records = [
+        _record(runs.Run("screen", "natural", a, s, 100, 32, 64, 2), v + 0.01 * s)
+        for a, v in scores.items()
+        for s in (0, 1)
+    ]
     d = phases.decide_screen(exp, records)
     assert d["cclip"] == ["cclip_rank", "cclip", "cclip_lam0.1"]
     assert d["controls"] == ["clip", "tags", "negclip_sigmoid"]
@@ -123,8 +152,13 @@ def _confirm_records(exp, effects):
         for arm, p in effects.items():
             for seed in exp.confirm.seeds:
                 rng = np.random.default_rng(seed * 100 + hash(arm) % 97)
-                items = {k: {"ids": ",".join(map(str, range(60))),
-                             "scores": _items(rng, p + 0.01 * (seed % 3))} for k in keys}
+                items = {
+                    k: {
+                        "ids": ",".join(map(str, range(60))),
+                        "scores": _items(rng, p + 0.01 * (seed % 3)),
+                    }
+                    for k in keys
+                }
                 prim = [f"{s}/{k}/{m}" for s, k, m in exp.prereg.primary]
                 final = {k: float(runs.decode_items(items[k]["scores"]).mean()) for k in keys}
                 final.update({g: 0.5 for g in exp.prereg.guards if g not in final})
@@ -136,10 +170,18 @@ def _confirm_records(exp, effects):
 
 def test_confirm_verdicts_on_planted_effects():
     exp = load(EXP)
-    effects = {"cclip_big": 0.75, "cclip_none": 0.55, "cclip_tiny": 0.56, "siglip": 0.55,
-               "tags": 0.50, "negclip": 0.45}
-    screen = {"cclip": ["cclip_big", "cclip_none", "cclip_tiny"],
-              "controls": ["siglip", "tags", "negclip"]}
+    effects = {
+        "cclip_big": 0.75,
+        "cclip_none": 0.55,
+        "cclip_tiny": 0.56,
+        "siglip": 0.55,
+        "tags": 0.50,
+        "negclip": 0.45,
+    }
+    screen = {
+        "cclip": ["cclip_big", "cclip_none", "cclip_tiny"],
+        "controls": ["siglip", "tags", "negclip"],
+    }
     out = verdict.confirm(exp, _confirm_records(exp, effects), screen)
     natural = out["natural"]
     assert natural["decides"] and not out["clean"]["decides"]
@@ -149,13 +191,16 @@ def test_confirm_verdicts_on_planted_effects():
     assert v["cclip_none"]["verdict"] in ("refutation", "inconclusive")
     assert natural["overall"] == "support"
     assert verdict.overall({"a": {"verdict": "refutation"}}) == "refutation"
-    assert verdict.overall({"a": {"verdict": "refutation"},
-                            "b": {"verdict": "inconclusive"}}) == "inconclusive"
+    assert (
+        verdict.overall({"a": {"verdict": "refutation"}, "b": {"verdict": "inconclusive"}})
+        == "inconclusive"
+    )
     big = natural["versus"]["cclip_big"]["siglip"]
     assert big["n_seeds"] == 5 and big["diff"]["lo"] > 0.1
     assert big["bootstrap"]["lo"] < big["diff"]["mean"] < big["bootstrap"]["hi"]
     assert big["diff_simultaneous"]["hi"] - big["diff_simultaneous"]["lo"] > (
-        big["diff"]["hi"] - big["diff"]["lo"])  # 1 - 0.05/3 is wider than 95%
+        big["diff"]["hi"] - big["diff"]["lo"]
+    )  # 1 - 0.05/3 is wider than 95%
     # Holm: the arms' adjusted p are at least their raw p.
     for arm in screen["cclip"]:
         assert v[arm]["holm_p"] >= natural["versus"][arm]["siglip"]["diff"]["p"] - 1e-15
@@ -163,19 +208,35 @@ def test_confirm_verdicts_on_planted_effects():
 
 def test_summary_recomputes_from_results_json(tmp_path):
     exp = load(EXP)
-    effects = {"cclip_a": 0.70, "cclip_b": 0.55, "cclip_c": 0.50, "clip": 0.55, "tags": 0.5,
-               "negclip": 0.5}
-    screen_records = [_record(runs.Run("screen", "natural", a, s, 100, 32, 64, 2), p)
-                      for a, p in {**effects, "siglip": 0.5, "siglip_curated": 0.5,
-                                   "negclip_sigmoid": 0.4}.items() for s in (0, 1)]
+    effects = {
+        "cclip_a": 0.70,
+        "cclip_b": 0.55,
+        "cclip_c": 0.50,
+        "clip": 0.55,
+        "tags": 0.5,
+        "negclip": 0.5,
+    }
+    screen_records = [
+        _record(runs.Run("screen", "natural", a, s, 100, 32, 64, 2), p)
+        for a, p in {
+            **effects,
+            "siglip": 0.5,
+            "siglip_curated": 0.5,
+            "negclip_sigmoid": 0.4,
+        }.items()
+        for s in (0, 1)
+    ]
     screen_decision = phases.decide_screen(exp, screen_records)
     assert screen_decision["controls"] == ["clip", "tags", "negclip"]
     records = _confirm_records(exp, effects)
-    bodies = {"screen": {"phase": "screen", "decision": screen_decision,
-                         "records": screen_records},
-              "confirm": {"phase": "confirm",
-                          "decision": verdict.confirm(exp, records, screen_decision),
-                          "records": records}}
+    bodies = {
+        "screen": {"phase": "screen", "decision": screen_decision, "records": screen_records},
+        "confirm": {
+            "phase": "confirm",
+            "decision": verdict.confirm(exp, records, screen_decision),
+            "records": records,
+        },
+    }
     from cclip_jax.experiment import experiment_v2 as v2
 
     results = json.loads(json.dumps(v2.assemble(exp.to_dict(), bodies)))
@@ -183,8 +244,9 @@ def test_summary_recomputes_from_results_json(tmp_path):
     again = summarize.recompute(json.loads((tmp_path / "results.json").read_text()))
     assert again["summary"] == results["summary"]
     # (as JSON text: NaN secondary keys compare unequal as floats)
-    assert (json.dumps(again["phases"]["confirm"]["decision"])
-            == json.dumps(results["phases"]["confirm"]["decision"]))
+    assert json.dumps(again["phases"]["confirm"]["decision"]) == json.dumps(
+        results["phases"]["confirm"]["decision"]
+    )
     assert any("SUPPORT" in line for line in results["summary"])
     md = (tmp_path / "results.md").read_text()
     assert "Phase 2: confirmation, natural" in md and "cclip_a" in md
@@ -195,11 +257,22 @@ def test_summary_recomputes_from_results_json(tmp_path):
 @pytest.mark.slow
 def test_quick_experiment_v2_runs_end_to_end(tmp_path):
     out = tmp_path / "exp"
-    cmd = [sys.executable, "-m", "cclip_jax.experiment",
-           "--config=configs/experiment_v2.py:quick", f"--workdir={out}",
-           f"--config.base.compilation_cache_dir={tmp_path / 'xla'}"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1500,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "cclip_jax.experiment",
+        "--config=configs/experiment_v2.py:quick",
+        f"--workdir={out}",
+        f"--config.base.compilation_cache_dir={tmp_path / 'xla'}",
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     exp = load(f"{EXP}:quick")
@@ -208,8 +281,10 @@ def test_quick_experiment_v2_runs_end_to_end(tmp_path):
     assert screened == {*exp.screen.arms, *phases.lambda_arms(exp)}  # every arm ran
     natural = results["phases"]["confirm"]["decision"]["natural"]
     assert set(natural["verdicts"]) == set(results["phases"]["screen"]["decision"]["cclip"])
-    assert all(v["verdict"] in ("support", "refutation", "inconclusive")
-               for v in natural["verdicts"].values())
+    assert all(
+        v["verdict"] in ("support", "refutation", "inconclusive")
+        for v in natural["verdicts"].values()
+    )
     # The blind text-only baseline sees no image: near chance on same-word items.
     assert 0.2 < results["blind"]["natural"]["primary"] < 0.5
     for name in ("results.md", "report.html", "plots/calibration.png"):

@@ -35,9 +35,14 @@ def parse_tables(text: str) -> list[list[dict[str, str]]]:
 @pytest.mark.slow  # a subprocess that compiles ~20 functions (1-2.5 minutes on 2 cores)
 def test_quick_run_prints_finite_positive_ratios():
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grad_ratio_bench.py"),
-                           "--quick"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "grad_ratio_bench.py"), "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = proc.stdout
     assert out.startswith("# grad_ratio_bench") and "jax" in out.splitlines()[0]

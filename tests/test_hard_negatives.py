@@ -19,8 +19,10 @@ from cclip_jax.training import sharding
 CASES = [
     # Attribute swap (binding): whole attribute runs change places.
     ("a red square left of a blue circle", "a blue square left of a red circle"),
-    ("a small red circle left of a large blue square and a star",
-     "a large blue circle left of a small red square and a star"),
+    (
+        "a small red circle left of a large blue square and a star",
+        "a large blue circle left of a small red square and a star",
+    ),
     ("a wooden table next to a metal chair", "a metal table next to a wooden chair"),
     # Articles follow the new first word.
     ("an orange star left of a red circle", "a red star left of an orange circle"),
@@ -70,8 +72,10 @@ def test_unswappable_is_none(caption):
 def test_swap_is_an_involution_on_attribute_swaps_and_counts():
     for caption, want in CASES[:3]:
         assert swap_hard_negative(want) == caption
-    assert swap_counts([c for c, _ in CASES] + UNSWAPPABLE) == (len(CASES), len(CASES) +
-                                                                 len(UNSWAPPABLE))
+    assert swap_counts([c for c, _ in CASES] + UNSWAPPABLE) == (
+        len(CASES),
+        len(CASES) + len(UNSWAPPABLE),
+    )
 
 
 @pytest.mark.parametrize("preset", ["clean", "natural"])
@@ -148,6 +152,8 @@ def test_global_batch_carries_the_hard_fields(curated):
         assert batch[field].shape == local[field].shape
         np.testing.assert_array_equal(np.asarray(batch[field]), local[field])
     assert len(batch["hard_text"].addressable_shards) == 8
-    plain = data_lib.make_global_batch(next(iter(data_lib.build_dataset(_spec(curated)))),
-                                       sharding.batch_split(mesh, sharding.get_rules()).rows)
+    plain = data_lib.make_global_batch(
+        next(iter(data_lib.build_dataset(_spec(curated)))),
+        sharding.batch_split(mesh, sharding.get_rules()).rows,
+    )
     assert set(plain) == set(data_lib.ARRAY_FIELDS)

@@ -60,9 +60,11 @@ def test_triple_weight_sum_counts_the_weighted_triples(beta):
     a, b = labels.T[:, :, None], labels.T[:, None, :]
     w_pos = ((a == 1) & (b == 1)) * np.where(np.eye(8, dtype=bool), 1.0, beta)
     w_neg = (((a == 1) & (b == -1)) | ((a == -1) & (b == 1))) + UW * (
-        ((a == 1) & (b == 0)) | ((a == 0) & (b == 1)))
-    got = losses.triple_weight_sum(jnp.asarray(labels), unknown_weight=UW,
-                                   cross_positive_weight=beta)
+        ((a == 1) & (b == 0)) | ((a == 0) & (b == 1))
+    )
+    got = losses.triple_weight_sum(
+        jnp.asarray(labels), unknown_weight=UW, cross_positive_weight=beta
+    )
     np.testing.assert_allclose(got, (w_pos + w_neg).sum(), rtol=1e-6)
 
 
@@ -84,8 +86,9 @@ def test_triples_normalisation_does_not_grow_with_the_batch():
     kw = dict(scale=SCALE, bias=BIAS, unknown_weight=UW)
     for normalize, lo, hi in (("triples", 0.8, 1.25), ("batch", 3.0, 5.0)):
         small_v = losses.conditional_sigmoid_loss(x, t, c, labels, normalize=normalize, **kw)
-        big_v = losses.conditional_sigmoid_loss(big[0], big[1], c, big[2], normalize=normalize,
-                                                **kw)
+        big_v = losses.conditional_sigmoid_loss(
+            big[0], big[1], c, big[2], normalize=normalize, **kw
+        )
         assert lo < float(big_v / small_v) < hi, (normalize, float(big_v / small_v))
 
 
@@ -123,8 +126,9 @@ def test_sigmoid_pair_ids_make_multi_positives():
     for got, want in zip(grads[:2] + grads[3:], ref_grads[:2] + ref_grads[3:], strict=True):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
     plain = losses.sigmoid_loss(jnp.float32(x), jnp.float32(t), scale=SCALE, bias=BIAS)
-    same = losses.sigmoid_loss(jnp.float32(x), jnp.float32(t), scale=SCALE, bias=BIAS,
-                               pair_ids=jnp.arange(8))
+    same = losses.sigmoid_loss(
+        jnp.float32(x), jnp.float32(t), scale=SCALE, bias=BIAS, pair_ids=jnp.arange(8)
+    )
     np.testing.assert_allclose(same, plain, rtol=1e-6)  # unique ids: the diagonal, as default
 
 
@@ -198,8 +202,16 @@ def test_gates_of_ones_are_a_pair_loss_with_concept_label_counts(max_present):
     z = SCALE * xn @ tn.T + BIAS
     want = (pos.sum(-1) * np.logaddexp(0, -z) + (neg + UW * unk) * np.logaddexp(0, z)).sum() / 8
     got = losses.conditional_sigmoid_loss(
-        jnp.float32(x), jnp.float32(t), jnp.ones((6, 5)), labels, scale=SCALE, bias=BIAS,
-        unknown_weight=UW, max_present=max_present, normalize="batch")
+        jnp.float32(x),
+        jnp.float32(t),
+        jnp.ones((6, 5)),
+        labels,
+        scale=SCALE,
+        bias=BIAS,
+        unknown_weight=UW,
+        max_present=max_present,
+        normalize="batch",
+    )
     np.testing.assert_allclose(got, want, rtol=2e-5)
 
 
@@ -209,8 +221,9 @@ def test_check_grads_in_float64(sparse, normalize, beta):
     x, t, c, labels = CASES["b8_k11_sparse_rows"]
     max_present = tight_max_present(labels) if sparse else None
     with jax.enable_x64(True):
-        f = functools.partial(jax_conditional(max_present, normalize, beta),
-                              labels=jnp.asarray(labels))
+        f = functools.partial(
+            jax_conditional(max_present, normalize, beta), labels=jnp.asarray(labels)
+        )
         g = jax.jit(lambda x, t, c, s, b: f(x, t, c, scale=s, bias=b))
         args = [jnp.asarray(a, jnp.float64) for a in (x, t, c, SCALE, BIAS)]
         assert g(*args).dtype == jnp.float64
@@ -228,11 +241,21 @@ def test_bias_inits_balance_the_gradient_of_the_bias():
     grad_bias = jax.grad(lambda bias: losses.sigmoid_loss(zeros, zeros, scale=0.0, bias=bias))
     assert abs(float(grad_bias(losses.sigmoid_bias_init(b)))) < 1e-6
     for beta in (1.0, 0.3):
-        bias0 = losses.conditional_bias_init(losses.triple_sums(labels), unknown_weight=UW,
-                                             cross_positive_weight=beta)
-        g = jax.grad(lambda bias, beta=beta: losses.conditional_sigmoid_loss(
-            zeros, zeros, jnp.ones((11, 4)), jnp.asarray(labels), scale=0.0, bias=bias,
-            unknown_weight=UW, cross_positive_weight=beta))(bias0)
+        bias0 = losses.conditional_bias_init(
+            losses.triple_sums(labels), unknown_weight=UW, cross_positive_weight=beta
+        )
+        g = jax.grad(
+            lambda bias, beta=beta: losses.conditional_sigmoid_loss(
+                zeros,
+                zeros,
+                jnp.ones((11, 4)),
+                jnp.asarray(labels),
+                scale=0.0,
+                bias=bias,
+                unknown_weight=UW,
+                cross_positive_weight=beta,
+            )
+        )(bias0)
         assert abs(float(g)) < 1e-6, (beta, float(g))
     with pytest.raises(ValueError, match="no positive"):
         losses.positive_triple_rate(losses.triple_sums(-np.ones((4, 3))))

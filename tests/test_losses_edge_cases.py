@@ -102,38 +102,54 @@ def _tiny_norm_losses():
         return x[:, None, :] * c[None, :, :] * np.array([1.0, 0.5, 2.0, 1.0])[None, :, None]
 
     return {
-        "sigmoid": (lambda x, t, c, lab: losses.sigmoid_loss(x, t, **kw),
-                    lambda x, t, c, lab: ref.sigmoid_loss(x, t, SCALE, BIAS)),
+        "sigmoid": (
+            lambda x, t, c, lab: losses.sigmoid_loss(x, t, **kw),
+            lambda x, t, c, lab: ref.sigmoid_loss(x, t, SCALE, BIAS),
+        ),
         "sigmoid_negclip": (
             lambda x, t, c, lab: losses.sigmoid_loss(
-                x, t, **kw, hard_text_emb=h_of(t), hard_valid=jnp.asarray(valid)),
-            lambda x, t, c, lab: ref.sigmoid_loss_negclip(x, t, h_of(t), valid, SCALE, BIAS)),
-        "softmax": (lambda x, t, c, lab: losses.softmax_loss(x, t, scale=SCALE),
-                    lambda x, t, c, lab: ref.softmax_loss(x, t, SCALE)),
+                x, t, **kw, hard_text_emb=h_of(t), hard_valid=jnp.asarray(valid)
+            ),
+            lambda x, t, c, lab: ref.sigmoid_loss_negclip(x, t, h_of(t), valid, SCALE, BIAS),
+        ),
+        "softmax": (
+            lambda x, t, c, lab: losses.softmax_loss(x, t, scale=SCALE),
+            lambda x, t, c, lab: ref.softmax_loss(x, t, SCALE),
+        ),
         "softmax_negclip": (
             lambda x, t, c, lab: losses.softmax_loss(
-                x, t, scale=SCALE, hard_text_emb=h_of(t), hard_valid=jnp.asarray(valid)),
-            lambda x, t, c, lab: ref.softmax_loss_negclip(x, t, h_of(t), valid, SCALE)),
+                x, t, scale=SCALE, hard_text_emb=h_of(t), hard_valid=jnp.asarray(valid)
+            ),
+            lambda x, t, c, lab: ref.softmax_loss_negclip(x, t, h_of(t), valid, SCALE),
+        ),
         "conditional_dense": (
-            lambda x, t, c, lab: jax_conditional(None, "triples", 0.5)(
-                x, t, c, lab, SCALE, BIAS),
-            lambda x, t, c, lab: ref_conditional(x, t, c, lab, SCALE, BIAS, "triples", 0.5)),
+            lambda x, t, c, lab: jax_conditional(None, "triples", 0.5)(x, t, c, lab, SCALE, BIAS),
+            lambda x, t, c, lab: ref_conditional(x, t, c, lab, SCALE, BIAS, "triples", 0.5),
+        ),
         "conditional_sparse": (
             lambda x, t, c, lab: jax_conditional(tight_max_present(lab), "batch")(
-                x, t, c, lab, SCALE, BIAS),
-            lambda x, t, c, lab: ref_conditional(x, t, c, lab, SCALE, BIAS, "batch")),
+                x, t, c, lab, SCALE, BIAS
+            ),
+            lambda x, t, c, lab: ref_conditional(x, t, c, lab, SCALE, BIAS, "batch"),
+        ),
         "tags": (
             lambda x, t, c, lab: losses.concept_sigmoid_loss(x, c, lab, **kw, unknown_weight=UW),
-            lambda x, t, c, lab: ref.concept_sigmoid_loss(x, c, lab, SCALE, BIAS, UW)),
+            lambda x, t, c, lab: ref.concept_sigmoid_loss(x, c, lab, SCALE, BIAS, UW),
+        ),
         "ranking": (
-            lambda x, t, c, lab: losses.conditional_ranking_loss(x, t, c, lab, scale=SCALE,
-                                                                 unknown_weight=UW),
-            lambda x, t, c, lab: ref.conditional_ranking_loss(x, t, c, lab, SCALE, UW)),
+            lambda x, t, c, lab: losses.conditional_ranking_loss(
+                x, t, c, lab, scale=SCALE, unknown_weight=UW
+            ),
+            lambda x, t, c, lab: ref.conditional_ranking_loss(x, t, c, lab, SCALE, UW),
+        ),
         "pooled": (
             lambda x, t, c, lab: losses.pooled_conditional_sigmoid_loss(
-                pooled_xc(x, c), t, lab, **kw, unknown_weight=UW),
+                pooled_xc(x, c), t, lab, **kw, unknown_weight=UW
+            ),
             lambda x, t, c, lab: ref.pooled_conditional_sigmoid_loss(
-                pooled_xc(x, c), t, lab, SCALE, BIAS, UW)),
+                pooled_xc(x, c), t, lab, SCALE, BIAS, UW
+            ),
+        ),
     }
 
 
@@ -158,17 +174,22 @@ def test_tiny_norm_gradients_match_float64_reference(max_present):
     x, t, c, labels = random_case(6, 4, 5, seed=22)
     labels[(labels == 1).sum(1) > 2] = -1  # at most 2 present concepts per row
     s = 1e-4
-    value, grads = grads_f32(jax_conditional(max_present, "triples", 0.5), s * x, s * t, c,
-                              labels)
+    value, grads = grads_f32(jax_conditional(max_present, "triples", 0.5), s * x, s * t, c, labels)
     f_ref = functools.partial(ref_conditional, normalize="triples", beta=0.5)
     ref_value, ref_grads = grads_f64(f_ref, x, t, c, labels)
     np.testing.assert_allclose(value, ref_value, rtol=2e-5)
     for got, want, scale in zip(grads, ref_grads, (s, s, 1, 1, 1), strict=True):
         np.testing.assert_allclose(np.asarray(got) * scale, want, rtol=2e-4, atol=2e-5)
-    value, grads = grads_f32(lambda x, t, c, lab, scale, bias: losses.sigmoid_loss(
-        x, t, scale=scale, bias=bias), s * x, s * t, c, labels)
-    ref_value, ref_grads = grads_f64(lambda x, t, c, lab, scale, bias: ref.sigmoid_loss(
-        x, t, scale, bias), x, t, c, labels)
+    value, grads = grads_f32(
+        lambda x, t, c, lab, scale, bias: losses.sigmoid_loss(x, t, scale=scale, bias=bias),
+        s * x,
+        s * t,
+        c,
+        labels,
+    )
+    ref_value, ref_grads = grads_f64(
+        lambda x, t, c, lab, scale, bias: ref.sigmoid_loss(x, t, scale, bias), x, t, c, labels
+    )
     np.testing.assert_allclose(value, ref_value, rtol=2e-5)
     for got, want, scale in zip(grads[:2], ref_grads[:2], (s, s), strict=True):
         np.testing.assert_allclose(np.asarray(got) * scale, want, rtol=2e-4, atol=2e-5)

@@ -27,11 +27,22 @@ def _data(seed=0):
 def _loss(kind, axis_name=None):
     def f(x, t, h, valid, scale, bias, ids):
         if kind == "softmax":
-            return losses.softmax_loss(x, t, scale=scale, axis_name=axis_name, hard_text_emb=h,
-                                       hard_valid=valid) + 0 * bias
-        return losses.sigmoid_loss(x, t, scale=scale, bias=bias, axis_name=axis_name,
-                                   pair_ids=ids if kind == "sigmoid_pair_ids" else None,
-                                   hard_text_emb=h, hard_valid=valid)
+            return (
+                losses.softmax_loss(
+                    x, t, scale=scale, axis_name=axis_name, hard_text_emb=h, hard_valid=valid
+                )
+                + 0 * bias
+            )
+        return losses.sigmoid_loss(
+            x,
+            t,
+            scale=scale,
+            bias=bias,
+            axis_name=axis_name,
+            pair_ids=ids if kind == "sigmoid_pair_ids" else None,
+            hard_text_emb=h,
+            hard_valid=valid,
+        )
 
     return f
 
@@ -45,8 +56,9 @@ def _reference(kind, valid):
 
 def _mesh(shape, names):
     n = int(np.prod(shape))
-    return jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape),
-                         devices=jax.devices()[:n])
+    return jax.make_mesh(
+        shape, names, axis_types=(AxisType.Auto,) * len(shape), devices=jax.devices()[:n]
+    )
 
 
 GRAD_ARGS = (0, 1, 2, 4, 5)  # x, t, h, scale, bias
@@ -57,10 +69,14 @@ MESHES = [((1,), ("d",)), ((2,), ("d",)), ((4,), ("d",)), ((8,), ("d",)), ((2, 2
 def test_references_reduce_to_the_plain_losses():
     x, t, h = _data()
     none = np.zeros(B, bool)
-    np.testing.assert_allclose(ref.softmax_loss_negclip(x, t, h, none, SCALE),
-                               ref.softmax_loss(x, t, SCALE), rtol=1e-12)
-    np.testing.assert_allclose(ref.sigmoid_loss_negclip(x, t, h, none, SCALE, BIAS),
-                               ref.sigmoid_loss(x, t, SCALE, BIAS), rtol=1e-12)
+    np.testing.assert_allclose(
+        ref.softmax_loss_negclip(x, t, h, none, SCALE), ref.softmax_loss(x, t, SCALE), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        ref.sigmoid_loss_negclip(x, t, h, none, SCALE, BIAS),
+        ref.sigmoid_loss(x, t, SCALE, BIAS),
+        rtol=1e-12,
+    )
     # One valid row, by hand: softmax row i gains exp(z_ih) in its denominator for every i.
     one = np.eye(B, dtype=bool)[3]
     z = SCALE * ref._cos(np.float64(x), np.float64(t))
@@ -68,8 +84,9 @@ def test_references_reduce_to_the_plain_losses():
     lse = np.log(np.exp(z).sum(1) + np.exp(zh))
     i2t = np.mean(lse - np.diag(z))
     t2i = np.mean(np.log(np.exp(z).sum(0)) - np.diag(z))
-    np.testing.assert_allclose(ref.softmax_loss_negclip(x, t, h, one, SCALE), (i2t + t2i) / 2,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        ref.softmax_loss_negclip(x, t, h, one, SCALE), (i2t + t2i) / 2, rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -90,8 +107,9 @@ def test_value_and_gradients_match_float64_sharded(kind):
     for shape, names in MESHES:
         axis = names if len(names) > 1 else names[0]
         specs = (P(axis), P(axis), P(axis), P(axis), P(), P(), P(axis))
-        f = jax.shard_map(_loss(kind, axis), mesh=_mesh(shape, names), in_specs=specs,
-                          out_specs=P())
+        f = jax.shard_map(
+            _loss(kind, axis), mesh=_mesh(shape, names), in_specs=specs, out_specs=P()
+        )
         v, g = jax.jit(jax.value_and_grad(f, argnums=GRAD_ARGS))(*args)
         np.testing.assert_allclose(v, want_v, rtol=2e-5, err_msg=f"mesh {shape}")
         for got, want in zip(g, want_g, strict=True):
@@ -114,13 +132,18 @@ def test_invalid_rows_contribute_nothing(kind):
     np.testing.assert_allclose(v2, v, rtol=1e-6)
     # No valid row: exactly today's loss; all valid: hard_valid=None, bool or int alike.
     none = np.zeros(B, np.int8)
-    plain = (losses.softmax_loss(x, t, scale=SCALE) if kind == "softmax" else
-             losses.sigmoid_loss(x, t, scale=SCALE, bias=BIAS,
-                                 pair_ids=PAIR_IDS if kind == "sigmoid_pair_ids" else None))
-    np.testing.assert_allclose(_loss(kind)(x, t, h, none, SCALE, BIAS, PAIR_IDS), plain,
-                               rtol=1e-6)
-    all_valid = [_loss(kind)(x, t, h, valid, SCALE, BIAS, PAIR_IDS)
-                 for valid in (None, np.ones(B, bool), np.ones(B, np.int32))]
+    plain = (
+        losses.softmax_loss(x, t, scale=SCALE)
+        if kind == "softmax"
+        else losses.sigmoid_loss(
+            x, t, scale=SCALE, bias=BIAS, pair_ids=PAIR_IDS if kind == "sigmoid_pair_ids" else None
+        )
+    )
+    np.testing.assert_allclose(_loss(kind)(x, t, h, none, SCALE, BIAS, PAIR_IDS), plain, rtol=1e-6)
+    all_valid = [
+        _loss(kind)(x, t, h, valid, SCALE, BIAS, PAIR_IDS)
+        for valid in (None, np.ones(B, bool), np.ones(B, np.int32))
+    ]
     np.testing.assert_allclose(all_valid, all_valid[0], rtol=1e-6)
     assert float(all_valid[0]) > float(plain)  # every added term is positive
 
@@ -143,9 +166,12 @@ def test_bad_hard_inputs_are_named():
     with pytest.raises(ValueError, match="hard_text_emb must be"):
         losses.softmax_loss(x, t, scale=1.0, hard_text_emb=h[:4])
     with pytest.raises(ValueError, match="hard_valid must be"):
-        losses.sigmoid_loss(x, t, scale=1.0, bias=0.0, hard_text_emb=h,
-                            hard_valid=jnp.ones(B, jnp.float32))
-    for fn in (lambda: losses.softmax_loss(x, t, scale=1.0, hard_valid=VALID),
-               lambda: losses.sigmoid_loss(x, t, scale=1.0, bias=0.0, hard_valid=VALID)):
+        losses.sigmoid_loss(
+            x, t, scale=1.0, bias=0.0, hard_text_emb=h, hard_valid=jnp.ones(B, jnp.float32)
+        )
+    for fn in (
+        lambda: losses.softmax_loss(x, t, scale=1.0, hard_valid=VALID),
+        lambda: losses.sigmoid_loss(x, t, scale=1.0, bias=0.0, hard_valid=VALID),
+    ):
         with pytest.raises(ValueError, match="hard_valid without hard_text_emb"):
             fn()

@@ -41,23 +41,36 @@ CASES = {
 def _loss(axis_name=None, beta=1.0, normalize="triples"):
     def f(xc, t, labels, scale, bias, uw):
         return losses.pooled_conditional_sigmoid_loss(
-            xc, t, labels, scale=scale, bias=bias, unknown_weight=uw,
-            cross_positive_weight=beta, normalize=normalize, axis_name=axis_name)
+            xc,
+            t,
+            labels,
+            scale=scale,
+            bias=bias,
+            unknown_weight=uw,
+            cross_positive_weight=beta,
+            normalize=normalize,
+            axis_name=axis_name,
+        )
 
     return f
 
 
 def _ref(beta=1.0, normalize="triples"):
     def f(xc, t, labels, scale, bias, uw):
-        return ref.pooled_conditional_sigmoid_loss(xc, t, labels, scale, bias, uw, beta,
-                                                   normalize)
+        return ref.pooled_conditional_sigmoid_loss(xc, t, labels, scale, bias, uw, beta, normalize)
 
     return f
 
 
 def _f32_args(xc, t, labels):
-    return (jnp.float32(xc), jnp.float32(t), jnp.asarray(labels), jnp.float32(SCALE),
-            jnp.float32(BIAS), jnp.float32(UW))
+    return (
+        jnp.float32(xc),
+        jnp.float32(t),
+        jnp.asarray(labels),
+        jnp.float32(SCALE),
+        jnp.float32(BIAS),
+        jnp.float32(UW),
+    )
 
 
 def _want(xc, t, labels, **kw):
@@ -89,8 +102,9 @@ def test_check_grads_in_float64():
         g = jax.jit(lambda xc, t, s, b, uw: f(xc, t, scale=s, bias=b, uw=uw))
         args = [jnp.asarray(a, jnp.float64) for a in (xc, t, SCALE, BIAS, UW)]
         assert g(*args).dtype == jnp.float64
-        np.testing.assert_allclose(g(*args), _ref(beta=0.4)(xc, t, labels, SCALE, BIAS, UW),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            g(*args), _ref(beta=0.4)(xc, t, labels, SCALE, BIAS, UW), rtol=1e-12
+        )
         check_grads(g, args, order=1, modes=["rev"], eps=1e-6)
 
 
@@ -100,11 +114,24 @@ def test_equal_embeddings_per_concept_is_the_ungated_conditional_loss():
     xc, t, labels = _case(6, 4, 5, seed=6)
     x = xc[:, 0]
     got = losses.pooled_conditional_sigmoid_loss(
-        jnp.float32(np.repeat(x[:, None], 4, axis=1)), jnp.float32(t), jnp.asarray(labels),
-        scale=SCALE, bias=BIAS, unknown_weight=UW, cross_positive_weight=0.5)
+        jnp.float32(np.repeat(x[:, None], 4, axis=1)),
+        jnp.float32(t),
+        jnp.asarray(labels),
+        scale=SCALE,
+        bias=BIAS,
+        unknown_weight=UW,
+        cross_positive_weight=0.5,
+    )
     want = losses.conditional_sigmoid_loss(
-        jnp.float32(x), jnp.float32(t), jnp.ones((4, 5), jnp.float32), jnp.asarray(labels),
-        scale=SCALE, bias=BIAS, unknown_weight=UW, cross_positive_weight=0.5)
+        jnp.float32(x),
+        jnp.float32(t),
+        jnp.ones((4, 5), jnp.float32),
+        jnp.asarray(labels),
+        scale=SCALE,
+        bias=BIAS,
+        unknown_weight=UW,
+        cross_positive_weight=0.5,
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
@@ -124,14 +151,14 @@ def test_shape_errors():
     with pytest.raises(ValueError, match="concept_labels"):
         losses.pooled_conditional_sigmoid_loss(xc, t, labels[:, :2], scale=1.0, bias=0.0)
     with pytest.raises(ValueError, match="normalize"):
-        losses.pooled_conditional_sigmoid_loss(xc, t, labels, scale=1.0, bias=0.0,
-                                               normalize="rows")
+        losses.pooled_conditional_sigmoid_loss(xc, t, labels, scale=1.0, bias=0.0, normalize="rows")
 
 
 def _mesh(shape, names):
     n = int(np.prod(shape))
-    return jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape),
-                         devices=jax.devices()[:n])
+    return jax.make_mesh(
+        shape, names, axis_types=(AxisType.Auto,) * len(shape), devices=jax.devices()[:n]
+    )
 
 
 def _sharded(mesh, axis, **kw):
@@ -144,11 +171,17 @@ def test_ring_sharded_matches_float64_reference(beta):
     """Value and gradients on 1, 2, 4 and 8 devices (and a 2 x 2 mesh) against float64."""
     xc, t, labels = _case(16, 5, 6, seed=8, odd_labels=True)
     want = _want(xc, t, labels, beta=beta)
-    for shape, names in (((1,), ("d",)), ((2,), ("d",)), ((4,), ("d",)), ((8,), ("d",)),
-                         ((2, 2), ("a", "b"))):
+    for shape, names in (
+        ((1,), ("d",)),
+        ((2,), ("d",)),
+        ((4,), ("d",)),
+        ((8,), ("d",)),
+        ((2, 2), ("a", "b")),
+    ):
         axis = names if len(names) > 1 else names[0]
-        f = jax.jit(jax.value_and_grad(_sharded(_mesh(shape, names), axis, beta=beta),
-                                       argnums=GRAD_ARGS))
+        f = jax.jit(
+            jax.value_and_grad(_sharded(_mesh(shape, names), axis, beta=beta), argnums=GRAD_ARGS)
+        )
         _check(f(*_f32_args(xc, t, labels)), want, msg=f"mesh {shape}")
 
 

@@ -49,8 +49,9 @@ def _loss(kind, axis_name=None):
     def f(x, t, c, labels, scale, bias, ids):
         if loss == "sigmoid":
             ids = ids if kind == "sigmoid_pair_ids" else None
-            return losses.sigmoid_loss(x, t, scale=scale, bias=bias, pair_ids=ids,
-                                       axis_name=axis_name)
+            return losses.sigmoid_loss(
+                x, t, scale=scale, bias=bias, pair_ids=ids, axis_name=axis_name
+            )
         if loss == "softmax":
             return losses.softmax_loss(x, t, scale=scale, axis_name=axis_name) + 0 * bias
         return losses.conditional_sigmoid_loss(

@@ -22,8 +22,9 @@ def _case(b=8, k=5, d=4, seed=0):
 
 def _f(axis_name=None):
     def f(x, c, labels, scale, bias):
-        return losses.concept_sigmoid_loss(x, c, labels, scale=scale, bias=bias,
-                                           unknown_weight=UW, axis_name=axis_name)
+        return losses.concept_sigmoid_loss(
+            x, c, labels, scale=scale, bias=bias, unknown_weight=UW, axis_name=axis_name
+        )
 
     return f
 
@@ -40,10 +41,12 @@ def test_concept_sigmoid_matches_float64_reference(mesh_shape):
     want_v, want_g = _ref_value_and_grads(x, c, labels)
     f = _f()
     if mesh_shape is not None:
-        mesh = jax.make_mesh(mesh_shape, ("d",), axis_types=(AxisType.Auto,),
-                             devices=jax.devices()[: mesh_shape[0]])
-        f = jax.shard_map(_f("d"), mesh=mesh, in_specs=(P("d"), P(), P("d"), P(), P()),
-                          out_specs=P())
+        mesh = jax.make_mesh(
+            mesh_shape, ("d",), axis_types=(AxisType.Auto,), devices=jax.devices()[: mesh_shape[0]]
+        )
+        f = jax.shard_map(
+            _f("d"), mesh=mesh, in_specs=(P("d"), P(), P("d"), P(), P()), out_specs=P()
+        )
     args = (np.float32(x), np.float32(c), labels, np.float32(SCALE), np.float32(BIAS))
     v, g = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 3, 4)))(*args)
     np.testing.assert_allclose(v, want_v, rtol=2e-5)
@@ -54,6 +57,7 @@ def test_concept_sigmoid_matches_float64_reference(mesh_shape):
 def test_no_counted_pair_is_zero_with_zero_gradients():
     x, c, _ = _case()
     labels = np.full((8, 5), 2, np.int8)
-    v, g = jax.value_and_grad(_f(), argnums=(0, 1))(jnp.float32(x), jnp.float32(c), labels,
-                                                    SCALE, BIAS)
+    v, g = jax.value_and_grad(_f(), argnums=(0, 1))(
+        jnp.float32(x), jnp.float32(c), labels, SCALE, BIAS
+    )
     assert float(v) == 0.0 and all(np.all(np.asarray(a) == 0) for a in g)

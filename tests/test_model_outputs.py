@@ -84,10 +84,13 @@ def test_captions_and_concepts_in_one_call_equal_separate_calls(mu, groups):
 
     @jax.jit
     def embed(v, inputs):
-        both = model.apply(v, texts=inputs["texts"], concepts=inputs["concepts"],
-                           text_groups=groups)
-        alone = (model.apply(v, texts=inputs["texts"]).text_emb,
-                 model.apply(v, concepts=inputs["concepts"]).concept_emb)
+        both = model.apply(
+            v, texts=inputs["texts"], concepts=inputs["concepts"], text_groups=groups
+        )
+        alone = (
+            model.apply(v, texts=inputs["texts"]).text_emb,
+            model.apply(v, concepts=inputs["concepts"]).concept_emb,
+        )
         return (both.text_emb, both.concept_emb), alone
 
     (text_emb, concept_emb), (text_alone, concept_alone) = embed(variables, x)
@@ -118,11 +121,27 @@ def test_bfloat16_close_to_float32(mu):
 
 # Pinned outputs of `test_fixed_outputs_are_pinned`, computed once from the code of 2026-12-02
 # (image_emb[:, :4] then text_emb[:, :4], row-major).
-_PINNED = np.array([
-    0.8304613, -0.8273387, -0.88559496, -0.96456444, 0.87988645, -0.81757915, -0.81836885,
-    -0.91878706, 1.9035946, 1.0338519, -1.044044, -1.9314622, 1.9466548, 0.8290106,
-    -1.5790975, -1.6750466,
-], np.float32)
+_PINNED = np.array(
+    [
+        0.8304613,
+        -0.8273387,
+        -0.88559496,
+        -0.96456444,
+        0.87988645,
+        -0.81757915,
+        -0.81836885,
+        -0.91878706,
+        1.9035946,
+        1.0338519,
+        -1.044044,
+        -1.9314622,
+        1.9466548,
+        0.8290106,
+        -1.5790975,
+        -1.6750466,
+    ],
+    np.float32,
+)
 
 
 def test_fixed_outputs_are_pinned():
@@ -145,8 +164,9 @@ def test_fixed_outputs_are_pinned():
     texts[0, :5] = [5, 17, 99, 3, 1000]
     texts[1, :9] = rng.integers(2, 1024, 9)
     out = jax.jit(lambda v, i, t: model.apply(v, images=i, texts=t))(variables, images, texts)
-    got = np.concatenate([np.asarray(out.image_emb)[:, :4].ravel(),
-                          np.asarray(out.text_emb)[:, :4].ravel()])
+    got = np.concatenate(
+        [np.asarray(out.image_emb)[:, :4].ravel(), np.asarray(out.text_emb)[:, :4].ravel()]
+    )
     np.testing.assert_allclose(got, _PINNED, rtol=1e-5, atol=0)
 
 
@@ -168,8 +188,9 @@ def test_text_embedding_pools_the_configured_tokens(pool_type, mask_padding):
 
     @jax.jit
     def run(v, t):
-        return model.apply(v, texts=t, capture_intermediates=lambda m, _: isinstance(
-            m, layers.Encoder))
+        return model.apply(
+            v, texts=t, capture_intermediates=lambda m, _: isinstance(m, layers.Encoder)
+        )
 
     out, state = run(variables, texts)
     (h,) = state["intermediates"]["txt"]["Encoder_0"]["__call__"]  # [B, L, width]
@@ -184,8 +205,13 @@ def test_text_embedding_pools_the_configured_tokens(pool_type, mask_padding):
         pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
     else:
         head = layers.MAPHead(model.text["mlp_dim"], model.text["num_heads"])
-        pooled = np.asarray(head.apply({"params": txt["MAPHead_0"]}, jnp.asarray(h, jnp.float32),
-                                       jnp.asarray(texts != 0) if mask_padding else None))
+        pooled = np.asarray(
+            head.apply(
+                {"params": txt["MAPHead_0"]},
+                jnp.asarray(h, jnp.float32),
+                jnp.asarray(texts != 0) if mask_padding else None,
+            )
+        )
     want = pooled @ np.asarray(txt["head"]["kernel"]) + np.asarray(txt["head"]["bias"])
     np.testing.assert_allclose(out.text_emb, want, rtol=1e-4, atol=1e-5)
     # The pooled rows really differ by position, so reading another one would fail above.

@@ -48,8 +48,9 @@ def test_shapes_and_zero_init_gives_the_plain_embedding_for_every_concept(pool):
     d = out.image_emb.shape[1]
     assert out.image_emb.shape == (B, d) and out.text_emb.shape == (B, d)
     assert out.image_cond_emb.shape == (B, K, d) and out.image_cond_emb.dtype == jnp.float32
-    np.testing.assert_allclose(out.image_cond_emb, np.repeat(out.image_emb[:, None], K, 1),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        out.image_cond_emb, np.repeat(out.image_emb[:, None], K, 1), rtol=1e-6, atol=1e-6
+    )
     # Without concepts (evaluation of plain retrieval) there is no conditional embedding.
     plain = model.apply(variables, images=_inputs(model)["images"])
     assert plain.image_cond_emb is None
@@ -69,8 +70,9 @@ def test_queries_change_x_ik_but_not_the_plain_embedding(pool):
     assert np.abs(out.image_cond_emb - out.image_emb[:, None]).max() > 1e-2
     assert np.abs(out.image_cond_emb[:, 0] - out.image_cond_emb[:, 1]).max() > 1e-3
     plain_model = models.build_model(models.get_default_model_config("mu"))
-    plain_params = dict(params, img={k: v for k, v in params["img"].items()
-                                     if k != "concept_query"})
+    plain_params = dict(
+        params, img={k: v for k, v in params["img"].items() if k != "concept_query"}
+    )
     plain = plain_model.apply({"params": plain_params}, **inputs)
     assert plain.image_cond_emb is None
     np.testing.assert_allclose(out.image_emb, plain.image_emb, rtol=1e-5, atol=1e-6)
@@ -120,22 +122,37 @@ def test_pool_step_is_the_library_loss_on_the_models_embeddings(smoke):
     s = build(c, devices=jax.devices()[:1])
     batch = jax.device_get(data_lib.make_global_batch(next(iter(s.data)), s.batch.rows))
     params = s.init_state(jax.random.key(0)).params
-    obj = Objective(cond_weight=0.7, cond_form="pool", unknown_weight=0.5,
-                    cross_positive_weight=0.3)
+    obj = Objective(
+        cond_weight=0.7, cond_form="pool", unknown_weight=0.5, cross_positive_weight=0.3
+    )
     with jax.set_mesh(s.mesh):
         loss, aux = jax.jit(make_loss_fn(s.model, s.batch, obj))(params, batch, jnp.int32(0))
-    out = s.model.apply({"params": params}, images=batch["images"], texts=batch["text"],
-                        concepts=batch["concepts"])
+    out = s.model.apply(
+        {"params": params}, images=batch["images"], texts=batch["text"], concepts=batch["concepts"]
+    )
     assert out.image_cond_emb.shape[:2] == batch["labels"].shape
     want = losses.pooled_conditional_sigmoid_loss(
-        out.image_cond_emb, out.text_emb, batch["labels"], scale=out.cond_scale,
-        bias=out.cond_bias, unknown_weight=0.5, cross_positive_weight=0.3)
+        out.image_cond_emb,
+        out.text_emb,
+        batch["labels"],
+        scale=out.cond_scale,
+        bias=out.cond_bias,
+        unknown_weight=0.5,
+        cross_positive_weight=0.3,
+    )
     np.testing.assert_allclose(aux["loss_cond"], want, rtol=2e-5)
     np.testing.assert_allclose(loss, aux["loss_sig"] + 0.7 * aux["loss_cond"], rtol=1e-6)
     # At W_q's zero init, x_{i|k} = x_i: the gate-ones conditional loss.
     ones = losses.conditional_sigmoid_loss(
-        out.image_emb, out.text_emb, jnp.ones_like(out.concept_emb), batch["labels"],
-        scale=out.cond_scale, bias=out.cond_bias, unknown_weight=0.5, cross_positive_weight=0.3)
+        out.image_emb,
+        out.text_emb,
+        jnp.ones_like(out.concept_emb),
+        batch["labels"],
+        scale=out.cond_scale,
+        bias=out.cond_bias,
+        unknown_weight=0.5,
+        cross_positive_weight=0.3,
+    )
     np.testing.assert_allclose(aux["loss_cond"], ones, rtol=1e-4)
 
 
@@ -156,8 +173,7 @@ def test_sharded_pool_step_equals_single_device_step(smoke):
         local = next(it)
         state8, m8 = sharded.step(state8, data_lib.make_global_batch(local, sharded.batch.rows))
         state1, m1 = single.step(state1, data_lib.make_global_batch(local, single.batch.rows))
-        for key in ("loss", "loss_sig", "loss_cond", "grad_norm", "grad_norm_img",
-                    "grad_norm_txt"):
+        for key in ("loss", "loss_sig", "loss_cond", "grad_norm", "grad_norm_img", "grad_norm_txt"):
             np.testing.assert_allclose(m8[key], m1[key], rtol=2e-5, err_msg=key)
     p8, p1 = jax.device_get(state8.params), jax.device_get(state1.params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p8, p1)

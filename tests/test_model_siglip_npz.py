@@ -250,8 +250,9 @@ def test_position_grid_resampled_as_big_vision():
         want = _corner_aligned_reference(grid, g_new)
         np.testing.assert_allclose(ours.reshape(g_new, g_new, d), want, atol=1e-6, rtol=0)
         # The four corners are copied exactly.
-        np.testing.assert_array_equal(ours.reshape(g_new, g_new, d)[:: g_new - 1, :: g_new - 1],
-                                      grid[:: g - 1, :: g - 1])
+        np.testing.assert_array_equal(
+            ours.reshape(g_new, g_new, d)[:: g_new - 1, :: g_new - 1], grid[:: g - 1, :: g - 1]
+        )
     # B/16, 224 -> 256 px: [1, 196, 768] -> [1, 256, 768].
     assert _resample_grid(np.zeros((1, 196, 768), np.float32), 256).shape == (1, 256, 768)
 
@@ -264,7 +265,8 @@ def test_b16_224_checkpoint_grid_loads_at_256(tmp_path):
     cfg = models.siglip_config("mu/16", 256, vocab_size=512, max_len=16)
     cfg.image.depth = cfg.text.depth = 1
     model = models.build_model(cfg)
-    loaded, report = models.load_siglip_npz(str(tmp_path / "g14.npz"), _initial_params(model),
-                                            return_report=True)
+    loaded, report = models.load_siglip_npz(
+        str(tmp_path / "g14.npz"), _initial_params(model), return_report=True
+    )
     assert report.resampled == {"img/pos_embedding": ((1, 196, 32), (1, 256, 32))}
     np.testing.assert_allclose(loaded["params"]["img"]["pos_embedding"], 0.5)

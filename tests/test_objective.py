@@ -42,8 +42,9 @@ def _run(setup, objective, batch=None, grads=False):
 
 def _embeddings(setup, batch):
     s, _, params = setup
-    return s.model.apply({"params": params}, images=batch["images"], texts=batch["text"],
-                         concepts=batch["concepts"])
+    return s.model.apply(
+        {"params": params}, images=batch["images"], texts=batch["text"], concepts=batch["concepts"]
+    )
 
 
 def test_cond_weight_schedule_is_zero_then_a_linear_ramp():
@@ -55,16 +56,26 @@ def test_cond_weight_schedule_is_zero_then_a_linear_ramp():
     assert float(Objective(cond_weight=0.5).cond_weight_at(0)) == 0.5
 
 
-@pytest.mark.parametrize(("normalize", "beta"), [("triples", 1.0), ("triples", 0.3),
-                                                 ("batch", 0.0)])
+@pytest.mark.parametrize(
+    ("normalize", "beta"), [("triples", 1.0), ("triples", 0.3), ("batch", 0.0)]
+)
 def test_conditional_term_is_the_library_loss_with_the_configured_knobs(setup, normalize, beta):
-    obj = Objective(cond_weight=0.7, unknown_weight=0.5, cross_positive_weight=beta,
-                    normalize=normalize)
+    obj = Objective(
+        cond_weight=0.7, unknown_weight=0.5, cross_positive_weight=beta, normalize=normalize
+    )
     loss, aux = _run(setup, obj)
     out = _embeddings(setup, setup[1])
     want = losses.conditional_sigmoid_loss(
-        out.image_emb, out.text_emb, out.concept_emb, setup[1]["labels"], scale=out.cond_scale,
-        bias=out.cond_bias, unknown_weight=0.5, cross_positive_weight=beta, normalize=normalize)
+        out.image_emb,
+        out.text_emb,
+        out.concept_emb,
+        setup[1]["labels"],
+        scale=out.cond_scale,
+        bias=out.cond_bias,
+        unknown_weight=0.5,
+        cross_positive_weight=beta,
+        normalize=normalize,
+    )
     np.testing.assert_allclose(aux["loss_cond"], want, rtol=2e-5)
     np.testing.assert_allclose(loss, aux["loss_sig"] + 0.7 * aux["loss_cond"], rtol=1e-6)
 
@@ -72,18 +83,20 @@ def test_conditional_term_is_the_library_loss_with_the_configured_knobs(setup, n
 def test_concept_stop_gradient_cuts_only_the_concept_path(setup):
     base = Objective(cond_weight=1.0, unknown_weight=0.5)
     free, _ = _run(setup, base, grads=True)
-    cut, _ = _run(setup, Objective(**{**base.__dict__, "concept_stop_gradient": True}),
-                  grads=True)
+    cut, _ = _run(setup, Objective(**{**base.__dict__, "concept_stop_gradient": True}), grads=True)
     # The image tower sees the concepts only as constants either way: the same gradient.
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8),
-                 free["img"], cut["img"])
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), free["img"], cut["img"]
+    )
     # The text tower loses the gradient that reached it through the concept embeddings.
-    diff = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))),
-                                        free["txt"], cut["txt"]))
+    diff = jax.tree.leaves(
+        jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), free["txt"], cut["txt"])
+    )
     assert max(diff) > 1e-4
     no_cond, _ = _run(setup, Objective(cond_weight=0.0), grads=True)
-    diff = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))),
-                                        no_cond["txt"], cut["txt"]))
+    diff = jax.tree.leaves(
+        jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), no_cond["txt"], cut["txt"])
+    )
     assert max(diff) > 1e-4  # ... but keeps what came through the captions' conditional side
 
 
@@ -97,8 +110,9 @@ def test_plain_multi_positive_makes_identical_captions_positives(setup):
     out = _embeddings(setup, batch)
     ids = np.asarray(losses.pair_ids_from_tokens(batch["text"]))
     assert ids[3] == ids[5] == ids[0] == 0
-    want = losses.sigmoid_loss(out.image_emb, out.text_emb, scale=out.scale, bias=out.bias,
-                               pair_ids=jnp.asarray(ids))
+    want = losses.sigmoid_loss(
+        out.image_emb, out.text_emb, scale=out.scale, bias=out.bias, pair_ids=jnp.asarray(ids)
+    )
     np.testing.assert_allclose(aux["loss_sig"], want, rtol=2e-5)
     assert int(aux["plain_extra_positives"]) >= 6  # 3 rows: 9 pairs, 3 of them diagonal
     _, single = _run(setup, Objective(cond_weight=0.0), batch)
@@ -139,18 +153,28 @@ def test_tags_term_is_the_classifier_over_real_concept_columns(setup):
     out = _embeddings(setup, batch)
     padding = ~(labels == 1).any(axis=0)
     labels = np.where(padding[None, :], 2, labels).astype(np.int8)
-    want = losses.concept_sigmoid_loss(out.image_emb, out.concept_emb, jnp.asarray(labels),
-                                       scale=out.cond_scale, bias=out.cond_bias,
-                                       unknown_weight=0.5)
+    want = losses.concept_sigmoid_loss(
+        out.image_emb,
+        out.concept_emb,
+        jnp.asarray(labels),
+        scale=out.cond_scale,
+        bias=out.cond_bias,
+        unknown_weight=0.5,
+    )
     np.testing.assert_allclose(aux["loss_tags"], want, rtol=2e-5)
 
 
 def test_rank_form_is_the_library_ranking_loss(setup):
     _, aux = _run(setup, Objective(cond_weight=1.0, cond_form="rank", unknown_weight=0.5))
     out = _embeddings(setup, setup[1])
-    want = losses.conditional_ranking_loss(out.image_emb, out.text_emb, out.concept_emb,
-                                           setup[1]["labels"], scale=out.cond_scale,
-                                           unknown_weight=0.5)
+    want = losses.conditional_ranking_loss(
+        out.image_emb,
+        out.text_emb,
+        out.concept_emb,
+        setup[1]["labels"],
+        scale=out.cond_scale,
+        unknown_weight=0.5,
+    )
     np.testing.assert_allclose(aux["loss_cond"], want, rtol=2e-5)
 
 
@@ -166,10 +190,12 @@ def test_hard_negatives_enter_the_plain_term(setup, loss):
     hard = s.model.apply({"params": params}, texts=batch["hard_text"]).text_emb
     kw = dict(hard_text_emb=hard, hard_valid=batch["hard_ok"])
     if loss == "sigmoid":
-        want = losses.sigmoid_loss(out.image_emb, out.text_emb, scale=out.scale, bias=out.bias,
-                                   **kw)
+        want = losses.sigmoid_loss(
+            out.image_emb, out.text_emb, scale=out.scale, bias=out.bias, **kw
+        )
     else:
         want = losses.softmax_loss(out.image_emb, out.text_emb, scale=out.scale, **kw)
-    np.testing.assert_allclose(aux["loss_sig" if loss == "sigmoid" else "loss_clip"], want,
-                               rtol=2e-5)
+    np.testing.assert_allclose(
+        aux["loss_sig" if loss == "sigmoid" else "loss_clip"], want, rtol=2e-5
+    )
     assert int(aux["hard_unswapped"]) == int((hard_ok == 0).sum())

@@ -12,8 +12,7 @@ from cclip_jax.curation import demo_data
 def test_each_stage_prints_a_line_with_its_folder(tmp_path, capsys):
     config = smoke_config(tmp_path)  # a cache of its own: both stages run
     curated = demo_data.ensure_demo_data(config)
-    lines = [line for line in capsys.readouterr().err.splitlines()
-             if line.startswith("demo data:")]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("demo data:")]
     assert len(lines) == 2
     assert lines[0].startswith("demo data: building the synthetic world (128 pairs, natural")
     assert lines[0].endswith(str(tmp_path / os.path.basename(lines[0].split(" in ")[-1])))

@@ -9,15 +9,23 @@ import pytest
 from cclip_jax import run_folder
 from cclip_jax.config import override
 
-OLD = {"seed": 0, "total_steps": 300, "cond_weight": 1.0, "model": {"embed_dim": 32},
-       "eval": {"every_steps": 0}, "data": {"curated_dir": "/data/a", "num_workers": 1},
-       "splits": ["iid", "compositional"]}
+OLD = {
+    "seed": 0,
+    "total_steps": 300,
+    "cond_weight": 1.0,
+    "model": {"embed_dim": 32},
+    "eval": {"every_steps": 0},
+    "data": {"curated_dir": "/data/a", "num_workers": 1},
+    "splits": ["iid", "compositional"],
+}
 
 
 def _with(**changes):
     """A copy of OLD with `section__field=value` changes (`__` for the dots of a path)."""
-    return override(json.loads(json.dumps(OLD)),
-                    {path.replace("__", "."): value for path, value in changes.items()})
+    return override(
+        json.loads(json.dumps(OLD)),
+        {path.replace("__", "."): value for path, value in changes.items()},
+    )
 
 
 def test_fields_that_may_change_on_resume_pass():
@@ -30,8 +38,10 @@ def test_fields_that_may_change_on_resume_pass():
 def test_changed_fields_are_named_with_old_and_new_values():
     new = _with(cond_weight=0.5, model__embed_dim=64, data__curated_dir="/data/b")
     assert run_folder.config_changes(OLD, new) == [
-        ("cond_weight", 1.0, 0.5), ("data.curated_dir", "/data/a", "/data/b"),
-        ("model.embed_dim", 32, 64)]
+        ("cond_weight", 1.0, 0.5),
+        ("data.curated_dir", "/data/a", "/data/b"),
+        ("model.embed_dim", 32, 64),
+    ]
     extra = _with()
     extra["model"]["gate"] = "ones"
     assert run_folder.config_changes(OLD, extra) == [("model.gate", "<absent>", "ones")]
@@ -51,8 +61,9 @@ def test_check_resume_refuses_then_records_a_forced_change(tmp_path):
     run_folder.write_config(workdir, OLD)
     assert run_folder.check_resume(workdir, _with(total_steps=900)) == []
     new = _with(cond_weight=0.5)
-    with pytest.raises(run_folder.ConfigChangedError,
-                       match=r"cond_weight: 1\.0 -> 0\.5.*--force_config_change"):
+    with pytest.raises(
+        run_folder.ConfigChangedError, match=r"cond_weight: 1\.0 -> 0\.5.*--force_config_change"
+    ):
         run_folder.check_resume(workdir, new)
     assert not (tmp_path / run_folder.HISTORY).exists()  # a refused resume writes nothing
     assert run_folder.read_config(workdir) == OLD

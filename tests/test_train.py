@@ -27,6 +27,7 @@ pytestmark = pytest.mark.usefixtures("compile_cache")
 def run_config(smoke):
     """`run_config(**overrides)`: the shared smoke config (tests/conftest.py) on a 4 x 2
     (data, fsdp) mesh, synchronous checkpoints, with top-level `overrides`."""
+
     def make(**overrides):
         c = smoke(**overrides)
         c.mesh.data, c.mesh.fsdp = 4, 2
@@ -41,18 +42,38 @@ def test_demo_smoke_run_writes_everything_and_resumes(run_config, tmp_path):
     last = trainer.train_and_evaluate(run_config(), workdir)
     records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     assert [r["step"] for r in records] == [1, 2]
-    for key in ("loss", "loss_sig", "loss_cond", "lr", "scale", "bias", "cond_scale",
-                "grad_norm", "param_norm", "triples_pos", "triples_neg", "triples_unknown",
-                "logit_pos", "logit_neg", "gate_entropy", "examples_per_s", "steps_per_s",
-                "captions_cut", "concepts_cut"):
+    for key in (
+        "loss",
+        "loss_sig",
+        "loss_cond",
+        "lr",
+        "scale",
+        "bias",
+        "cond_scale",
+        "grad_norm",
+        "param_norm",
+        "triples_pos",
+        "triples_neg",
+        "triples_unknown",
+        "logit_pos",
+        "logit_neg",
+        "gate_entropy",
+        "examples_per_s",
+        "steps_per_s",
+        "captions_cut",
+        "concepts_cut",
+    ):
         assert np.isfinite(records[-1][key]), key
     lam = run_config().cond_weight
-    assert records[-1]["loss"] == pytest.approx(records[-1]["loss_sig"] +
-                                                lam * records[-1]["loss_cond"], rel=1e-5)
+    assert records[-1]["loss"] == pytest.approx(
+        records[-1]["loss_sig"] + lam * records[-1]["loss_cond"], rel=1e-5
+    )
     assert records[0]["triples_pos"] > 0 and 0 < records[0]["gate_entropy"] <= 1
     assert last["loss"] == records[-1]["loss"]
-    assert any(f.startswith("events.out.tfevents")
-               for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    assert any(
+        f.startswith("events.out.tfevents")
+        for f in os.listdir(os.path.join(workdir, "tensorboard"))
+    )
     ckpts = os.path.join(workdir, "checkpoints")
     assert sorted(os.listdir(ckpts)) == ["1", "2"]
     with open(os.path.join(ckpts, "2", "config", "metadata")) as f:
@@ -72,8 +93,10 @@ def test_demo_smoke_run_writes_everything_and_resumes(run_config, tmp_path):
     path = evaluate.evaluate(run_config(), workdir, step=2)
     with open(path) as f:
         again = json.load(f)["results"]
-    assert again["binding/iid/attribute_swap"]["metrics"] == \
-        results["binding/iid/attribute_swap"]["metrics"]
+    assert (
+        again["binding/iid/attribute_swap"]["metrics"]
+        == results["binding/iid/attribute_swap"]["metrics"]
+    )
 
     # The same command with more steps resumes at step 2 and keeps the earlier records.
     trainer.train_and_evaluate(run_config(total_steps=3), workdir)
@@ -84,8 +107,10 @@ def test_demo_smoke_run_writes_everything_and_resumes(run_config, tmp_path):
     # Another config does not resume: the error names each field, and nothing is written.
     with open(os.path.join(workdir, "config.json")) as f:
         stored = f.read()
-    for overrides, match in (({"cond_weight": 0.5}, r"cond_weight: 1\.0 -> 0\.5"),
-                             ({"seed": 3}, r"seed: 0 -> 3")):
+    for overrides, match in (
+        ({"cond_weight": 0.5}, r"cond_weight: 1\.0 -> 0\.5"),
+        ({"seed": 3}, r"seed: 0 -> 3"),
+    ):
         with pytest.raises(run_folder.ConfigChangedError, match=match):
             trainer.train_and_evaluate(run_config(total_steps=4, **overrides), workdir)
     wide = run_config(total_steps=4)
@@ -96,11 +121,11 @@ def test_demo_smoke_run_writes_everything_and_resumes(run_config, tmp_path):
         assert f.read() == stored
     assert [r["step"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))] == [1, 2, 3]
     # Forced, it resumes with the new value and the folder's history says so.
-    trainer.train_and_evaluate(run_config(total_steps=4, cond_weight=0.5), workdir,
-                             force_config_change=True)
+    trainer.train_and_evaluate(
+        run_config(total_steps=4, cond_weight=0.5), workdir, force_config_change=True
+    )
     history = read_jsonl(os.path.join(workdir, "history.jsonl"))
-    assert [h["event"] for h in history] == ["start", "resume", "forced_config_change",
-                                             "resume"]
+    assert [h["event"] for h in history] == ["start", "resume", "forced_config_change", "resume"]
     assert history[2]["changes"] == [{"field": "cond_weight", "old": 1.0, "new": 0.5}]
     with open(os.path.join(workdir, "config.json")) as f:
         forced = json.load(f)
@@ -131,8 +156,15 @@ def test_sharded_step_equals_single_device_step(run_config):
         local = next(it)
         state8, m8 = sharded.step(state8, data_lib.make_global_batch(local, sharded.batch.rows))
         state1, m1 = single.step(state1, data_lib.make_global_batch(local, single.batch.rows))
-        for key in ("loss", "loss_sig", "loss_cond", "grad_norm", "grad_norm_img",
-                    "grad_norm_txt", "logit_pos"):
+        for key in (
+            "loss",
+            "loss_sig",
+            "loss_cond",
+            "grad_norm",
+            "grad_norm_img",
+            "grad_norm_txt",
+            "logit_pos",
+        ):
             np.testing.assert_allclose(m8[key], m1[key], rtol=2e-5, err_msg=key)
     p8, p1 = jax.device_get(state8.params), jax.device_get(state1.params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p8, p1)

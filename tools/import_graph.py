@@ -29,8 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("evaluation",),
     ("training",),
     ("experiment",),
-    ("main", "evaluate", "curate", "experiment.__main__", "report.__main__",
-     "synthetic.__main__"),
+    ("main", "evaluate", "curate", "experiment.__main__", "report.__main__", "synthetic.__main__"),
 )
 
 
@@ -94,8 +93,9 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
     for unit, targets in sorted(edges.items()):
         for target in sorted(targets):
             if layer_of(target) >= layer_of(unit):
-                bad.append(f"{unit} (layer {layer_of(unit)}) imports {target} "
-                           f"(layer {layer_of(target)})")
+                bad.append(
+                    f"{unit} (layer {layer_of(unit)}) imports {target} (layer {layer_of(target)})"
+                )
     return bad
 
 

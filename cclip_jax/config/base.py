@@ -106,30 +106,50 @@ def base_config(size: str = "mu") -> ml_collections.ConfigDict:
     c.sharding_rules = "fsdp_tp"
     c.model = models.get_default_model_config(size)
 
-    c.optim = ml_collections.ConfigDict(dict(
-        lr=1e-3, warmup_steps=100, end_lr_frac=0.0, b1=0.9, b2=0.95, eps=1e-8,
-        weight_decay=1e-4, grad_clip_norm=1.0,
-        # Over T steps of warmup + cosine a scalar can travel about mult · lr · T / 2: at the
-        # demo's lr 3e-3 and 600 steps, 0.9 at mult 1, too little to move a bias by the units
-        # a batch of 64 needs; 10 lets it.
-        lr_mults=ml_collections.ConfigDict({"img": 1.0, "txt": 1.0, "temperature": 10.0})))
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            lr=1e-3,
+            warmup_steps=100,
+            end_lr_frac=0.0,
+            b1=0.9,
+            b2=0.95,
+            eps=1e-8,
+            weight_decay=1e-4,
+            grad_clip_norm=1.0,
+            # Over T steps of warmup + cosine a scalar can travel about mult · lr · T / 2: at the
+            # demo's lr 3e-3 and 600 steps, 0.9 at mult 1, too little to move a bias by the units
+            # a batch of 64 needs; 10 lets it.
+            lr_mults=ml_collections.ConfigDict({"img": 1.0, "txt": 1.0, "temperature": 10.0}),
+        )
+    )
 
-    c.data = ml_collections.ConfigDict(dict(
-        curated_dir="",
-        mode="curated",
-        cache_dir="~/.cache/cclip_jax",
-        synthetic=ml_collections.ConfigDict(dict(
-            num_train=4096, preset="natural", seed=0, image_size=32, num_eval=0)),
-        curation=ml_collections.ConfigDict(dict(
-            max_concepts=16, max_masked=4, max_present=8, pool_size=1024,
-            batches_per_shard=16, tokenizer_vocab_size=512, num_workers=1)),
-        tokenizer="",
-        hard_negatives=False,
-        max_shift=2,
-        brightness=0.05,
-        num_workers=1,
-        prefetch=2,
-    ))
+    c.data = ml_collections.ConfigDict(
+        dict(
+            curated_dir="",
+            mode="curated",
+            cache_dir="~/.cache/cclip_jax",
+            synthetic=ml_collections.ConfigDict(
+                dict(num_train=4096, preset="natural", seed=0, image_size=32, num_eval=0)
+            ),
+            curation=ml_collections.ConfigDict(
+                dict(
+                    max_concepts=16,
+                    max_masked=4,
+                    max_present=8,
+                    pool_size=1024,
+                    batches_per_shard=16,
+                    tokenizer_vocab_size=512,
+                    num_workers=1,
+                )
+            ),
+            tokenizer="",
+            hard_negatives=False,
+            max_shift=2,
+            brightness=0.05,
+            num_workers=1,
+            prefetch=2,
+        )
+    )
     c.eval = eval_config()
     return c
 
@@ -140,10 +160,19 @@ def eval_config() -> ml_collections.ConfigDict:
     e.every_steps = 0  # 0: at the end of training only; -1: never
     e.report = True  # write DIR/report.html after each evaluation
     e.batch_size = 256
-    e.synthetic = ml_collections.ConfigDict(dict(
-        world_dir="", seed=1, num_items=100, splits=("iid", "compositional", "productivity"),
-        retrieval_images=200, captions_per_image=5, cond_queries=50, cond_pool=300,
-        blind=True))
+    e.synthetic = ml_collections.ConfigDict(
+        dict(
+            world_dir="",
+            seed=1,
+            num_items=100,
+            splits=("iid", "compositional", "productivity"),
+            retrieval_images=200,
+            captions_per_image=5,
+            cond_queries=50,
+            cond_pool=300,
+            blind=True,
+        )
+    )
     e.sugarcrepe = ml_collections.ConfigDict(dict(json_dir="", image_dir=""))
     e.aro = ml_collections.ConfigDict(dict(relation_json="", attribution_json="", image_dir=""))
     e.winoground = ml_collections.ConfigDict(dict(examples_jsonl="", image_dir=""))

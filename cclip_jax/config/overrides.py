@@ -35,13 +35,16 @@ def override(config: Config, overrides: Mapping[str, Any]) -> Config:
         for depth in range(len(sections) + 1):  # each section on the path, then the leaf's
             where = ".".join(["config", *sections[:depth]])
             if not hasattr(node, "keys"):
-                raise ValueError(f"config.{path}: {where} is not a section "
-                                 f"({type(node).__name__} {node!r})")
+                raise ValueError(
+                    f"config.{path}: {where} is not a section ({type(node).__name__} {node!r})"
+                )
             if depth < len(sections):
                 name = sections[depth]
                 if name not in node:
-                    raise ValueError(f"config.{path}: {where} has no section {name!r} (it has "
-                                     f"{', '.join(sorted(node.keys()))})")
+                    raise ValueError(
+                        f"config.{path}: {where} has no section {name!r} (it has "
+                        f"{', '.join(sorted(node.keys()))})"
+                    )
                 node = node[name]
         try:
             node[leaf] = value
@@ -51,8 +54,13 @@ def override(config: Config, overrides: Mapping[str, Any]) -> Config:
     return config
 
 
-def variant(config: Config, table: Mapping[str, Mapping[str, Any]], name: str | None, *,
-            kind: str = "variant") -> Config:
+def variant(
+    config: Config,
+    table: Mapping[str, Mapping[str, Any]],
+    name: str | None,
+    *,
+    kind: str = "variant",
+) -> Config:
     """`override(config, table[name])`: the named variant of `config`, in place; returns it.
 
     `name=None` (a config file given without `:arg`) leaves `config` as it is. `kind` names

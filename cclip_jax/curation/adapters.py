@@ -170,8 +170,9 @@ def _webdataset_units(path: str) -> list[str]:
     return [path] if path.endswith(".tar") else []
 
 
-def _read_webdataset(unit: int, path: str, opts: ReadOptions
-                     ) -> Iterator[Example | Skip | UnitProblem]:
+def _read_webdataset(
+    unit: int, path: str, opts: ReadOptions
+) -> Iterator[Example | Skip | UnitProblem]:
     tar = tar_reader.read_tar(path)
     complete = 0
     for index, (key, files) in enumerate(tar.samples.items()):
@@ -179,8 +180,12 @@ def _read_webdataset(unit: int, path: str, opts: ReadOptions
         item = _accept((unit, index), key, files.get("txt"), image, opts)
         # The record at a cut lacks the caption or image that lay behind it: it was truncated,
         # not written without one. (With both read completely it is kept, like any other.)
-        if (tar.problem and key == tar.last_key and isinstance(item, Skip)
-                and item.reason in (CAPTION_MISSING, IMAGE_MISSING)):
+        if (
+            tar.problem
+            and key == tar.last_key
+            and isinstance(item, Skip)
+            and item.reason in (CAPTION_MISSING, IMAGE_MISSING)
+        ):
             item = item._replace(reason=RECORD_TRUNCATED)
         else:
             complete += 1
@@ -225,15 +230,15 @@ def _csv_rows(unit: int, path: str) -> Iterator[list[str] | UnitProblem]:
             except StopIteration:
                 return
             except (csv.Error, OSError) as e:
-                yield UnitProblem(unit, path, UNIT_CORRUPT, max(rows - 1, 0),
-                                  f"line {reader.line_num}: {e}")
+                yield UnitProblem(
+                    unit, path, UNIT_CORRUPT, max(rows - 1, 0), f"line {reader.line_num}: {e}"
+                )
                 return
             rows += 1
             yield row
 
 
-def _read_csv(unit: int, path: str, opts: ReadOptions
-              ) -> Iterator[Example | Skip | UnitProblem]:
+def _read_csv(unit: int, path: str, opts: ReadOptions) -> Iterator[Example | Skip | UnitProblem]:
     folder = os.path.dirname(os.path.abspath(path))
     rows = _csv_rows(unit, path)
     fields = next(rows, None) or []
@@ -289,8 +294,9 @@ def _encode_array(image: Any) -> bytes:
     return buf.getvalue()
 
 
-def _read_tfds(unit: int, spec: tuple[str, int, int], opts: ReadOptions
-               ) -> Iterator[Example | Skip]:
+def _read_tfds(
+    unit: int, spec: tuple[str, int, int], opts: ReadOptions
+) -> Iterator[Example | Skip]:
     path, start, stop = spec
     source = _tfds_source(path, opts)
     for index in range(start, stop):
@@ -300,8 +306,9 @@ def _read_tfds(unit: int, spec: tuple[str, int, int], opts: ReadOptions
             image = record.get(opts.tfds_image_key)
             if image is not None and not isinstance(image, bytes):
                 image = _encode_array(image)
-        yield _accept((unit, index - start), str(index), record.get(opts.tfds_caption_key),
-                      image, opts)
+        yield _accept(
+            (unit, index - start), str(index), record.get(opts.tfds_caption_key), image, opts
+        )
 
 
 # ------------------------------------------------------------------------------- public
@@ -334,8 +341,9 @@ def list_units(path: str, input_format: str, opts: ReadOptions) -> list[Any]:
     return units
 
 
-def read_unit(unit_index: int, unit: Any, input_format: str, opts: ReadOptions
-              ) -> Iterator[Example | Skip | UnitProblem]:
+def read_unit(
+    unit_index: int, unit: Any, input_format: str, opts: ReadOptions
+) -> Iterator[Example | Skip | UnitProblem]:
     """Yields the unit's examples and skips in order, then its `UnitProblem` if it has one."""
     if input_format == "webdataset":
         yield from _read_webdataset(unit_index, unit, opts)

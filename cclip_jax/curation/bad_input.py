@@ -55,9 +55,10 @@ class BadInputLog:
 
     def merge(self, other: BadInputLog) -> BadInputLog:
         out = BadInputLog(self.records + other.records, {}, self.files + other.files, {})
-        for mine, theirs, into in ((self.record_examples, other.record_examples,
-                                    out.record_examples),
-                                   (self.file_examples, other.file_examples, out.file_examples)):
+        for mine, theirs, into in (
+            (self.record_examples, other.record_examples, out.record_examples),
+            (self.file_examples, other.file_examples, out.file_examples),
+        ):
             for reason in mine.keys() | theirs.keys():
                 into[reason] = _trim(mine.get(reason, []) + theirs.get(reason, []))
         return out
@@ -68,33 +69,50 @@ class BadInputLog:
 
     def raw(self) -> dict[str, Any]:
         """Exact, JSON-able state (for passing the log from Beam workers to the driver)."""
-        return {"records": dict(self.records), "files": dict(self.files),
-                "record_examples": {r: _trim(v) for r, v in self.record_examples.items()},
-                "file_examples": {r: _trim(v) for r, v in self.file_examples.items()}}
+        return {
+            "records": dict(self.records),
+            "files": dict(self.files),
+            "record_examples": {r: _trim(v) for r, v in self.record_examples.items()},
+            "file_examples": {r: _trim(v) for r, v in self.file_examples.items()},
+        }
 
     @classmethod
     def from_raw(cls, d: dict[str, Any]) -> BadInputLog:
         # JSON turns tuples into lists; tuples again, so that sorting and equality still hold.
-        return cls(Counter(d["records"]),
-                   {r: [tuple(x) for x in v] for r, v in d["record_examples"].items()},
-                   Counter(d["files"]),
-                   {r: [tuple(x) for x in v] for r, v in d["file_examples"].items()})
+        return cls(
+            Counter(d["records"]),
+            {r: [tuple(x) for x in v] for r, v in d["record_examples"].items()},
+            Counter(d["files"]),
+            {r: [tuple(x) for x in v] for r, v in d["file_examples"].items()},
+        )
 
     def report(self, units: list[Any]) -> dict[str, Any]:
         """The manifest's `bad_input`: per reason, the count and the first examples, each
         naming its file (`units[i]`, or the folder of a TFDS unit)."""
+
         def name(unit: int) -> str:
             u = units[unit]
             return u if isinstance(u, str) else u[0]
 
-        records = {r: {"count": self.records[r],
-                       "examples": [{"file": name(u), "key": k}
-                                    for u, _, k in _trim(self.record_examples[r])]}
-                   for r in sorted(self.records)}
-        files = {p: {"count": self.files[p],
-                     "examples": [{"file": name(u), "records": n, "detail": d}
-                                  for u, n, d in _trim(self.file_examples[p])]}
-                 for p in sorted(self.files)}
+        records = {
+            r: {
+                "count": self.records[r],
+                "examples": [
+                    {"file": name(u), "key": k} for u, _, k in _trim(self.record_examples[r])
+                ],
+            }
+            for r in sorted(self.records)
+        }
+        files = {
+            p: {
+                "count": self.files[p],
+                "examples": [
+                    {"file": name(u), "records": n, "detail": d}
+                    for u, n, d in _trim(self.file_examples[p])
+                ],
+            }
+            for p in sorted(self.files)
+        }
         return {"examples_per_reason": MAX_EXAMPLES, "files": files, "records": records}
 
 
@@ -107,22 +125,28 @@ def describe_file(problem: str, records: int, detail: str) -> str:
 
 def summary(report: dict[str, Any]) -> str:
     """One line of counts: skipped records by reason, damaged files by problem."""
-    return (f"skipped records by reason: {({r: e['count'] for r, e in report['records'].items()})}"
-            f"; damaged files by problem: {({p: e['count'] for p, e in report['files'].items()})}")
+    return (
+        f"skipped records by reason: { ({r: e['count'] for r, e in report['records'].items()}) }"
+        f"; damaged files by problem: { ({p: e['count'] for p, e in report['files'].items()}) }"
+    )
 
 
 def log_report(report: dict[str, Any]) -> None:
     """Names every damaged file (up to the cap) and the skip counts on the console."""
     for problem, entry in report["files"].items():
         for ex in entry["examples"]:
-            logging.warning("%s: %s", ex["file"], describe_file(problem, ex["records"],
-                                                               ex["detail"]))
+            logging.warning(
+                "%s: %s", ex["file"], describe_file(problem, ex["records"], ex["detail"])
+            )
         more = entry["count"] - len(entry["examples"])
         if more:
-            logging.warning("... and %d more %s files (counted in manifest.json bad_input)",
-                            more, problem)
+            logging.warning(
+                "... and %d more %s files (counted in manifest.json bad_input)", more, problem
+            )
     if report["records"]:
-        logging.warning("skipped records by reason: %s (first %d of each, with their file and "
-                        "key, in manifest.json bad_input.records)",
-                        {r: e["count"] for r, e in report["records"].items()},
-                        report["examples_per_reason"])
+        logging.warning(
+            "skipped records by reason: %s (first %d of each, with their file and "
+            "key, in manifest.json bad_input.records)",
+            {r: e["count"] for r, e in report["records"].items()},
+            report["examples_per_reason"],
+        )

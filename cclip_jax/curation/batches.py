@@ -85,18 +85,23 @@ class PoolData:
         return len(self.members)
 
     @classmethod
-    def from_strings(cls, members: np.ndarray, token_lists: list[list[str]],
-                     concept_lists: list[list[str]]) -> PoolData:
+    def from_strings(
+        cls, members: np.ndarray, token_lists: list[list[str]], concept_lists: list[list[str]]
+    ) -> PoolData:
         """Builds a pool from strings (the Beam runner's path)."""
-        return cls(concepts_lib.encode(token_lists),
-                   concepts_lib.encode([sorted(c) for c in concept_lists]), members)
+        return cls(
+            concepts_lib.encode(token_lists),
+            concepts_lib.encode([sorted(c) for c in concept_lists]),
+            members,
+        )
 
     @classmethod
     def from_global(cls, members: np.ndarray, words: Corpus, concept_rows: Corpus) -> PoolData:
         """Builds a pool from corpus-wide arrays (the local runner's path); equal to
         `from_strings` on the same members because both vocabularies are sorted."""
-        return cls(concepts_lib.subset(words, members),
-                   concepts_lib.subset(concept_rows, members), members)
+        return cls(
+            concepts_lib.subset(words, members), concepts_lib.subset(concept_rows, members), members
+        )
 
 
 @dataclasses.dataclass
@@ -133,8 +138,10 @@ def mean_sharing(rows: list[np.ndarray]) -> float:
     distinct, _ = _count(cols)
     cols = np.searchsorted(distinct, cols)
     ptr = np.concatenate([[0], np.cumsum(lengths)])
-    m = sparse.csr_matrix((np.ones(len(cols), np.float32), cols, ptr),
-                          shape=(len(rows), int(cols.max(initial=-1)) + 1))
+    m = sparse.csr_matrix(
+        (np.ones(len(cols), np.float32), cols, ptr),
+        shape=(len(rows), int(cols.max(initial=-1)) + 1),
+    )
     share = (m @ m.T).tocsr()
     share.data = (share.data > 0).astype(np.float32)
     per_row = np.asarray(share.sum(axis=1)).ravel() - (np.array(lengths) > 0)
@@ -151,9 +158,16 @@ def _count(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return v[starts], np.diff(np.append(starts, len(v)))
 
 
-def _batch(pool: PoolData, rows: np.ndarray, anchor_pairs: list[tuple[int, int]],
-           weight: np.ndarray, per_pool: tuple[Any, ...], opts: AssemblyOptions,
-           with_sharing: bool, kind_keep: np.ndarray | None = None) -> Batch:
+def _batch(
+    pool: PoolData,
+    rows: np.ndarray,
+    anchor_pairs: list[tuple[int, int]],
+    weight: np.ndarray,
+    per_pool: tuple[Any, ...],
+    opts: AssemblyOptions,
+    with_sharing: bool,
+    kind_keep: np.ndarray | None = None,
+) -> Batch:
     cids = [pool.concepts.row(r) for r in rows.tolist()]
     flat = np.concatenate(cids) if cids else np.zeros(0, np.int32)
     ids, counts = _count(flat)
@@ -186,19 +200,22 @@ def _batch(pool: PoolData, rows: np.ndarray, anchor_pairs: list[tuple[int, int]]
     col = column[flat] if flat.size else flat.astype(np.int64)
     present[row_of[col >= 0], col[col >= 0]] = True
     for j, (_, pat) in enumerate(patterns):
-        present[:, n_ngram + j] = masked.match_rows(pat, pool.words.tokens,
-                                                    pool.words.offsets, rows)
+        present[:, n_ngram + j] = masked.match_rows(
+            pat, pool.words.tokens, pool.words.offsets, rows
+        )
     view = labels_lib.batch_view(pool.words, rows, names, present, *per_pool)
-    lab, counts_ = labels_lib.label_matrix(view, opts.label_rule, opts.max_present,
-                                           opts.max_concepts)
+    lab, counts_ = labels_lib.label_matrix(
+        view, opts.label_rule, opts.max_present, opts.max_concepts
+    )
     stats = {"num_concepts": k, "num_masked": len(patterns), **counts_}
     if with_sharing:
         stats["sharing"] = mean_sharing(cids)
     return Batch(pool.members[rows], names, lab, stats)
 
 
-def assemble_pool(pool: PoolData, pool_id: tuple[int, int], opts: AssemblyOptions
-                  ) -> tuple[list[Batch], np.ndarray]:
+def assemble_pool(
+    pool: PoolData, pool_id: tuple[int, int], opts: AssemblyOptions
+) -> tuple[list[Batch], np.ndarray]:
     """Greedy BM25 batches of one pool (see the module docstring).
 
     Args:
@@ -215,8 +232,10 @@ def assemble_pool(pool: PoolData, pool_id: tuple[int, int], opts: AssemblyOption
         return [], pool.members.copy()
     index = neighbours.PoolIndex(pool.words)
     weight = neighbours.idf(pool.words)
-    per_pool = (labels_lib.attribute_triples(pool.words),
-                {t: i for i, t in enumerate(pool.words.vocab)})
+    per_pool = (
+        labels_lib.attribute_triples(pool.words),
+        {t: i for i, t in enumerate(pool.words.vocab)},
+    )
     kind_keep = kinds.ngram_mask(pool.concepts.vocab, opts.concept_kinds)
     cap = opts.max_duplicates
     # Sharing costs ~ms per batch: measure it on about 32 evenly spaced batches per pool.
@@ -290,6 +309,6 @@ def random_sharing(concept_rows: list[np.ndarray], batch_size: int) -> float:
     Returns:
       Mean number of batch-mates sharing a concept, over the random batches.
     """
-    chunks = [concept_rows[s:s + batch_size] for s in range(0, len(concept_rows), batch_size)]
+    chunks = [concept_rows[s : s + batch_size] for s in range(0, len(concept_rows), batch_size)]
     full = [c for c in chunks if len(c) == batch_size] or chunks[:1]
     return float(np.mean([mean_sharing(c) for c in full])) if full else 0.0

@@ -92,8 +92,9 @@ class _BadInputFn(beam.CombineFn):
         return log.raw()
 
 
-def _words(examples: list[adapters.Example], max_n: int
-           ) -> Iterator[tuple[adapters.Example, list[str], list[str]]]:
+def _words(
+    examples: list[adapters.Example], max_n: int
+) -> Iterator[tuple[adapters.Example, list[str], list[str]]]:
     """Each example of a bundle with its tokens and candidate n-grams (one vectorised call)."""
     tokens = [text_lib.words(ex.caption) for ex in examples]
     yield from zip(examples, tokens, concepts.caption_ngrams(tokens, max_n), strict=True)
@@ -103,13 +104,15 @@ def _in_band(kv: tuple[str, int], n: int, min_df: int, max_df_frac: float) -> bo
     return concepts.in_band(kv[1], n, min_df, max_df_frac)
 
 
-def _attach(items: list[tuple[adapters.Example, list[str], list[str]]], kept: dict[str, int],
-            seed: int) -> Iterator[Record]:
+def _attach(
+    items: list[tuple[adapters.Example, list[str], list[str]]], kept: dict[str, int], seed: int
+) -> Iterator[Record]:
     """Records of a bundle: each caption's concepts (its n-grams in the band) and route key."""
     cons = [[g for g in ngrams if g in kept] for _, _, ngrams in items]
     rows = concepts.encode(cons)
-    route = neighbours.route_keys(rows.vocab, rows, [text_lib.normalize(ex.caption)
-                                                     for ex, _, _ in items], seed)
+    route = neighbours.route_keys(
+        rows.vocab, rows, [text_lib.normalize(ex.caption) for ex, _, _ in items], seed
+    )
     for (ex, toks, _), c, key in zip(items, cons, route.tolist(), strict=True):
         yield Record(ex.ordinal, ex.key, ex.caption, ex.image, toks, c, key)
 
@@ -125,10 +128,12 @@ def _pool_key(rec: Record, n: int, pool_size: int) -> tuple[int, Record]:
     return int(neighbours.pool_of(rec.route, neighbours.num_pools(n, pool_size))), rec
 
 
-def _assemble(records: list[Record], pool_id: tuple[int, int],
-              opts: batches.AssemblyOptions) -> Iterator[Any]:
+def _assemble(
+    records: list[Record], pool_id: tuple[int, int], opts: batches.AssemblyOptions
+) -> Iterator[Any]:
     pool = batches.PoolData.from_strings(
-        np.arange(len(records)), [r.tokens for r in records], [r.concepts for r in records])
+        np.arange(len(records)), [r.tokens for r in records], [r.concepts for r in records]
+    )
     out, left = batches.assemble_pool(pool, pool_id, opts)
     for j, b in enumerate(out):
         rows = [records[i] for i in b.members.tolist()]
@@ -137,8 +142,9 @@ def _assemble(records: list[Record], pool_id: tuple[int, int],
         yield beam.pvalue.TaggedOutput("left", records[i])
 
 
-def _assemble_pool(kv: tuple[int, list[Record]], pool_size: int,
-                   opts: batches.AssemblyOptions) -> Iterator[Any]:
+def _assemble_pool(
+    kv: tuple[int, list[Record]], pool_size: int, opts: batches.AssemblyOptions
+) -> Iterator[Any]:
     pool, records = kv
     records = sorted(records, key=lambda r: r.ordinal)
     route = np.array([r.route for r in records], dtype=np.int64)
@@ -146,8 +152,9 @@ def _assemble_pool(kv: tuple[int, list[Record]], pool_size: int,
         yield from _assemble([records[i] for i in rows.tolist()], chunk, opts)
 
 
-def _assemble_leftovers(kv: tuple[int, list[Record]], opts: batches.AssemblyOptions
-                        ) -> Iterator[Any]:
+def _assemble_leftovers(
+    kv: tuple[int, list[Record]], opts: batches.AssemblyOptions
+) -> Iterator[Any]:
     records = sorted(kv[1], key=lambda r: r.ordinal)
     for item in _assemble(records, batches.LEFTOVER_POOL, opts):
         if isinstance(item, beam.pvalue.TaggedOutput):
@@ -161,22 +168,32 @@ def _to_shard(item: tuple[tuple[int, ...], Any], order: dict, per_shard: int) ->
     return index // per_shard, (index, item[1])
 
 
-def _write_shard(kv: tuple[int, list[Any]], out_dir: str, config: dict[str, Any]
-                 ) -> tuple[int, dict[str, Any], stats.BatchStats]:
+def _write_shard(
+    kv: tuple[int, list[Any]], out_dir: str, config: dict[str, Any]
+) -> tuple[int, dict[str, Any], stats.BatchStats]:
     shard, items = kv
-    writer = shards.ShardWriter(out_dir, config["batches_per_shard"], config["max_concepts"],
-                                config["array_record_options"], first_shard=shard)
+    writer = shards.ShardWriter(
+        out_dir,
+        config["batches_per_shard"],
+        config["max_concepts"],
+        config["array_record_options"],
+        first_shard=shard,
+    )
     acc = stats.BatchStats()
     for _, (rows, b) in sorted(items, key=lambda x: x[0]):
-        writer.write([r.key for r in rows], [r.caption for r in rows], [r.image for r in rows],
-                     b.concepts, b.labels)
+        writer.write(
+            [r.key for r in rows],
+            [r.caption for r in rows],
+            [r.image for r in rows],
+            b.concepts,
+            b.labels,
+        )
         acc.add(b)
     (desc,) = writer.close()
     return shard, desc, acc
 
 
-def _random_sharing(rows: list[tuple[int, tuple[int, int], list[str]]], batch_size: int
-                    ) -> float:
+def _random_sharing(rows: list[tuple[int, tuple[int, int], list[str]]], batch_size: int) -> float:
     rows = sorted(rows, key=lambda r: (r[0], r[1]))
     vocab = {c: i for i, c in enumerate(sorted({c for r in rows for c in r[2]}))}
     ids = [np.array([vocab[c] for c in r[2]], dtype=np.int64) for r in rows]
@@ -188,8 +205,9 @@ def _save(value: Any, path: str) -> None:
         json.dump(value, f, default=lambda o: o.__dict__)
 
 
-def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, out_dir: str
-        ) -> dict[str, Any]:
+def run(
+    config: ml_collections.ConfigDict, input_path: str, input_format: str, out_dir: str
+) -> dict[str, Any]:
     """Curates with Beam (runner from `config.beam_options`, DirectRunner by default).
 
     Returns:
@@ -206,62 +224,114 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     bsz = config.batch_size
 
     with beam.Pipeline(options=PipelineOptions(args)) as p:
-        read = (p | "Units" >> beam.Create(list(enumerate(job.units)))
-                | "Read" >> beam.FlatMap(_read, input_format, job.read).with_outputs(
-                    "bad", main="ex"))
-        (read.bad | "BadInput" >> beam.CombineGlobally(_BadInputFn())
-         | "SaveBadInput" >> beam.Map(_save, f"{side}/bad_input.json"))
-        words = (read.ex | "BundleExamples" >> beam.BatchElements(max_batch_size=_BUNDLE)
-                 | "Words" >> beam.FlatMap(_words, config.max_ngram))
+        read = (
+            p
+            | "Units" >> beam.Create(list(enumerate(job.units)))
+            | "Read" >> beam.FlatMap(_read, input_format, job.read).with_outputs("bad", main="ex")
+        )
+        (
+            read.bad
+            | "BadInput" >> beam.CombineGlobally(_BadInputFn())
+            | "SaveBadInput" >> beam.Map(_save, f"{side}/bad_input.json")
+        )
+        words = (
+            read.ex
+            | "BundleExamples" >> beam.BatchElements(max_batch_size=_BUNDLE)
+            | "Words" >> beam.FlatMap(_words, config.max_ngram)
+        )
         n = read.ex | "N" >> beam.combiners.Count.Globally()
         n | "SaveN" >> beam.Map(_save, f"{side}/accepted.json")
         seed = config.seed
-        kept = (words | "Ngrams" >> beam.FlatMap(lambda w: w[2])
-                | "DF" >> beam.combiners.Count.PerElement()
-                | "Band" >> beam.Filter(_in_band, beam.pvalue.AsSingleton(n), config.min_df,
-                                        config.max_df_frac))
-        records = (words | "BundleWords" >> beam.BatchElements(max_batch_size=_BUNDLE)
-                   | "Concepts" >> beam.FlatMap(_attach, beam.pvalue.AsDict(kept), seed))
+        kept = (
+            words
+            | "Ngrams" >> beam.FlatMap(lambda w: w[2])
+            | "DF" >> beam.combiners.Count.PerElement()
+            | "Band"
+            >> beam.Filter(_in_band, beam.pvalue.AsSingleton(n), config.min_df, config.max_df_frac)
+        )
+        records = (
+            words
+            | "BundleWords" >> beam.BatchElements(max_batch_size=_BUNDLE)
+            | "Concepts" >> beam.FlatMap(_attach, beam.pvalue.AsDict(kept), seed)
+        )
 
-        (kept | "ConceptList" >> beam.combiners.ToList()
-         | "SaveConcepts" >> beam.Map(lambda kv: _save(sorted(kv), f"{side}/concepts.json")))
-        (records | "Pairs" >> beam.Map(lambda r: len(r.concepts))
-         | "SumPairs" >> beam.CombineGlobally(sum)
-         | "SavePairs" >> beam.Map(_save, f"{side}/pairs.json"))
-        (records | "RandomKey" >> beam.Map(lambda r: (
-            batches.random_order_key(r.ordinal, seed), r.ordinal, r.concepts))
-         | "RandomSample" >> beam.combiners.Top.Smallest(batches.random_sample_size(bsz),
-                                                         key=lambda r: (r[0], r[1]))
-         | "RandomSharing" >> beam.Map(_random_sharing, bsz)
-         | "SaveRandom" >> beam.Map(_save, f"{side}/random.json"))
+        (
+            kept
+            | "ConceptList" >> beam.combiners.ToList()
+            | "SaveConcepts" >> beam.Map(lambda kv: _save(sorted(kv), f"{side}/concepts.json"))
+        )
+        (
+            records
+            | "Pairs" >> beam.Map(lambda r: len(r.concepts))
+            | "SumPairs" >> beam.CombineGlobally(sum)
+            | "SavePairs" >> beam.Map(_save, f"{side}/pairs.json")
+        )
+        (
+            records
+            | "RandomKey"
+            >> beam.Map(
+                lambda r: (batches.random_order_key(r.ordinal, seed), r.ordinal, r.concepts)
+            )
+            | "RandomSample"
+            >> beam.combiners.Top.Smallest(
+                batches.random_sample_size(bsz), key=lambda r: (r[0], r[1])
+            )
+            | "RandomSharing" >> beam.Map(_random_sharing, bsz)
+            | "SaveRandom" >> beam.Map(_save, f"{side}/random.json")
+        )
 
-        records = (records | "ByCaption" >> beam.Map(lambda r: (text_lib.normalize(r.caption), r))
-                   | "GroupCopies" >> beam.GroupByKey()
-                   | "SpreadCopies" >> beam.FlatMap(_spread_copies, job.copy_budget, seed))
-        pools = (records | "Route" >> beam.Map(_pool_key, beam.pvalue.AsSingleton(n),
-                                               config.pool_size)
-                 | "GroupPools" >> beam.GroupByKey()
-                 | "Assemble" >> beam.FlatMap(_assemble_pool, config.pool_size,
-                                              job.assembly).with_outputs("left", main="batch"))
-        left = (pools.left | "LeftKey" >> beam.Map(lambda r: (0, r))
-                | "GroupLeft" >> beam.GroupByKey()
-                | "AssembleLeft" >> beam.FlatMap(_assemble_leftovers, job.assembly).with_outputs(
-                    "dropped", main="batch"))
-        (left.dropped | "CountDropped" >> beam.CombineGlobally(sum)
-         | "SaveDropped" >> beam.Map(_save, f"{side}/dropped.json"))
+        records = (
+            records
+            | "ByCaption" >> beam.Map(lambda r: (text_lib.normalize(r.caption), r))
+            | "GroupCopies" >> beam.GroupByKey()
+            | "SpreadCopies" >> beam.FlatMap(_spread_copies, job.copy_budget, seed)
+        )
+        pools = (
+            records
+            | "Route" >> beam.Map(_pool_key, beam.pvalue.AsSingleton(n), config.pool_size)
+            | "GroupPools" >> beam.GroupByKey()
+            | "Assemble"
+            >> beam.FlatMap(_assemble_pool, config.pool_size, job.assembly).with_outputs(
+                "left", main="batch"
+            )
+        )
+        left = (
+            pools.left
+            | "LeftKey" >> beam.Map(lambda r: (0, r))
+            | "GroupLeft" >> beam.GroupByKey()
+            | "AssembleLeft"
+            >> beam.FlatMap(_assemble_leftovers, job.assembly).with_outputs("dropped", main="batch")
+        )
+        (
+            left.dropped
+            | "CountDropped" >> beam.CombineGlobally(sum)
+            | "SaveDropped" >> beam.Map(_save, f"{side}/dropped.json")
+        )
         all_batches = (pools.batch, left.batch) | "AllBatches" >> beam.Flatten()
-        order = (all_batches | "BatchIds" >> beam.Map(lambda kv: kv[0])
-                 | "BatchIdList" >> beam.combiners.ToList()
-                 | "Order" >> beam.Map(lambda ids: {k: i for i, k in enumerate(sorted(ids))}))
-        written = (all_batches
-                   | "ToShard" >> beam.Map(_to_shard, beam.pvalue.AsSingleton(order),
-                                           config.batches_per_shard)
-                   | "GroupShards" >> beam.GroupByKey()
-                   | "WriteShards" >> beam.Map(_write_shard, out_dir, cfg))
-        (written | "ShardList" >> beam.combiners.ToList()
-         | "SaveShards" >> beam.Map(lambda xs: _save(
-             [[s, d, a.raw()] for s, d, a in sorted(xs, key=lambda x: x[0])],
-             f"{side}/shards.json")))
+        order = (
+            all_batches
+            | "BatchIds" >> beam.Map(lambda kv: kv[0])
+            | "BatchIdList" >> beam.combiners.ToList()
+            | "Order" >> beam.Map(lambda ids: {k: i for i, k in enumerate(sorted(ids))})
+        )
+        written = (
+            all_batches
+            | "ToShard"
+            >> beam.Map(_to_shard, beam.pvalue.AsSingleton(order), config.batches_per_shard)
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShards" >> beam.Map(_write_shard, out_dir, cfg)
+        )
+        (
+            written
+            | "ShardList" >> beam.combiners.ToList()
+            | "SaveShards"
+            >> beam.Map(
+                lambda xs: _save(
+                    [[s, d, a.raw()] for s, d, a in sorted(xs, key=lambda x: x[0])],
+                    f"{side}/shards.json",
+                )
+            )
+        )
 
     return _finish(job, side, t0)
 
@@ -276,8 +346,9 @@ def _load(side: str, name: str, default: Any) -> Any:
 
 def _finish(job: runs.Run, side: str, t0: float) -> dict[str, Any]:
     """Driver side, after the pipeline: folds the side outputs into tokenizer + manifest."""
-    bad = bad_input.BadInputLog.from_raw(_load(side, "bad_input.json",
-                                               bad_input.BadInputLog().raw()))
+    bad = bad_input.BadInputLog.from_raw(
+        _load(side, "bad_input.json", bad_input.BadInputLog().raw())
+    )
     accepted = _load(side, "accepted.json", 0)
     bad_report = runs.check_input(job, bad, accepted)
     kept = _load(side, "concepts.json", [])
@@ -286,12 +357,19 @@ def _finish(job: runs.Run, side: str, t0: float) -> dict[str, Any]:
     for _, _, raw in shard_rows:
         acc = acc.merge(stats.BatchStats.from_raw(raw))
     result = runs.finish(
-        job, "beam", bad=bad, bad_report=bad_report, accepted=accepted,
-        dropped=_load(side, "dropped.json", 0), batch_stats=acc,
+        job,
+        "beam",
+        bad=bad,
+        bad_report=bad_report,
+        accepted=accepted,
+        dropped=_load(side, "dropped.json", 0),
+        batch_stats=acc,
         concept_strings=[k for k, _ in kept],
         concept_df=np.array([v for _, v in kept], dtype=np.int64),
-        concept_pairs=_load(side, "pairs.json", 0), shard_list=[d for _, d, _ in shard_rows],
-        random_sharing=_load(side, "random.json", 0.0))
+        concept_pairs=_load(side, "pairs.json", 0),
+        shard_list=[d for _, d, _ in shard_rows],
+        random_sharing=_load(side, "random.json", 0.0),
+    )
     for name in os.listdir(side):
         os.remove(os.path.join(side, name))
     os.rmdir(side)

@@ -66,15 +66,17 @@ class Concepts:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
 
-def encode_chunk(token_lists: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray,
-                                                                 np.ndarray]:
+def encode_chunk(token_lists: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """One chunk of `encode`: (sorted chunk vocabulary, int32 [T] ids into it, int64 [n]
     lengths). Chunks can be encoded in parallel and combined with `merge`."""
     local = sorted(set(itertools.chain.from_iterable(token_lists)))
     index = dict(zip(local, range(len(local)), strict=True))
     lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
-    ids = np.fromiter(map(index.__getitem__, itertools.chain.from_iterable(token_lists)),
-                      dtype=np.int32, count=int(lengths.sum()))
+    ids = np.fromiter(
+        map(index.__getitem__, itertools.chain.from_iterable(token_lists)),
+        dtype=np.int32,
+        count=int(lengths.sum()),
+    )
     return local, ids, lengths
 
 
@@ -82,8 +84,10 @@ def merge(parts: Sequence[tuple[list[str], np.ndarray, np.ndarray]]) -> Corpus:
     """Combines encoded chunks (in order) into one `Corpus` with a sorted vocabulary."""
     vocab = sorted(set(itertools.chain.from_iterable(p[0] for p in parts)))
     index = dict(zip(vocab, range(len(vocab)), strict=True))
-    pieces = [np.fromiter(map(index.__getitem__, local), np.int32, count=len(local))[ids]
-              for local, ids, _ in parts]
+    pieces = [
+        np.fromiter(map(index.__getitem__, local), np.int32, count=len(local))[ids]
+        for local, ids, _ in parts
+    ]
     lengths = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -130,8 +134,9 @@ def max_df(num_captions: int, min_df: int, max_df_frac: float) -> int:
     return max(min_df, int(max_df_frac * num_captions))
 
 
-def in_band(df: int | np.ndarray, num_captions: int, min_df: int, max_df_frac: float
-            ) -> bool | np.ndarray:
+def in_band(
+    df: int | np.ndarray, num_captions: int, min_df: int, max_df_frac: float
+) -> bool | np.ndarray:
     """Whether document frequencies (an int, or int [C]) lie in the kept band."""
     return (df >= min_df) & (df <= max_df(num_captions, min_df, max_df_frac))
 

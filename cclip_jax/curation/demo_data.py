@@ -43,8 +43,9 @@ def curation_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     cur = settings.default_config()
     for key, value in config.data.curation.items():
         if key not in cur:
-            raise ValueError(f"config.data.curation.{key} is not a curation setting "
-                             f"(see configs/curate.py)")
+            raise ValueError(
+                f"config.data.curation.{key} is not a curation setting (see configs/curate.py)"
+            )
         cur[key] = value
     cur.batch_size = config.batch_size
     cur.progress = False
@@ -67,19 +68,31 @@ def ensure_demo_data(config: ml_collections.ConfigDict) -> str:
     # regenerated beside it, never reused.
     world_dir = os.path.join(cache, f"world-{_digest([FORMAT_VERSION, world_settings])}")
     cur = curation_config(config)
-    cur_dir = os.path.join(cache, "curated-" + _digest(
-        [FORMAT_VERSION, manifest.CURATOR_VERSION, world_settings, cur.to_dict()]))
+    cur_dir = os.path.join(
+        cache,
+        "curated-"
+        + _digest([FORMAT_VERSION, manifest.CURATOR_VERSION, world_settings, cur.to_dict()]),
+    )
     os.makedirs(cache, exist_ok=True)
     # One writer at a time (parallel tests, several local processes); the others then reuse.
     with open(os.path.join(cache, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not os.path.exists(os.path.join(world_dir, "world.json")):
-            _stage(f"building the synthetic world ({world_settings['num_train']} pairs, "
-                   f"{world_settings['preset']} captions) in {world_dir}")
-        write_world(world_dir, num_train=world_settings["num_train"],
-                    preset=world_settings["preset"], seed=world_settings["seed"],
-                    image_size=world_settings["image_size"], num_eval=world_settings["num_eval"],
-                    workers=1, csv=False, progress=False)
+            _stage(
+                f"building the synthetic world ({world_settings['num_train']} pairs, "
+                f"{world_settings['preset']} captions) in {world_dir}"
+            )
+        write_world(
+            world_dir,
+            num_train=world_settings["num_train"],
+            preset=world_settings["preset"],
+            seed=world_settings["seed"],
+            image_size=world_settings["image_size"],
+            num_eval=world_settings["num_eval"],
+            workers=1,
+            csv=False,
+            progress=False,
+        )
         if not os.path.exists(os.path.join(cur_dir, shards.MANIFEST)):
             _stage(f"curating it into batches of {cur.batch_size} in {cur_dir}")
             local_runner.run(cur, os.path.join(world_dir, "train"), "webdataset", cur_dir)

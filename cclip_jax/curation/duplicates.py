@@ -23,8 +23,11 @@ def caption_identities(words: Corpus) -> np.ndarray:
     """
     raw, off = words.tokens.astype(np.int32).tobytes(), (words.offsets * 4).tolist()
     ids: dict[bytes, int] = {}
-    return np.fromiter((ids.setdefault(raw[a:b], len(ids)) for a, b in itertools.pairwise(off)),
-                       dtype=np.int64, count=len(words))
+    return np.fromiter(
+        (ids.setdefault(raw[a:b], len(ids)) for a, b in itertools.pairwise(off)),
+        dtype=np.int64,
+        count=len(words),
+    )
 
 
 class DuplicateCap:
@@ -76,7 +79,7 @@ class DuplicateCap:
         out = []
         for i, w in zip(h[pick].tolist(), want.tolist(), strict=True):
             if w:
-                rows = self.by_ident[self.first[i]:self.first[i + 1]]
+                rows = self.by_ident[self.first[i] : self.first[i + 1]]
                 out.append(rows[free[rows] > 0][:w])  # its first free copies
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
@@ -91,8 +94,9 @@ class DuplicateCap:
         rank[order] = np.arange(len(rows)) - np.repeat(starts, np.diff(np.append(starts, len(s))))
         return self.taken[ids] + rank - self.limit[ids]
 
-    def mates(self, index: neighbours.PoolIndex, query: np.ndarray, k: int, free: np.ndarray
-              ) -> tuple[np.ndarray, int]:
+    def mates(
+        self, index: neighbours.PoolIndex, query: np.ndarray, k: int, free: np.ndarray
+    ) -> tuple[np.ndarray, int]:
         """The k best BM25 mates under the limits (fewer when the ranking runs out), and how
         many ranked candidates were passed over before the last one taken."""
         if k <= 0 or len(query) == 0:

@@ -31,8 +31,11 @@ KINDS = ("all", "unigram", "attribute_noun", "masked")
 
 
 def _is_noun(word: str) -> bool:
-    return (text.is_content_word(word) and word not in text.ATTRIBUTE_WORDS
-            and word.replace("'", "").isalpha())
+    return (
+        text.is_content_word(word)
+        and word not in text.ATTRIBUTE_WORDS
+        and word.replace("'", "").isalpha()
+    )
 
 
 def concept_kind(concept: str) -> str:
@@ -56,8 +59,9 @@ def ngram_mask(strings: Sequence[str], setting: str) -> np.ndarray | None:
     """bool [C]: which n-gram concepts the setting keeps; None for `all` (keep every one)."""
     if setting == "all":
         return None
-    return np.fromiter((concept_kind(s) == setting for s in strings), dtype=bool,
-                       count=len(strings))
+    return np.fromiter(
+        (concept_kind(s) == setting for s in strings), dtype=bool, count=len(strings)
+    )
 
 
 def count_kinds(strings: Sequence[str]) -> dict[str, int]:

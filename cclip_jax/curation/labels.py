@@ -112,8 +112,9 @@ def register_rule(name: str) -> Callable[[Rule], Rule]:
 def attribute_classes(vocab: list[str]) -> np.ndarray:
     """int32 [V]: index into the sorted attribute class names, -1 for other tokens."""
     return np.array(
-        [_CLASS_NAMES.index(text.ATTRIBUTE_OF[t]) if t in text.ATTRIBUTE_OF else -1
-         for t in vocab], dtype=np.int32)
+        [_CLASS_NAMES.index(text.ATTRIBUTE_OF[t]) if t in text.ATTRIBUTE_OF else -1 for t in vocab],
+        dtype=np.int32,
+    )
 
 
 @register_rule("none")
@@ -148,15 +149,21 @@ def attribute_contradiction(view: BatchView) -> np.ndarray:
     """Same noun, another value of the same attribute class: surely absent."""
     neg = np.zeros_like(view.present)
     pos, cls, value, noun = view.attributes
-    wanted = [(k, c, view.token_id[v], view.token_id[n])
-              for k, toks in enumerate(view.concepts) if not view.is_masked[k]
-              for c, v, n in _attribute_pairs(toks)]
+    wanted = [
+        (k, c, view.token_id[v], view.token_id[n])
+        for k, toks in enumerate(view.concepts)
+        if not view.is_masked[k]
+        for c, v, n in _attribute_pairs(toks)
+    ]
     if not wanted or len(pos) == 0:
         return neg
     k, c, v, n = (np.array(x, dtype=np.int64) for x in zip(*wanted, strict=True))
     # [pairs, triples]: the caption has this noun with another value of the same class.
-    hit = (cls[None, :] == c[:, None]) & (noun[None, :] == n[:, None]) & (
-        value[None, :] != v[:, None])
+    hit = (
+        (cls[None, :] == c[:, None])
+        & (noun[None, :] == n[:, None])
+        & (value[None, :] != v[:, None])
+    )
     pi, ti = np.nonzero(hit)
     neg[pos[ti], k[pi]] = True
     return neg & ~view.present
@@ -177,8 +184,9 @@ def cap_present(present: np.ndarray, max_present: int) -> tuple[np.ndarray, int]
     return capped, int(present.sum() - capped.sum())
 
 
-def label_matrix(view: BatchView, rule: str, max_present: int, width: int
-                 ) -> tuple[np.ndarray, dict[str, int]]:
+def label_matrix(
+    view: BatchView, rule: str, max_present: int, width: int
+) -> tuple[np.ndarray, dict[str, int]]:
     """The int8 labels of one batch, padded to `width` columns with 0.
 
     Args:
@@ -199,9 +207,14 @@ def label_matrix(view: BatchView, rule: str, max_present: int, width: int
     return labels, {"capped": capped}
 
 
-def batch_view(words: Corpus, rows: np.ndarray, concepts: list[str], present: np.ndarray,
-               triples: AttributeTriples | None = None,
-               token_id: dict[str, int] | None = None) -> BatchView:
+def batch_view(
+    words: Corpus,
+    rows: np.ndarray,
+    concepts: list[str],
+    present: np.ndarray,
+    triples: AttributeTriples | None = None,
+    token_id: dict[str, int] | None = None,
+) -> BatchView:
     """Builds the view of captions `rows` of `words` against concept strings.
 
     Args:
@@ -212,7 +225,11 @@ def batch_view(words: Corpus, rows: np.ndarray, concepts: list[str], present: np
     triples = attribute_triples(words) if triples is None else triples
     token_id = {t: i for i, t in enumerate(words.vocab)} if token_id is None else token_id
     return BatchView(
-        vocab=words.vocab, token_id=token_id, rows=[words.row(r) for r in rows.tolist()],
+        vocab=words.vocab,
+        token_id=token_id,
+        rows=[words.row(r) for r in rows.tolist()],
         concepts=[c.split(" ") for c in concepts],
         is_masked=np.array([text.MASK in c for c in concepts], dtype=bool).reshape(-1),
-        present=present, attributes=triples.take(np.asarray(rows, np.int64)))
+        present=present,
+        attributes=triples.take(np.asarray(rows, np.int64)),
+    )

@@ -56,13 +56,16 @@ def plan_pools(route: np.ndarray, pool_size: int) -> list[tuple[tuple[int, int],
     tasks = []
     for p in range(pools):
         members = order[bounds[p] : bounds[p + 1]]
-        tasks += [(chunk, members[rows])
-                  for chunk, rows in neighbours.split_pool(p, route[members], pool_size)]
+        tasks += [
+            (chunk, members[rows])
+            for chunk, rows in neighbours.split_pool(p, route[members], pool_size)
+        ]
     return tasks
 
 
-def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, out_dir: str
-        ) -> dict[str, Any]:
+def run(
+    config: ml_collections.ConfigDict, input_path: str, input_format: str, out_dir: str
+) -> dict[str, Any]:
     """Curates `input_path` into `out_dir`; returns the manifest (also written to disk).
 
     Raises:
@@ -97,8 +100,9 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     timings["tokenise"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    cons = concepts.extract_concepts(words, max_n=config.max_ngram, min_df=config.min_df,
-                                     max_df_frac=config.max_df_frac)
+    cons = concepts.extract_concepts(
+        words, max_n=config.max_ngram, min_df=config.min_df, max_df_frac=config.max_df_frac
+    )
     concept_rows = Corpus(cons.strings, cons.ids, cons.offsets)
     normalised = [text_lib.normalize(c) for c in captions]
     route = neighbours.route_keys(cons.strings, concept_rows, normalised, config.seed)
@@ -116,13 +120,19 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     timings["assemble"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    writer = shards.ShardWriter(out_dir, config.batches_per_shard, config.max_concepts,
-                                config.array_record_options)
+    writer = shards.ShardWriter(
+        out_dir, config.batches_per_shard, config.max_concepts, config.array_record_options
+    )
     acc = stats.BatchStats()
     for b in tqdm(all_batches, desc="write", disable=quiet):
         m = b.members.tolist()
-        writer.write([keys[i] for i in m], [captions[i] for i in m], [images[i] for i in m],
-                     b.concepts, b.labels)
+        writer.write(
+            [keys[i] for i in m],
+            [captions[i] for i in m],
+            [images[i] for i in m],
+            b.concepts,
+            b.labels,
+        )
         acc.add(b)
     shard_list = writer.close()
     timings["write"] = time.perf_counter() - t
@@ -131,21 +141,29 @@ def run(config: ml_collections.ConfigDict, input_path: str, input_format: str, o
     rkeys = np.array([batches.random_order_key(o, config.seed) for o in ordinals], np.int64)
     first = np.lexsort((np.arange(len(rkeys)), rkeys))
     first = first[: batches.random_sample_size(config.batch_size)]
-    random_share = batches.random_sharing([cons.row(i) for i in first.tolist()],
-                                          config.batch_size)
+    random_share = batches.random_sharing([cons.row(i) for i in first.tolist()], config.batch_size)
     result = runs.finish(
-        job, "local", bad=bad, bad_report=bad_report, accepted=len(captions),
-        dropped=len(dropped), batch_stats=acc, concept_strings=cons.strings, concept_df=cons.df,
-        concept_pairs=len(cons.ids), shard_list=shard_list, random_sharing=random_share,
-        captions=(captions[i] for b in all_batches for i in b.members.tolist()))
+        job,
+        "local",
+        bad=bad,
+        bad_report=bad_report,
+        accepted=len(captions),
+        dropped=len(dropped),
+        batch_stats=acc,
+        concept_strings=cons.strings,
+        concept_df=cons.df,
+        concept_pairs=len(cons.ids),
+        shard_list=shard_list,
+        random_sharing=random_share,
+        captions=(captions[i] for b in all_batches for i in b.members.tolist()),
+    )
     timings["tokenizer+manifest"] = time.perf_counter() - t
     logging.info("curation stage times (s): %s", {k: round(v, 2) for k, v in timings.items()})
     result["_timings"] = timings  # returned to callers (benchmark); not in manifest.json
     return result
 
 
-def _map(fn: Callable[[T], R], tasks: list[T], workers: int, quiet: bool, desc: str
-         ) -> list[R]:
+def _map(fn: Callable[[T], R], tasks: list[T], workers: int, quiet: bool, desc: str) -> list[R]:
     """`[fn(t) for t in tasks]`, in order, on `workers` forked processes (they inherit
     `_SHARED` without pickling the corpus)."""
     out: list[R] = []

@@ -149,8 +149,9 @@ def _matches(pattern: np.ndarray, seq: np.ndarray) -> bool:
 
 
 @numba.njit(cache=True)
-def _match_rows(pattern: np.ndarray, tokens: np.ndarray, offsets: np.ndarray,
-                rows: np.ndarray) -> np.ndarray:
+def _match_rows(
+    pattern: np.ndarray, tokens: np.ndarray, offsets: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
     out = np.zeros(len(rows), dtype=np.bool_)
     for r in range(len(rows)):
         i = rows[r]
@@ -163,8 +164,8 @@ def matches(pattern: np.ndarray, seq: np.ndarray) -> bool:
     return bool(_matches(np.asarray(pattern, np.int64), np.asarray(seq, np.int64)))
 
 
-def match_rows(pattern: np.ndarray, tokens: np.ndarray, offsets: np.ndarray,
-               rows: np.ndarray) -> np.ndarray:
+def match_rows(
+    pattern: np.ndarray, tokens: np.ndarray, offsets: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
     """`matches` for captions `rows` of a CSR corpus; returns bool [len(rows)]."""
-    return _match_rows(np.asarray(pattern, np.int64), tokens, offsets,
-                       np.asarray(rows, np.int64))
+    return _match_rows(np.asarray(pattern, np.int64), tokens, offsets, np.asarray(rows, np.int64))

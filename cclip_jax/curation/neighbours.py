@@ -30,8 +30,9 @@ def stable_hash(value: str, seed: int) -> int:
     return int.from_bytes(digest, "little") & _MASK64
 
 
-def route_keys(concept_strings: list[str], rows: Corpus, captions: list[str], seed: int
-               ) -> np.ndarray:
+def route_keys(
+    concept_strings: list[str], rows: Corpus, captions: list[str], seed: int
+) -> np.ndarray:
     """The MinHash routing keys of captions (int64 [N]); `pool_of(key, num_pools)` is a
     caption's pool.
 
@@ -44,8 +45,9 @@ def route_keys(concept_strings: list[str], rows: Corpus, captions: list[str], se
       captions: the N normalised captions.
       seed: curation seed.
     """
-    h = np.fromiter((stable_hash(c, seed) for c in concept_strings), dtype=np.int64,
-                    count=len(concept_strings))
+    h = np.fromiter(
+        (stable_hash(c, seed) for c in concept_strings), dtype=np.int64, count=len(concept_strings)
+    )
     lengths = np.diff(rows.offsets)
     keys = np.empty(len(lengths), dtype=np.int64)
     has = lengths > 0
@@ -99,8 +101,9 @@ def pool_of(key: int | np.ndarray, pools: int) -> int | np.ndarray:
     return key % pools
 
 
-def split_pool(pool: int, keys: np.ndarray, pool_size: int
-               ) -> list[tuple[tuple[int, int], np.ndarray]]:
+def split_pool(
+    pool: int, keys: np.ndarray, pool_size: int
+) -> list[tuple[tuple[int, int], np.ndarray]]:
     """Splits an oversized pool (one very common minimum concept) into contiguous chunks.
 
     Args:
@@ -116,13 +119,20 @@ def split_pool(pool: int, keys: np.ndarray, pool_size: int
     if n <= 2 * pool_size:
         return [((pool, 0), np.arange(n))]
     order = np.argsort(keys, kind="stable")  # members with equal keys stay together
-    return [((pool, c), np.sort(rows))
-            for c, rows in enumerate(np.array_split(order, -(-n // pool_size)))]
+    return [
+        ((pool, c), np.sort(rows))
+        for c, rows in enumerate(np.array_split(order, -(-n // pool_size)))
+    ]
 
 
 @numba.njit(cache=True)
-def _scores(query: np.ndarray, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
-            allowed: np.ndarray) -> np.ndarray:
+def _scores(
+    query: np.ndarray,
+    data: np.ndarray,
+    indices: np.ndarray,
+    indptr: np.ndarray,
+    allowed: np.ndarray,
+) -> np.ndarray:
     scores = np.zeros(len(allowed), dtype=np.float32)
     for t in query:
         for j in range(indptr[t], indptr[t + 1]):

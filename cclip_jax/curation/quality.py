@@ -37,8 +37,9 @@ def scenes_of_webdataset(path: str) -> dict[str, Any]:
         with tarfile.open(unit) as tar:
             for m in tar:
                 if m.isfile() and m.name.endswith(".json"):
-                    key = os.path.join(os.path.dirname(m.name),
-                                       os.path.basename(m.name).split(".", 1)[0])
+                    key = os.path.join(
+                        os.path.dirname(m.name), os.path.basename(m.name).split(".", 1)[0]
+                    )
                     scenes[key] = Scene.from_json(json.load(tar.extractfile(m)))
     return scenes
 
@@ -75,15 +76,22 @@ def score(out_dir: str, scenes: Mapping[str, Any]) -> dict[str, Any]:
 
     return {
         "+1": {"n": sum(tally[1].values()), "precision": rate(tally[1], True)},
-        "-1": {"n": sum(tally[-1].values()), "precision": rate(tally[-1], False),
-               "false_negative_rate": rate(tally[-1], True)},
+        "-1": {
+            "n": sum(tally[-1].values()),
+            "precision": rate(tally[-1], False),
+            "false_negative_rate": rate(tally[-1], True),
+        },
         "0": {"n": sum(tally[0].values()), "false_negative_rate": rate(tally[0], True)},
         "outside_grammar": outside,
     }
 
 
-def report(train_dir: str, config: ml_collections.ConfigDict, work_dir: str,
-           rules: tuple[str, ...] = ("none", "complete", "attribute")) -> dict[str, Any]:
+def report(
+    train_dir: str,
+    config: ml_collections.ConfigDict,
+    work_dir: str,
+    rules: tuple[str, ...] = ("none", "complete", "attribute"),
+) -> dict[str, Any]:
     """Curates the world's training shards once per label rule and scores each output."""
     scenes = scenes_of_webdataset(train_dir)
     out = {}
@@ -106,8 +114,15 @@ def main() -> None:
     from cclip_jax.synthetic import write_world
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_world(os.path.join(tmp, "world"), args.num, preset=args.preset, seed=args.seed,
-                    num_eval=1, csv=False, progress=False)
+        write_world(
+            os.path.join(tmp, "world"),
+            args.num,
+            preset=args.preset,
+            seed=args.seed,
+            num_eval=1,
+            csv=False,
+            progress=False,
+        )
         c = settings.default_config()
         c.batch_size, c.progress, c.tokenizer_vocab_size = args.batch_size, False, 256
         result = report(os.path.join(tmp, "world", "train"), c, tmp)

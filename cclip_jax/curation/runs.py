@@ -51,8 +51,9 @@ class Run:
     copy_budget: int
 
 
-def start(config: ml_collections.ConfigDict, input_path: str, input_format: str, out_dir: str
-          ) -> Run:
+def start(
+    config: ml_collections.ConfigDict, input_path: str, input_format: str, out_dir: str
+) -> Run:
     """Validates the config, lists the input units and removes an earlier curation's files.
 
     Raises:
@@ -79,14 +80,27 @@ def check_input(run: Run, bad: bad_input.BadInputLog, accepted: int) -> dict[str
     bad_input.log_report(report)
     if not accepted:
         raise adapters.InputError(
-            f"no usable example in {run.input_path}; {bad_input.summary(report)}")
+            f"no usable example in {run.input_path}; {bad_input.summary(report)}"
+        )
     return report
 
 
-def finish(run: Run, runner: str, *, bad: bad_input.BadInputLog, bad_report: dict[str, Any],
-           accepted: int, dropped: int, batch_stats: stats.BatchStats, concept_strings: list[str],
-           concept_df: np.ndarray, concept_pairs: int, shard_list: list[dict[str, Any]],
-           random_sharing: float, captions: Iterable[str] | None = None) -> dict[str, Any]:
+def finish(
+    run: Run,
+    runner: str,
+    *,
+    bad: bad_input.BadInputLog,
+    bad_report: dict[str, Any],
+    accepted: int,
+    dropped: int,
+    batch_stats: stats.BatchStats,
+    concept_strings: list[str],
+    concept_df: np.ndarray,
+    concept_pairs: int,
+    shard_list: list[dict[str, Any]],
+    random_sharing: float,
+    captions: Iterable[str] | None = None,
+) -> dict[str, Any]:
     """Counts the run, then writes the tokenizer and `manifest.json` (last). Returns the manifest.
 
     Args:
@@ -101,11 +115,21 @@ def finish(run: Run, runner: str, *, bad: bad_input.BadInputLog, bad_report: dic
       captions: the written captions in batch order, when the runner has them (tokenizer
         training reads the shards otherwise).
     """
-    counts = manifest.make_counts(accepted, bad.skipped(), dropped, batch_stats.examples,
-                                  kinds.count_kinds(concept_strings))
+    counts = manifest.make_counts(
+        accepted, bad.skipped(), dropped, batch_stats.examples, kinds.count_kinds(concept_strings)
+    )
     return manifest.finish(
-        run.out_dir, run.config, runner=runner, input_path=run.input_path,
-        input_format=run.input_format, units=run.units, shard_list=shard_list, counts=counts,
+        run.out_dir,
+        run.config,
+        runner=runner,
+        input_path=run.input_path,
+        input_format=run.input_format,
+        units=run.units,
+        shard_list=shard_list,
+        counts=counts,
         batch_stats=batch_stats.to_dict(),
         concept_stats=stats.concept_summary(concept_strings, concept_df, accepted, concept_pairs),
-        random_sharing=random_sharing, bad_input=bad_report, captions=captions)
+        random_sharing=random_sharing,
+        bad_input=bad_report,
+        captions=captions,
+    )

@@ -45,8 +45,14 @@ def shard_name(index: int) -> str:
 
 def encode_batch_record(batch_index: int, concepts: list[str], width: int) -> bytes:
     """The batch record: concept strings padded with "" to `width`."""
-    meta = json.dumps({"batch": batch_index, "concepts": concepts + [""] * (width - len(concepts)),
-                       "num_concepts": len(concepts)}, ensure_ascii=False).encode()
+    meta = json.dumps(
+        {
+            "batch": batch_index,
+            "concepts": concepts + [""] * (width - len(concepts)),
+            "num_concepts": len(concepts),
+        },
+        ensure_ascii=False,
+    ).encode()
     return _BATCH_TAG + struct.pack("<I", len(meta)) + meta
 
 
@@ -54,8 +60,7 @@ def encode_example_record(key: str, caption: str, labels: np.ndarray, image: byt
     """One example record; `labels` is int8 [K]."""
     k, c = key.encode(), caption.encode()
     row = labels.astype(np.int8, copy=False).tobytes()
-    return b"".join((_EXAMPLE_TAG, struct.pack("<III", len(k), len(c), len(row)), k, c, row,
-                     image))
+    return b"".join((_EXAMPLE_TAG, struct.pack("<III", len(k), len(c), len(row)), k, c, row, image))
 
 
 def decode_batch_record(record: bytes) -> dict[str, Any]:
@@ -89,8 +94,9 @@ class ShardWriter:
       first_shard: index of the first shard written (the Beam runner writes shards in parallel).
     """
 
-    def __init__(self, out_dir: str, batches_per_shard: int, width: int, options: str,
-                 first_shard: int = 0):
+    def __init__(
+        self, out_dir: str, batches_per_shard: int, width: int, options: str, first_shard: int = 0
+    ):
         os.makedirs(out_dir, exist_ok=True)
         self._dir, self._per, self._width, self._opts = out_dir, batches_per_shard, width, options
         self._shard = self._first = first_shard
@@ -99,8 +105,14 @@ class ShardWriter:
         self.shards: list[dict[str, Any]] = []
         self.num_batches = 0
 
-    def write(self, keys: list[str], captions: list[str], images: list[bytes],
-              concepts: list[str], labels: np.ndarray) -> None:
+    def write(
+        self,
+        keys: list[str],
+        captions: list[str],
+        images: list[bytes],
+        concepts: list[str],
+        labels: np.ndarray,
+    ) -> None:
         """Appends one batch (`labels`: int8 [B, max_concepts])."""
         if self._writer is None:
             name = shard_name(self._shard)
@@ -188,8 +200,7 @@ def clear_previous(out_dir: str) -> list[str]:
     invalidate(out_dir)
     if not os.path.isdir(out_dir):
         return []
-    stale = sorted(n for n in os.listdir(out_dir)
-                   if is_shard_name(n) or n == f".{MANIFEST}.tmp")
+    stale = sorted(n for n in os.listdir(out_dir) if is_shard_name(n) or n == f".{MANIFEST}.tmp")
     for name in stale:
         os.remove(os.path.join(out_dir, name))
     return stale
@@ -211,7 +222,8 @@ class CuratedShards:
         path = os.path.join(out_dir, MANIFEST)
         if not os.path.exists(path):
             raise FileNotFoundError(
-                f"{path} is missing: {out_dir} is not a complete curation output")
+                f"{path} is missing: {out_dir} is not a complete curation output"
+            )
         with open(path) as f:
             self.manifest: dict[str, Any] = json.load(f)
         if self.manifest.get("format") != FORMAT:
@@ -236,7 +248,8 @@ class CuratedShards:
             name = self.manifest["shards"][shard]["file"]
             # Readahead off: training reads scattered batches, not a stream.
             self._readers[shard] = ArrayRecordReader(
-                os.path.join(self.out_dir, name), "readahead_buffer_size:0")
+                os.path.join(self.out_dir, name), "readahead_buffer_size:0"
+            )
         return self._readers[shard], int(batch_index - self._starts[shard]) * (self.batch_size + 1)
 
     def concepts(self, batch_index: int) -> list[str]:
@@ -244,8 +257,9 @@ class CuratedShards:
         reader, base = self._locate(batch_index)
         return decode_batch_record(reader.read([base])[0])["concepts"]
 
-    def read_rows(self, batch_index: int, row_start: int = 0, row_stop: int | None = None
-                  ) -> dict[str, Any]:
+    def read_rows(
+        self, batch_index: int, row_start: int = 0, row_stop: int | None = None
+    ) -> dict[str, Any]:
         """Rows `[row_start, row_stop)` of one batch (a JAX process's slice).
 
         Returns:
@@ -257,8 +271,9 @@ class CuratedShards:
             raise IndexError(f"rows [{row_start}, {row_stop}) not in [0, {self.batch_size}]")
         reader, base = self._locate(batch_index)
         header = decode_batch_record(reader.read([base])[0])
-        records = reader.read(base + 1 + row_start, base + 1 + row_stop) if row_stop > row_start \
-            else []
+        records = (
+            reader.read(base + 1 + row_start, base + 1 + row_stop) if row_stop > row_start else []
+        )
         out: dict[str, Any] = {"key": [], "image": [], "caption": []}
         rows = []
         for rec in records:
@@ -269,8 +284,7 @@ class CuratedShards:
             rows.append(labels)
         out["concepts"] = header["concepts"]
         out["num_concepts"] = header["num_concepts"]
-        out["labels"] = (np.stack(rows) if rows
-                         else np.zeros((0, self.max_concepts), np.int8))
+        out["labels"] = np.stack(rows) if rows else np.zeros((0, self.max_concepts), np.int8)
         return out
 
     def __getitem__(self, batch_index: int) -> dict[str, Any]:

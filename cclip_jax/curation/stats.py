@@ -60,16 +60,24 @@ class BatchStats:
 
     def raw(self) -> dict[str, Any]:
         """Exact, JSON-able state (for passing partial sums between processes)."""
-        return {f.name: (dict(v) if isinstance(v, Counter) else v)
-                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+        return {
+            f.name: (dict(v) if isinstance(v, Counter) else v)
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        }
 
     @classmethod
     def from_raw(cls, d: dict[str, Any]) -> BatchStats:
         counters = {"label_counts", "present_per_row", "concepts_per_batch", "triple_sums"}
         keep_str = {"label_counts", "triple_sums"}
-        return cls(**{k: Counter({(int(a) if k not in keep_str else a): b
-                                  for a, b in v.items()}) if k in counters else v
-                      for k, v in d.items()})
+        return cls(
+            **{
+                k: Counter({(int(a) if k not in keep_str else a): b for a, b in v.items()})
+                if k in counters
+                else v
+                for k, v in d.items()
+            }
+        )
 
     def to_dict(self) -> dict[str, Any]:
         n = max(self.batches, 1)
@@ -90,8 +98,9 @@ class BatchStats:
         }
 
 
-def concept_summary(strings: list[str], df: np.ndarray, num_captions: int,
-                    num_pairs: int) -> dict[str, Any]:
+def concept_summary(
+    strings: list[str], df: np.ndarray, num_captions: int, num_pairs: int
+) -> dict[str, Any]:
     """Concept counts by n-gram order, a log2 document-frequency histogram, per-caption mean.
 
     Args:
@@ -102,6 +111,6 @@ def concept_summary(strings: list[str], df: np.ndarray, num_captions: int,
     return {
         "num_concepts": len(strings),
         "by_order": {str(k): v for k, v in sorted(orders.items())},
-        "df_log2_histogram": {f"[{2**b},{2**(b + 1)})": v for b, v in sorted(bins.items())},
+        "df_log2_histogram": {f"[{2**b},{2 ** (b + 1)})": v for b, v in sorted(bins.items())},
         "mean_per_caption": round(num_pairs / max(num_captions, 1), 4),
     }

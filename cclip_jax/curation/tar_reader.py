@@ -114,8 +114,10 @@ def read_tar(path: str) -> TarContents:
                 data = f.read() if f else b""
             except _ERRORS as e:
                 out.problem = _kind(e)
-                out.detail = (f"member {member.name!r} ({member.size} bytes at byte "
-                              f"{member.offset_data}) cannot be read: {e}")
+                out.detail = (
+                    f"member {member.name!r} ({member.size} bytes at byte "
+                    f"{member.offset_data}) cannot be read: {e}"
+                )
                 out.samples.setdefault(key, {})
                 break
             out.samples.setdefault(key, {})[ext] = data

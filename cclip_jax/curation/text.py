@@ -105,5 +105,6 @@ def clean_caption(caption: str) -> str:
 
 def has_token(caption: str) -> bool:
     """True when the caption has at least one word token (cheaper than `tokenize`)."""
-    return _TOKEN_RE.search(caption.lower() if caption.isascii() else normalize(caption)) \
-        is not None
+    return (
+        _TOKEN_RE.search(caption.lower() if caption.isascii() else normalize(caption)) is not None
+    )

@@ -15,8 +15,7 @@ MODEL_TYPES = ("bpe", "unigram")
 _SPACE = "\u2581"  # SentencePiece's word-boundary mark
 
 
-def train(sentences: Iterable[str], path: str, *, vocab_size: int,
-          model_type: str = "bpe") -> str:
+def train(sentences: Iterable[str], path: str, *, vocab_size: int, model_type: str = "bpe") -> str:
     """Trains a SentencePiece model with `<M>` as a user-defined symbol.
 
     `<M>` after a space is one piece too (`▁<M>`): otherwise every gap costs two (`▁`, `<M>`),
@@ -49,7 +48,10 @@ def train(sentences: Iterable[str], path: str, *, vocab_size: int,
         normalization_rule_name="nmt_nfkc_cf",
         num_threads=1,  # one thread keeps the model byte-identical across runs
         minloglevel=2,
-        pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
     )
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:

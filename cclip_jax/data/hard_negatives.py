@@ -88,11 +88,14 @@ def _pairs(words: list[re.Match], text: str) -> list[_Pair]:
             k += 1
             continue
         start = k
-        while (k + 1 < n and words[k + 1].group().lower() in ATTRIBUTE_WORDS
-               and _RUN_SEP_RE.fullmatch(text[words[k].end():words[k + 1].start()])):
+        while (
+            k + 1 < n
+            and words[k + 1].group().lower() in ATTRIBUTE_WORDS
+            and _RUN_SEP_RE.fullmatch(text[words[k].end() : words[k + 1].start()])
+        ):
             k += 1
         noun = k + 1
-        if noun < n and _NOUN_SEP_RE.fullmatch(text[words[k].end():words[noun].start()]):
+        if noun < n and _NOUN_SEP_RE.fullmatch(text[words[k].end() : words[noun].start()]):
             w = words[noun].group().lower()
             if w.isalpha() and w not in STOP_WORDS and w not in ATTRIBUTE_WORDS:
                 attrs = frozenset(words[j].group().lower() for j in range(start, noun))
@@ -173,8 +176,11 @@ def swap_hard_negative(caption: str) -> str | None:
         for a in range(len(pairs)):
             for b in range(a + 1, len(pairs)):
                 p, q = pairs[a], pairs[b]
-                if (p.attrs == q.attrs and _ordered(words, p, q)
-                        and words[p.noun].group().lower() != words[q.noun].group().lower()):
+                if (
+                    p.attrs == q.attrs
+                    and _ordered(words, p, q)
+                    and words[p.noun].group().lower() != words[q.noun].group().lower()
+                ):
                     choice = ("nouns", p, q)
                     break
             if choice:
@@ -193,8 +199,9 @@ def swap_hard_negative(caption: str) -> str | None:
         for r, new in ((p, q_text), (q, p_text)):
             if r.start > 0:
                 art = words[r.start - 1]
-                if (art.group().lower() in _ARTICLES
-                        and _NOUN_SEP_RE.fullmatch(caption[art.end():words[r.start].start()])):
+                if art.group().lower() in _ARTICLES and _NOUN_SEP_RE.fullmatch(
+                    caption[art.end() : words[r.start].start()]
+                ):
                     spans.append((art.span(), _article(art.group(), new)))
     spans.sort()
     out, pos = [], 0

@@ -86,16 +86,24 @@ class DataSpec:
             raise ValueError(
                 "config.data.curated_dir is empty: set it to a curated folder (python -m "
                 "cclip_jax.curate), or build the demo data first "
-                "(cclip_jax.curation.demo_data.ensure_demo_data, as python -m cclip_jax.main does)")
+                "(cclip_jax.curation.demo_data.ensure_demo_data, as python -m cclip_jax.main does)"
+            )
         return cls(
-            curated_dir=d.curated_dir, mode=d.mode, seed=int(config.seed),
-            image_size=int(config.model.image.image_size), max_len=int(text.max_len),
-            tokenizer=d.tokenizer, pad_id=int(text.pad_id),
+            curated_dir=d.curated_dir,
+            mode=d.mode,
+            seed=int(config.seed),
+            image_size=int(config.model.image.image_size),
+            max_len=int(text.max_len),
+            tokenizer=d.tokenizer,
+            pad_id=int(text.pad_id),
             # `get`: configs written before `sticky_eos` existed have no such field.
             sticky_eos=bool(text.get("sticky_eos", False)),
-            max_shift=int(d.max_shift), brightness=float(d.brightness),
-            num_workers=int(d.num_workers), prefetch=int(d.prefetch),
-            hard_negatives=bool(d.hard_negatives))
+            max_shift=int(d.max_shift),
+            brightness=float(d.brightness),
+            num_workers=int(d.num_workers),
+            prefetch=int(d.prefetch),
+            hard_negatives=bool(d.hard_negatives),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +129,9 @@ class Dataset:
         return iter(self.grain)
 
 
-def build_dataset(spec: DataSpec, *, process_index: int = 0, process_count: int = 1,
-                  start_step: int = 0) -> Dataset:
+def build_dataset(
+    spec: DataSpec, *, process_index: int = 0, process_count: int = 1, start_step: int = 0
+) -> Dataset:
     """This process's `Dataset`: the source and tokenizer opened, the Grain pipeline over them
     (see module docstring; nothing is read until an iterator asks).
 
@@ -133,15 +142,24 @@ def build_dataset(spec: DataSpec, *, process_index: int = 0, process_count: int 
     `start_step` skips elements without reading them (checkpoints restore the iterator state
     instead; this is for evaluation and benchmarks).
     """
-    source = BatchSliceSource(spec.curated_dir, spec.mode, process_index, process_count,
-                              spec.seed)
+    source = BatchSliceSource(spec.curated_dir, spec.mode, process_index, process_count, spec.seed)
     if source.max_concepts % process_count:
-        raise ValueError(f"max_concepts={source.max_concepts} of {spec.curated_dir} does not "
-                         f"split over {process_count} processes")
-    tokenizer = Tokenizer(tokenizer_path(spec.tokenizer, spec.curated_dir), spec.max_len,
-                          spec.pad_id, spec.sticky_eos)
-    transform = ProcessSlice(tokenizer, spec.image_size, spec.max_shift, spec.brightness,
-                             process_index, process_count, spec.hard_negatives)
+        raise ValueError(
+            f"max_concepts={source.max_concepts} of {spec.curated_dir} does not "
+            f"split over {process_count} processes"
+        )
+    tokenizer = Tokenizer(
+        tokenizer_path(spec.tokenizer, spec.curated_dir), spec.max_len, spec.pad_id, spec.sticky_eos
+    )
+    transform = ProcessSlice(
+        tokenizer,
+        spec.image_size,
+        spec.max_shift,
+        spec.brightness,
+        process_index,
+        process_count,
+        spec.hard_negatives,
+    )
     ds = (
         grain.MapDataset.range(start_step, _STEPS)
         .map(source.__getitem__)
@@ -149,8 +167,11 @@ def build_dataset(spec: DataSpec, *, process_index: int = 0, process_count: int 
     )
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=spec.prefetch))
     if spec.num_workers > 0:
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=spec.num_workers, per_worker_buffer_size=spec.prefetch))
+        it_ds = it_ds.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=spec.num_workers, per_worker_buffer_size=spec.prefetch
+            )
+        )
     return Dataset(spec, source, tokenizer, it_ds)
 
 

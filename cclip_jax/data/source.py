@@ -39,8 +39,14 @@ class BatchSliceSource:
     index (curated mode) or `s` (baseline mode).
     """
 
-    def __init__(self, curated_dir: str, mode: str = "curated", process_index: int = 0,
-                 process_count: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        curated_dir: str,
+        mode: str = "curated",
+        process_index: int = 0,
+        process_count: int = 1,
+        seed: int = 0,
+    ):
         if mode not in MODES:
             raise ValueError(f"config.data.mode={mode!r} is not one of {MODES}")
         self.curated_dir, self.mode, self.seed = curated_dir, mode, seed
@@ -51,8 +57,10 @@ class BatchSliceSource:
         self.num_batches = self._shards.num_batches
         self.manifest = self._shards.manifest
         if self.batch_size % process_count:
-            raise ValueError(f"curated batch size {self.batch_size} does not split over "
-                             f"{process_count} processes")
+            raise ValueError(
+                f"curated batch size {self.batch_size} does not split over "
+                f"{process_count} processes"
+            )
         self.rows = self.batch_size // process_count
         self.row_start = process_index * self.rows
         self._perm_epoch, self._perm = -1, np.zeros(0, np.int64)

@@ -31,8 +31,9 @@ def tokenizer_path(tokenizer: str, curated_dir: str) -> str:
     """
     path = tokenizer or os.path.join(curated_dir, TOKENIZER)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"tokenizer {path} (config.data.tokenizer / "
-                                "config.data.curated_dir) is missing")
+        raise FileNotFoundError(
+            f"tokenizer {path} (config.data.tokenizer / config.data.curated_dir) is missing"
+        )
     return path
 
 
@@ -138,8 +139,9 @@ def shift_crop(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> 
     m, s = max_shift, images.shape[1]
     padded = np.pad(images, ((0, 0), (m, m), (m, m), (0, 0)), mode="edge")
     offsets = rng.integers(0, 2 * m + 1, size=(len(images), 2))
-    return np.stack([p[dy : dy + s, dx : dx + s]
-                     for p, (dy, dx) in zip(padded, offsets, strict=True)])
+    return np.stack(
+        [p[dy : dy + s, dx : dx + s] for p, (dy, dx) in zip(padded, offsets, strict=True)]
+    )
 
 
 @dataclasses.dataclass
@@ -165,10 +167,14 @@ class ProcessSlice:
     hard_negatives: bool = False
 
     def __call__(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        images = to_model_range(np.stack([  # one float conversion for the whole slice
-            decode_pixels(data, self.image_size, key)
-            for data, key in zip(raw["image"], raw["key"], strict=True)
-        ]))
+        images = to_model_range(
+            np.stack(
+                [  # one float conversion for the whole slice
+                    decode_pixels(data, self.image_size, key)
+                    for data, key in zip(raw["image"], raw["key"], strict=True)
+                ]
+            )
+        )
         if self.max_shift or self.brightness:
             images = shift_crop(images, self.max_shift, rng)
             images += rng.uniform(-self.brightness, self.brightness, (len(images), 1, 1, 1))

@@ -45,8 +45,12 @@ class BigramScorer:
     def log_prob(self, text: str) -> float:
         """Add-one smoothed bigram log-likelihood of `text`."""
         w = _words(text)
-        return float(sum(np.log((self.bigrams[a, b] + 1) / (self.unigrams[a] + self.vocab))
-                         for a, b in itertools.pairwise(w)))
+        return float(
+            sum(
+                np.log((self.bigrams[a, b] + 1) / (self.unigrams[a] + self.vocab))
+                for a, b in itertools.pairwise(w)
+            )
+        )
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
         """`[N, S, S, 3]` -> ones `[N, 1]`: every image looks the same to a blind model."""

@@ -38,12 +38,29 @@ from cclip_jax.evaluation.task_types import GroupTask, PairTask, RetrievalTask
 # The classification loaders live with the image code (images.py); they are re-exported, with
 # the task they return and the error and skip records every loader uses, so that every loader
 # is reachable from this module. The other task types are in task_types.py.
-__all__ = ["ARO_ATTRIBUTION_MIN_GROUP", "SUGARCREPE_SUBSETS", "ClassificationTask",
-           "FormatError", "Skipped", "load_aro", "load_image_folder", "load_karpathy",
-           "load_sugarcrepe", "load_tfds_classification", "load_winoground"]
+__all__ = [
+    "ARO_ATTRIBUTION_MIN_GROUP",
+    "SUGARCREPE_SUBSETS",
+    "ClassificationTask",
+    "FormatError",
+    "Skipped",
+    "load_aro",
+    "load_image_folder",
+    "load_karpathy",
+    "load_sugarcrepe",
+    "load_tfds_classification",
+    "load_winoground",
+]
 
-SUGARCREPE_SUBSETS = ("add_att", "add_obj", "replace_att", "replace_obj", "replace_rel",
-                      "swap_att", "swap_obj")
+SUGARCREPE_SUBSETS = (
+    "add_att",
+    "add_obj",
+    "replace_att",
+    "replace_obj",
+    "replace_rel",
+    "swap_att",
+    "swap_obj",
+)
 # ARO's VG-Attribution evaluator leaves attribute pairs with fewer than 25 items out of its
 # per-attribute table (dataset_zoo/aro_datasets.py, VG_Attribution.evaluate_scores).
 ARO_ATTRIBUTION_MIN_GROUP = 25
@@ -59,8 +76,9 @@ def _read_json(path: str) -> Any:
         try:
             return json.load(f)
         except json.JSONDecodeError as e:
-            raise FormatError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: "
-                              f"{e.msg})") from e
+            raise FormatError(
+                f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+            ) from e
 
 
 def _field(item: Any, key: str, path: str, where: str, types: Any = str) -> Any:
@@ -91,8 +109,9 @@ def _kept(values: Sequence[Any] | None, keep: np.ndarray) -> list[Any] | None:
 # ------------------------------------------------------------------------------ loaders
 
 
-def load_sugarcrepe(json_dir: str, image_dir: str, subsets: Sequence[str] | None = None
-                    ) -> dict[str, PairTask]:
+def load_sugarcrepe(
+    json_dir: str, image_dir: str, subsets: Sequence[str] | None = None
+) -> dict[str, PairTask]:
     """SugarCrepe (RAIVNLab/sugar-crepe `data/`): one `PairTask` per subset file.
 
     Args:
@@ -111,8 +130,9 @@ def load_sugarcrepe(json_dir: str, image_dir: str, subsets: Sequence[str] | None
         path = os.path.join(json_dir, f"{subset}.json")
         data = _read_json(path)
         if not isinstance(data, dict):
-            raise FormatError(f"{path}: expected an object mapping item ids to items, got a "
-                              f"{type(data).__name__}")
+            raise FormatError(
+                f"{path}: expected an object mapping item ids to items, got a {type(data).__name__}"
+            )
         ids, files, pos, neg = [], [], [], []
         for key, item in data.items():
             where = f"item {key!r}"
@@ -122,8 +142,15 @@ def load_sugarcrepe(json_dir: str, image_dir: str, subsets: Sequence[str] | None
             ids.append(str(key))
         paths = [os.path.join(image_dir, f) for f in files]
         keep, skipped = _split_missing(paths, files)
-        tasks[subset] = PairTask(subset, _kept(paths, keep), _kept(pos, keep), _kept(neg, keep),
-                                 _kept(ids, keep), skipped=skipped, source=path)
+        tasks[subset] = PairTask(
+            subset,
+            _kept(paths, keep),
+            _kept(pos, keep),
+            _kept(neg, keep),
+            _kept(ids, keep),
+            skipped=skipped,
+            source=path,
+        )
     return tasks
 
 
@@ -143,12 +170,15 @@ def load_aro(json_path: str, image_dir: str, name: str) -> PairTask:
     """
     data = _read_json(json_path)
     if not isinstance(data, list) or not data:
-        raise FormatError(f"{json_path}: expected a non-empty list of items, got "
-                          f"{type(data).__name__}")
+        raise FormatError(
+            f"{json_path}: expected a non-empty list of items, got {type(data).__name__}"
+        )
     first = data[0] if isinstance(data[0], dict) else {}
     if "relation_name" not in first and "attributes" not in first:
-        raise FormatError(f"{json_path}: item 0 has neither 'relation_name' (VG-Relation) nor "
-                          "'attributes' (VG-Attribution)")
+        raise FormatError(
+            f"{json_path}: item 0 has neither 'relation_name' (VG-Relation) nor "
+            "'attributes' (VG-Attribution)"
+        )
     relation = "relation_name" in first
     require_dir(image_dir, "ARO image")
     paths, pos, neg, boxes, groups = [], [], [], [], []
@@ -156,8 +186,9 @@ def load_aro(json_path: str, image_dir: str, name: str) -> PairTask:
     for i, item in enumerate(data):
         where = f"item {i}"
         paths.append(os.path.join(image_dir, _field(item, "image_path", json_path, where)))
-        boxes.append(tuple(float(_field(item, f"bbox_{c}", json_path, where, number))
-                           for c in "xywh"))
+        boxes.append(
+            tuple(float(_field(item, f"bbox_{c}", json_path, where, number)) for c in "xywh")
+        )
         pos.append(_field(item, "true_caption", json_path, where))
         neg.append(_field(item, "false_caption", json_path, where))
         if relation:
@@ -165,21 +196,30 @@ def load_aro(json_path: str, image_dir: str, name: str) -> PairTask:
         else:
             attrs = _field(item, "attributes", json_path, where, list)
             if len(attrs) != 2:
-                raise FormatError(f"{json_path}: {where}: field 'attributes' must hold 2 "
-                                  f"attributes, got {attrs!r}")
+                raise FormatError(
+                    f"{json_path}: {where}: field 'attributes' must hold 2 "
+                    f"attributes, got {attrs!r}"
+                )
             groups.append(f"{attrs[0]}_{attrs[1]}")
     ids = [str(i) for i in range(len(data))]
-    keep, skipped = _split_missing(paths, [f"{p} (item {i})" for i, p in zip(ids, paths,
-                                                                              strict=True)])
-    return PairTask(name, _kept(paths, keep), _kept(pos, keep), _kept(neg, keep),
-                    _kept(ids, keep), boxes=_kept(boxes, keep), skipped=skipped,
-                    groups=_kept(groups, keep),
-                    min_group_size=1 if relation else ARO_ATTRIBUTION_MIN_GROUP,
-                    source=json_path)
+    keep, skipped = _split_missing(
+        paths, [f"{p} (item {i})" for i, p in zip(ids, paths, strict=True)]
+    )
+    return PairTask(
+        name,
+        _kept(paths, keep),
+        _kept(pos, keep),
+        _kept(neg, keep),
+        _kept(ids, keep),
+        boxes=_kept(boxes, keep),
+        skipped=skipped,
+        groups=_kept(groups, keep),
+        min_group_size=1 if relation else ARO_ATTRIBUTION_MIN_GROUP,
+        source=json_path,
+    )
 
 
-def load_winoground(examples_jsonl: str, image_dir: str, name: str = "winoground"
-                    ) -> GroupTask:
+def load_winoground(examples_jsonl: str, image_dir: str, name: str = "winoground") -> GroupTask:
     """Winoground (facebook/winoground `data/`).
 
     Args:
@@ -201,11 +241,17 @@ def load_winoground(examples_jsonl: str, image_dir: str, name: str = "winoground
             except json.JSONDecodeError as e:
                 raise FormatError(f"{examples_jsonl}: {where}: not valid JSON ({e.msg})") from e
             ids.append(str(_field(item, "id", examples_jsonl, where, (int, str))))
-            captions.append(tuple(_field(item, f"caption_{j}", examples_jsonl, where)
-                                  for j in (0, 1)))
-            images.append(tuple(os.path.join(image_dir, _field(item, f"image_{j}",
-                                                               examples_jsonl, where) + ".png")
-                                for j in (0, 1)))
+            captions.append(
+                tuple(_field(item, f"caption_{j}", examples_jsonl, where) for j in (0, 1))
+            )
+            images.append(
+                tuple(
+                    os.path.join(
+                        image_dir, _field(item, f"image_{j}", examples_jsonl, where) + ".png"
+                    )
+                    for j in (0, 1)
+                )
+            )
             tags.append(str(item.get("tag", "")))
     if not ids:
         raise FormatError(f"{examples_jsonl}: no items")
@@ -213,15 +259,22 @@ def load_winoground(examples_jsonl: str, image_dir: str, name: str = "winoground
     keep = found.all(axis=1)
     skipped = Skipped()
     for i in np.flatnonzero(~keep):
-        missing = [os.path.basename(p) for p, ok in zip(images[i], found[i], strict=True)
-                   if not ok]
+        missing = [os.path.basename(p) for p, ok in zip(images[i], found[i], strict=True) if not ok]
         skipped.add(f"id {ids[i]}: {', '.join(missing)}", MISSING)
-    return GroupTask(name, _kept(images, keep), _kept(captions, keep), _kept(ids, keep),
-                     skipped=skipped, tags=_kept(tags, keep), source=examples_jsonl)
+    return GroupTask(
+        name,
+        _kept(images, keep),
+        _kept(captions, keep),
+        _kept(ids, keep),
+        skipped=skipped,
+        tags=_kept(tags, keep),
+        source=examples_jsonl,
+    )
 
 
-def load_karpathy(json_path: str, image_root: str, split: str = "test",
-                  name: str | None = None) -> RetrievalTask:
+def load_karpathy(
+    json_path: str, image_root: str, split: str = "test", name: str | None = None
+) -> RetrievalTask:
     """COCO / Flickr30k retrieval from a Karpathy split file.
 
     Args:
@@ -242,11 +295,15 @@ def load_karpathy(json_path: str, image_root: str, split: str = "test",
         if _field(item, "split", json_path, where) != split:
             continue
         filename = _field(item, "filename", json_path, where)
-        path = os.path.join(image_root, _field(item, "filepath", json_path, where)
-                            if "filepath" in item else "", filename)
+        path = os.path.join(
+            image_root,
+            _field(item, "filepath", json_path, where) if "filepath" in item else "",
+            filename,
+        )
         sentences = _field(item, "sentences", json_path, where, list)
-        raws = [_field(s, "raw", json_path, f"{where}.sentences[{j}]")
-                for j, s in enumerate(sentences)]
+        raws = [
+            _field(s, "raw", json_path, f"{where}.sentences[{j}]") for j, s in enumerate(sentences)
+        ]
         if not raws:
             skipped.add(filename, NO_CAPTION)
         elif not os.path.exists(path):
@@ -259,8 +316,12 @@ def load_karpathy(json_path: str, image_root: str, split: str = "test",
     if not paths and not skipped.count:
         raise FormatError(f"{json_path}: no images in split {split!r}")
     dataset = data.get("dataset", os.path.splitext(os.path.basename(json_path))[0])
-    return RetrievalTask(name or f"{dataset}_{split}", paths, captions,
-                         np.asarray(caption_image, np.int64), ids, skipped=skipped,
-                         source=json_path)
-
-
+    return RetrievalTask(
+        name or f"{dataset}_{split}",
+        paths,
+        captions,
+        np.asarray(caption_image, np.int64),
+        ids,
+        skipped=skipped,
+        source=json_path,
+    )

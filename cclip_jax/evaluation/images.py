@@ -30,9 +30,14 @@ NO_CAPTION = "no caption"
 
 # A handful of CLIP's ImageNet prompts: averaging a few templates (prompt ensembling) is steadier
 # than one, and these read naturally for any class name.
-DEFAULT_TEMPLATES = ("a photo of a {}.", "a bad photo of a {}.", "a photo of the large {}.",
-                     "a photo of the small {}.", "a close-up photo of a {}.",
-                     "a rendering of a {}.")
+DEFAULT_TEMPLATES = (
+    "a photo of a {}.",
+    "a bad photo of a {}.",
+    "a photo of the large {}.",
+    "a photo of the small {}.",
+    "a close-up photo of a {}.",
+    "a rendering of a {}.",
+)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 
@@ -89,10 +94,10 @@ def require_dir(path: str, what: str) -> None:
 def _pixels(source: np.ndarray, name: str) -> Image.Image:
     pixels = np.asarray(source)
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
-        raise ValueError(f"{name}: pixels must be uint8 [H, W(, C)], got {pixels.dtype} "
-                         f"{pixels.shape}")
-    return Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1
-                           else pixels)
+        raise ValueError(
+            f"{name}: pixels must be uint8 [H, W(, C)], got {pixels.dtype} {pixels.shape}"
+        )
+    return Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels)
 
 
 def _encoded(source: ImageSource, box: Box | None, name: str) -> bytes:
@@ -116,9 +121,12 @@ def _encoded(source: ImageSource, box: Box | None, name: str) -> bytes:
     return buf.getvalue()
 
 
-def load_images(sources: Sequence[ImageSource], size: int,
-                boxes: Sequence[Box] | None = None, names: Sequence[str] | None = None
-                ) -> tuple[np.ndarray, np.ndarray, Skipped]:
+def load_images(
+    sources: Sequence[ImageSource],
+    size: int,
+    boxes: Sequence[Box] | None = None,
+    names: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, Skipped]:
     """Reads images into the model's input.
 
     Args:
@@ -137,8 +145,7 @@ def load_images(sources: Sequence[ImageSource], size: int,
     ok = np.zeros(len(sources), bool)
     skipped = Skipped()
     for i, src in enumerate(sources):
-        name = (names[i] if names is not None
-                else src if isinstance(src, str) else f"#{i}")
+        name = names[i] if names is not None else src if isinstance(src, str) else f"#{i}"
         try:
             data = _encoded(src, None if boxes is None else boxes[i], name)
         except FileNotFoundError:
@@ -191,8 +198,9 @@ class ClassificationTask:
         return len(self.labels)
 
 
-def load_image_folder(root: str, templates: Sequence[str] | None = None,
-                      name: str | None = None) -> ClassificationTask:
+def load_image_folder(
+    root: str, templates: Sequence[str] | None = None, name: str | None = None
+) -> ClassificationTask:
     """Zero-shot classification over `root/<class name>/*.{jpg,png,...}`.
 
     Class names are the folder names, sorted, with underscores read as spaces; templates
@@ -202,17 +210,26 @@ def load_image_folder(root: str, templates: Sequence[str] | None = None,
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     paths, labels = [], []
     for label, folder in enumerate(classes):
-        files = sorted(f for f in os.listdir(os.path.join(root, folder))
-                       if f.lower().endswith(IMAGE_EXTENSIONS))
+        files = sorted(
+            f
+            for f in os.listdir(os.path.join(root, folder))
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
         paths.extend(os.path.join(root, folder, f) for f in files)
         labels.extend([label] * len(files))
     if not paths:
-        raise FormatError(f"{root}: no images in class folders (expected "
-                          f"{root}/<class name>/*{IMAGE_EXTENSIONS[0]})")
-    return ClassificationTask(name or os.path.basename(os.path.normpath(root)), paths,
-                              np.asarray(labels, np.int64),
-                              [c.replace("_", " ") for c in classes],
-                              list(templates or DEFAULT_TEMPLATES), source=root)
+        raise FormatError(
+            f"{root}: no images in class folders (expected "
+            f"{root}/<class name>/*{IMAGE_EXTENSIONS[0]})"
+        )
+    return ClassificationTask(
+        name or os.path.basename(os.path.normpath(root)),
+        paths,
+        np.asarray(labels, np.int64),
+        [c.replace("_", " ") for c in classes],
+        list(templates or DEFAULT_TEMPLATES),
+        source=root,
+    )
 
 
 class _TfdsImages(Sequence):
@@ -230,10 +247,15 @@ class _TfdsImages(Sequence):
         return value if isinstance(value, bytes) else np.asarray(value)
 
 
-def load_tfds_classification(data_dir: str, split: str, image_key: str = "image",
-                             label_key: str = "label", templates: Sequence[str] | None = None,
-                             classnames: Sequence[str] | None = None,
-                             name: str | None = None) -> ClassificationTask:
+def load_tfds_classification(
+    data_dir: str,
+    split: str,
+    image_key: str = "image",
+    label_key: str = "label",
+    templates: Sequence[str] | None = None,
+    classnames: Sequence[str] | None = None,
+    name: str | None = None,
+) -> ClassificationTask:
     """Zero-shot classification over a prepared TFDS dataset (no TensorFlow needed).
 
     Args:
@@ -248,8 +270,9 @@ def load_tfds_classification(data_dir: str, split: str, image_key: str = "image"
 
     info_path = os.path.join(data_dir, "dataset_info.json")
     if not os.path.isfile(info_path):
-        raise FileNotFoundError(f"{info_path} does not exist: {data_dir} is not a prepared "
-                                "TFDS dataset folder")
+        raise FileNotFoundError(
+            f"{info_path} does not exist: {data_dir} is not a prepared TFDS dataset folder"
+        )
     builder = tfds.builder_from_directory(data_dir)
     features = builder.info.features
     for key in (image_key, label_key):
@@ -257,18 +280,32 @@ def load_tfds_classification(data_dir: str, split: str, image_key: str = "image"
             raise FormatError(f"{info_path}: no feature {key!r} (features: {sorted(features)})")
     label_feature = features[label_key]
     if not isinstance(label_feature, tfds.features.ClassLabel):
-        raise FormatError(f"{info_path}: feature {label_key!r} is a "
-                          f"{type(label_feature).__name__}, expected a ClassLabel")
-    decoders = ({image_key: tfds.decode.SkipDecoding()}
-                if isinstance(features[image_key], tfds.features.Image) else None)
+        raise FormatError(
+            f"{info_path}: feature {label_key!r} is a "
+            f"{type(label_feature).__name__}, expected a ClassLabel"
+        )
+    decoders = (
+        {image_key: tfds.decode.SkipDecoding()}
+        if isinstance(features[image_key], tfds.features.Image)
+        else None
+    )
     source = builder.as_data_source(split, decoders=decoders)
-    labels = np.fromiter((source[i][label_key] for i in range(len(source))), np.int64,
-                         len(source))
-    names = (list(classnames) if classnames is not None
-             else [c.replace("_", " ") for c in label_feature.names])
+    labels = np.fromiter((source[i][label_key] for i in range(len(source))), np.int64, len(source))
+    names = (
+        list(classnames)
+        if classnames is not None
+        else [c.replace("_", " ") for c in label_feature.names]
+    )
     if len(names) != label_feature.num_classes:
-        raise ValueError(f"classnames has {len(names)} names, the dataset "
-                         f"{label_feature.num_classes} classes")
-    return ClassificationTask(name or f"{builder.info.name}_{split}", None, labels, names,
-                              list(templates or DEFAULT_TEMPLATES),
-                              images=_TfdsImages(source, image_key), source=data_dir)
+        raise ValueError(
+            f"classnames has {len(names)} names, the dataset {label_feature.num_classes} classes"
+        )
+    return ClassificationTask(
+        name or f"{builder.info.name}_{split}",
+        None,
+        labels,
+        names,
+        list(templates or DEFAULT_TEMPLATES),
+        images=_TfdsImages(source, image_key),
+        source=data_dir,
+    )

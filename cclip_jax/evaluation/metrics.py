@@ -45,8 +45,7 @@ def _scores(x: object, name: str, ndim: int, shape_doc: str) -> np.ndarray:
     if a.ndim != ndim:
         raise ValueError(f"{name} must be {shape_doc}, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be finite (NaN or inf found) in an array of shape "
-                         f"{a.shape}")
+        raise ValueError(f"{name} must be finite (NaN or inf found) in an array of shape {a.shape}")
     return a
 
 
@@ -65,8 +64,7 @@ def pair_correct(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     p = _scores(pos, "pos", 1, "[N]")
     n = _scores(neg, "neg", 1, "[N]")
     if p.shape != n.shape:
-        raise ValueError(f"pos and neg must have the same shape [N], got {p.shape} and "
-                         f"{n.shape}")
+        raise ValueError(f"pos and neg must have the same shape [N], got {p.shape} and {n.shape}")
     return (p > n) + 0.5 * (p == n)
 
 
@@ -139,8 +137,9 @@ def _hits_block(scores: np.ndarray, correct: np.ndarray, ks: tuple[int, ...]) ->
     out = np.empty((len(scores), len(ks)))
     for col, k in enumerate(ks):
         j = k - above
-        out[:, col] = np.where(j <= 0, 0.0,
-                               1.0 - survival[np.arange(len(j)), np.clip(j, 1, None) - 1])
+        out[:, col] = np.where(
+            j <= 0, 0.0, 1.0 - survival[np.arange(len(j)), np.clip(j, 1, None) - 1]
+        )
     return out
 
 
@@ -150,16 +149,20 @@ def _row_blocks(shape: tuple[int, ...]) -> list[slice]:
     return [slice(r, min(r + rows, shape[0])) for r in range(0, shape[0], rows)]
 
 
-def _blockwise_hits(scores: np.ndarray, correct_rows: Callable[[np.ndarray], np.ndarray],
-                    ks: tuple[int, ...]) -> np.ndarray:
+def _blockwise_hits(
+    scores: np.ndarray, correct_rows: Callable[[np.ndarray], np.ndarray], ks: tuple[int, ...]
+) -> np.ndarray:
     """`_hits_block` over row blocks; `correct_rows(rows)` builds the bool mask of those rows."""
-    out = [_hits_block(scores[b], correct_rows(np.arange(b.start, b.stop)), ks)
-           for b in _row_blocks(scores.shape)]
+    out = [
+        _hits_block(scores[b], correct_rows(np.arange(b.start, b.stop)), ks)
+        for b in _row_blocks(scores.shape)
+    ]
     return np.concatenate(out) if out else np.zeros((0, len(ks)))
 
 
-def expected_hits(scores: np.ndarray, correct: np.ndarray, ks: Sequence[int] = (1, 5, 10)
-                  ) -> np.ndarray:
+def expected_hits(
+    scores: np.ndarray, correct: np.ndarray, ks: Sequence[int] = (1, 5, 10)
+) -> np.ndarray:
     """Per query, the probability that its best-ranked correct item is within the top k.
 
     Args:
@@ -180,8 +183,9 @@ def expected_hits(scores: np.ndarray, correct: np.ndarray, ks: Sequence[int] = (
     return _blockwise_hits(s, lambda rows: c[rows], _ks(ks))
 
 
-def retrieval_recall(sim: np.ndarray, txt_to_img: np.ndarray, ks: Sequence[int] = (1, 5, 10)
-                     ) -> dict[str, float]:
+def retrieval_recall(
+    sim: np.ndarray, txt_to_img: np.ndarray, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
     """Image->text and text->image recall@k, several captions per image.
 
     Args:
@@ -197,25 +201,32 @@ def retrieval_recall(sim: np.ndarray, txt_to_img: np.ndarray, ks: Sequence[int] 
     t2i = np.asarray(txt_to_img)
     n_img, n_txt = s.shape
     if t2i.shape != (n_txt,) or not np.issubdtype(t2i.dtype, np.integer):
-        raise ValueError(f"txt_to_img must be int [N_txt] = [{n_txt}], got {t2i.dtype} "
-                         f"{t2i.shape}")
+        raise ValueError(f"txt_to_img must be int [N_txt] = [{n_txt}], got {t2i.dtype} {t2i.shape}")
     if n_txt and (t2i.min() < 0 or t2i.max() >= n_img):
-        raise ValueError(f"txt_to_img values must be image indices in [0, {n_img}), got "
-                         f"[{t2i.min()}, {t2i.max()}]")
+        raise ValueError(
+            f"txt_to_img values must be image indices in [0, {n_img}), got "
+            f"[{t2i.min()}, {t2i.max()}]"
+        )
     no_caption = np.flatnonzero(np.bincount(t2i, minlength=n_img) == 0)
     if len(no_caption):
-        raise ValueError(f"retrieval_recall: image {no_caption[0]} has no caption in "
-                         f"txt_to_img ({len(no_caption)} images without one)")
+        raise ValueError(
+            f"retrieval_recall: image {no_caption[0]} has no caption in "
+            f"txt_to_img ({len(no_caption)} images without one)"
+        )
     ks = _ks(ks)
     i2t = _blockwise_hits(s, lambda rows: t2i[None, :] == rows[:, None], ks).mean(0)
-    t2i_hits = _blockwise_hits(s.T, lambda rows: np.arange(n_img)[None, :] == t2i[rows, None],
-                               ks).mean(0)
-    return {**{f"i2t_r{k}": float(v) for k, v in zip(ks, i2t, strict=True)},
-            **{f"t2i_r{k}": float(v) for k, v in zip(ks, t2i_hits, strict=True)}}
+    t2i_hits = _blockwise_hits(
+        s.T, lambda rows: np.arange(n_img)[None, :] == t2i[rows, None], ks
+    ).mean(0)
+    return {
+        **{f"i2t_r{k}": float(v) for k, v in zip(ks, i2t, strict=True)},
+        **{f"t2i_r{k}": float(v) for k, v in zip(ks, t2i_hits, strict=True)},
+    }
 
 
-def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)
-                  ) -> dict[str, float]:
+def topk_accuracy(
+    logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)
+) -> dict[str, float]:
     """Top-k accuracy (zero-shot classification), expected under random tie-breaking.
 
     Args:
@@ -231,8 +242,9 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1
     if y.shape != (len(s),) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"labels must be int [N] = [{len(s)}], got {y.dtype} {y.shape}")
     if len(y) and (y.min() < 0 or y.max() >= s.shape[1]):
-        raise ValueError(f"labels must be class indices in [0, {s.shape[1]}), got "
-                         f"[{y.min()}, {y.max()}]")
+        raise ValueError(
+            f"labels must be class indices in [0, {s.shape[1]}), got [{y.min()}, {y.max()}]"
+        )
     if not len(y):
         raise ValueError("topk_accuracy: no examples (logits has shape (0, C))")
     ks = _ks(ks)
@@ -243,8 +255,9 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1
 # ------------------------------------------------------------------------- precision
 
 
-def _precision_block(s: np.ndarray, rel: np.ndarray, n_cand: np.ndarray,
-                     ks: tuple[int, ...]) -> np.ndarray:
+def _precision_block(
+    s: np.ndarray, rel: np.ndarray, n_cand: np.ndarray, ks: tuple[int, ...]
+) -> np.ndarray:
     """`[Q, N]` scores (excluded items at -inf), relevance, `[Q]` candidate counts ->
     `[Q, len(ks)]` expected precision@k."""
     q, n = s.shape
@@ -266,8 +279,12 @@ def _precision_block(s: np.ndarray, rel: np.ndarray, n_cand: np.ndarray,
     return out
 
 
-def precision_at_k(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int] = (1, 5, 10),
-                   exclude: np.ndarray | None = None) -> dict[str, float]:
+def precision_at_k(
+    scores: np.ndarray,
+    relevant: np.ndarray,
+    ks: Sequence[int] = (1, 5, 10),
+    exclude: np.ndarray | None = None,
+) -> dict[str, float]:
     """Mean over queries of the expected fraction of relevant items among the top k.
 
     Args:
@@ -291,10 +308,12 @@ def precision_at_k(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int] =
         raise ValueError("precision_at_k: no queries (scores has shape (0, N))")
     n_cand = s.shape[1] - excl.sum(axis=1)
     if np.any(n_cand == 0):
-        raise ValueError(f"query {np.flatnonzero(n_cand == 0)[0]} has no candidate left after "
-                         "exclude")
+        raise ValueError(
+            f"query {np.flatnonzero(n_cand == 0)[0]} has no candidate left after exclude"
+        )
     ks = _ks(ks)
     s = np.where(excl, -np.inf, s)
-    out = np.concatenate([_precision_block(s[b], rel[b], n_cand[b], ks)
-                          for b in _row_blocks(s.shape)])
+    out = np.concatenate(
+        [_precision_block(s[b], rel[b], n_cand[b], ks) for b in _row_blocks(s.shape)]
+    )
     return {f"p{k}": float(v) for k, v in zip(ks, out.mean(0), strict=True)}

@@ -55,9 +55,13 @@ def chunks(n: int, batch_size: int) -> list[np.ndarray]:
     return [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
-def embed_images(scorer: Scorer, sources: Sequence[ImageSource], names: Sequence[str],
-                 skipped: Skipped, boxes: Sequence[Box] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def embed_images(
+    scorer: Scorer,
+    sources: Sequence[ImageSource],
+    names: Sequence[str],
+    skipped: Skipped,
+    boxes: Sequence[Box] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """One chunk: (`[n_ok, D]` embeddings, bool `[n]` ok); failures go into `skipped`."""
     images, ok, failed = load_images(sources, scorer.image_size, boxes, names)
     skipped.extend(failed)
@@ -65,8 +69,9 @@ def embed_images(scorer: Scorer, sources: Sequence[ImageSource], names: Sequence
     return np.asarray(emb, np.float32), ok
 
 
-def embed_texts(scorer: Scorer, texts: Sequence[str], names: Sequence[str],
-                truncated: Skipped) -> np.ndarray:
+def embed_texts(
+    scorer: Scorer, texts: Sequence[str], names: Sequence[str], truncated: Skipped
+) -> np.ndarray:
     """`[n]` texts -> `[n, D]`; the cut ones are named in `truncated`."""
     emb, cut = scorer.embed_texts(list(texts))
     for i in np.flatnonzero(cut):
@@ -80,14 +85,35 @@ def need_items(name: str, n: int, skipped: Skipped) -> None:
         raise ValueError(f"{name}: no item could be evaluated ({skipped.note()})")
 
 
-def result(name: str, values: dict[str, float], n: int, skipped: Skipped, truncated: Skipped,
-           chance: dict[str, float], log: bool = True, **extra: Any) -> dict[str, Any]:
+def result(
+    name: str,
+    values: dict[str, float],
+    n: int,
+    skipped: Skipped,
+    truncated: Skipped,
+    chance: dict[str, float],
+    log: bool = True,
+    **extra: Any,
+) -> dict[str, Any]:
     """The result dict of the module docstring; logs the skips and cuts unless `log` is False."""
     if log and skipped.count:
         logging.warning("%s: %s", name, skipped.note())
     if log and truncated.count:
-        logging.warning("%s: %d captions %s (still evaluated): %s", name, truncated.count,
-                        TRUNCATED, ", ".join(truncated.examples))
-    return {"name": name, "metrics": values, "n": int(n), "skipped": skipped.count,
-            "skipped_examples": list(skipped.examples), "truncated": truncated.count,
-            "truncated_examples": list(truncated.examples), "chance": chance, **extra}
+        logging.warning(
+            "%s: %d captions %s (still evaluated): %s",
+            name,
+            truncated.count,
+            TRUNCATED,
+            ", ".join(truncated.examples),
+        )
+    return {
+        "name": name,
+        "metrics": values,
+        "n": int(n),
+        "skipped": skipped.count,
+        "skipped_examples": list(skipped.examples),
+        "truncated": truncated.count,
+        "truncated_examples": list(truncated.examples),
+        "chance": chance,
+        **extra,
+    }

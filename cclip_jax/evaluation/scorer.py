@@ -51,8 +51,7 @@ class ModelScorer:
       batch_size: largest chunk embedded at once.
     """
 
-    def __init__(self, model: nn.Module, params: Any, tokenizer: Tokenizer,
-                 batch_size: int = 256):
+    def __init__(self, model: nn.Module, params: Any, tokenizer: Tokenizer, batch_size: int = 256):
         self.model = model
         self.set_params(params)
         self.tokenizer = tokenizer
@@ -88,8 +87,9 @@ class ModelScorer:
         """float32 `[N, S, S, 3]` in [-1, 1] -> float32 `[N, D]` (not normalised)."""
         images = np.asarray(images, np.float32)
         if images.ndim != 4 or images.shape[1:3] != (self.image_size, self.image_size):
-            raise ValueError(f"images must be [N, {self.image_size}, {self.image_size}, 3], "
-                             f"got {images.shape}")
+            raise ValueError(
+                f"images must be [N, {self.image_size}, {self.image_size}, 3], got {images.shape}"
+            )
         return self._chunked("images", images)
 
     def embed_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -116,8 +116,9 @@ class ModelScorer:
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def from_workdir(cls, workdir: str, step: int | None = None, *,
-                     batch_size: int = 256) -> tuple[ModelScorer, int]:
+    def from_workdir(
+        cls, workdir: str, step: int | None = None, *, batch_size: int = 256
+    ) -> tuple[ModelScorer, int]:
         """The scorer of a training run's checkpoint `step` (default: the latest complete one)
         and that step. Reads the run's `config.json` for the model and the tokenizer."""
         from cclip_jax.run_folder.checkpoints import Checkpointer  # orbax only where read
@@ -135,8 +136,14 @@ class ModelScorer:
         return cls(model, params, tokenizer_for(config), batch_size), step
 
     @classmethod
-    def from_siglip_npz(cls, npz_path: str, config: ml_collections.ConfigDict,
-                        tokenizer_path: str, *, batch_size: int = 256) -> ModelScorer:
+    def from_siglip_npz(
+        cls,
+        npz_path: str,
+        config: ml_collections.ConfigDict,
+        tokenizer_path: str,
+        *,
+        batch_size: int = 256,
+    ) -> ModelScorer:
         """A scorer of a big_vision SigLIP `.npz` (towers described by `config.model`)."""
         model = models.build_model(config.model)
         template = jax.device_get(nn.unbox(model.init_params(jax.random.key(0)))["params"])
@@ -147,8 +154,10 @@ class ModelScorer:
 def single_device_abstract(model: nn.Module) -> Any:
     """`ShapeDtypeStruct`s of the model's params on the first local device (restore target)."""
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-                        nn.unbox(model.abstract_params())["params"])
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+        nn.unbox(model.abstract_params())["params"],
+    )
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -167,5 +176,4 @@ def tokenizer_for(config: ml_collections.ConfigDict, path: str | None = None) ->
     text = config.model.text
     path = path or transforms.tokenizer_path(config.data.tokenizer, config.data.curated_dir)
     # `get`: run configs written before `sticky_eos` existed have no such field.
-    return Tokenizer(path, int(text.max_len), int(text.pad_id),
-                     bool(text.get("sticky_eos", False)))
+    return Tokenizer(path, int(text.max_len), int(text.pad_id), bool(text.get("sticky_eos", False)))

@@ -52,10 +52,21 @@ def eval_world_dir(config: ml_collections.ConfigDict) -> str:
     if s.world_dir:
         return s.world_dir
     size = int(config.model.image.image_size)
-    out = os.path.join(os.path.expanduser(config.data.cache_dir),
-                       f"eval-world-v{FORMAT_VERSION}-s{s.seed}-n{s.num_items}-px{size}")
-    syn.write_world(out, num_train=1, preset="clean", seed=s.seed, image_size=size,
-                    num_eval=s.num_items, workers=1, csv=False, progress=False)
+    out = os.path.join(
+        os.path.expanduser(config.data.cache_dir),
+        f"eval-world-v{FORMAT_VERSION}-s{s.seed}-n{s.num_items}-px{size}",
+    )
+    syn.write_world(
+        out,
+        num_train=1,
+        preset="clean",
+        seed=s.seed,
+        image_size=size,
+        num_eval=s.num_items,
+        workers=1,
+        csv=False,
+        progress=False,
+    )
     return out
 
 
@@ -81,8 +92,9 @@ def _run(results: dict[str, Any], key: str, fn, *args, catch: bool = False) -> N
     results[key]["seconds"] = round(time.perf_counter() - start, 3)
 
 
-def binding_suite(scorer: Scorer, world: str, splits: Sequence[str],
-                  results: dict[str, Any], family: str) -> None:
+def binding_suite(
+    scorer: Scorer, world: str, splits: Sequence[str], results: dict[str, Any], family: str
+) -> None:
     """Every item kind of every split of `world` into `results[f"{family}/{split}/{kind}"]`."""
     for split in splits:
         for kind in syn.KINDS:
@@ -91,8 +103,9 @@ def binding_suite(scorer: Scorer, world: str, splits: Sequence[str],
             _run(results, f"{family}/{split}/{kind}", runner, scorer, task)
 
 
-def synthetic_suite(scorer: ModelScorer, config: ml_collections.ConfigDict,
-                    results: dict[str, Any]) -> str:
+def synthetic_suite(
+    scorer: ModelScorer, config: ml_collections.ConfigDict, results: dict[str, Any]
+) -> str:
     """Binding suite (+ blind baseline), retrieval and conditional retrieval; returns the
     world folder (the root of relative image paths in the results)."""
     s = config.eval.synthetic
@@ -105,14 +118,22 @@ def synthetic_suite(scorer: ModelScorer, config: ml_collections.ConfigDict,
         binding_suite(blind, world, s.splits, results, "blind")
     for split in s.splits:
         if s.retrieval_images:
-            task = syn_eval.retrieval_task(world, split, num_images=s.retrieval_images,
-                                           captions_per_image=s.captions_per_image,
-                                           preset=config.data.synthetic.preset)
+            task = syn_eval.retrieval_task(
+                world,
+                split,
+                num_images=s.retrieval_images,
+                captions_per_image=s.captions_per_image,
+                preset=config.data.synthetic.preset,
+            )
             _run(results, f"retrieval/synthetic_{split}", retrieval.run_retrieval, scorer, task)
         if s.cond_queries:
-            _run(results, f"cond_retrieval/{split}", lambda split=split: (
-                syn_eval.conditional_retrieval(scorer, world, split, num_queries=s.cond_queries,
-                                               pool_size=s.cond_pool)))
+            _run(
+                results,
+                f"cond_retrieval/{split}",
+                lambda split=split: syn_eval.conditional_retrieval(
+                    scorer, world, split, num_queries=s.cond_queries, pool_size=s.cond_pool
+                ),
+            )
     return world
 
 
@@ -120,16 +141,26 @@ def synthetic_suite(scorer: ModelScorer, config: ml_collections.ConfigDict,
 # `external_suite` checks them before loading, so that a missing or unset path is reported by
 # its config field (the loaders, also used without a config, only know their arguments).
 _INPUTS = {
-    "sugarcrepe/all": (("sugarcrepe.json_dir", "SugarCrepe JSON folder", True),
-                       ("sugarcrepe.image_dir", "COCO val2017 image folder", True)),
-    "aro/relation": (("aro.relation_json", "ARO VG-Relation JSON file", False),
-                     ("aro.image_dir", "ARO image folder", True)),
-    "aro/attribution": (("aro.attribution_json", "ARO VG-Attribution JSON file", False),
-                        ("aro.image_dir", "ARO image folder", True)),
-    "winoground/all": (("winoground.examples_jsonl", "Winoground examples.jsonl file", False),
-                       ("winoground.image_dir", "Winoground image folder", True)),
-    "retrieval/karpathy": (("retrieval.karpathy_json", "Karpathy split JSON file", False),
-                           ("retrieval.image_root", "retrieval image root folder", True)),
+    "sugarcrepe/all": (
+        ("sugarcrepe.json_dir", "SugarCrepe JSON folder", True),
+        ("sugarcrepe.image_dir", "COCO val2017 image folder", True),
+    ),
+    "aro/relation": (
+        ("aro.relation_json", "ARO VG-Relation JSON file", False),
+        ("aro.image_dir", "ARO image folder", True),
+    ),
+    "aro/attribution": (
+        ("aro.attribution_json", "ARO VG-Attribution JSON file", False),
+        ("aro.image_dir", "ARO image folder", True),
+    ),
+    "winoground/all": (
+        ("winoground.examples_jsonl", "Winoground examples.jsonl file", False),
+        ("winoground.image_dir", "Winoground image folder", True),
+    ),
+    "retrieval/karpathy": (
+        ("retrieval.karpathy_json", "Karpathy split JSON file", False),
+        ("retrieval.image_root", "retrieval image root folder", True),
+    ),
     "zeroshot/folder": (("zeroshot.folder", "class-folder root", True),),
     "zeroshot/tfds": (("zeroshot.tfds_dir", "prepared TFDS builder folder", True),),
 }
@@ -152,34 +183,46 @@ def failed(results: dict[str, Any]) -> list[str]:
     return sorted(k for k, v in results.items() if isinstance(v, dict) and "error" in v)
 
 
-def external_suite(scorer: ModelScorer, config: ml_collections.ConfigDict,
-                   results: dict[str, Any]) -> None:
+def external_suite(
+    scorer: ModelScorer, config: ml_collections.ConfigDict, results: dict[str, Any]
+) -> None:
     """The published benchmarks whose files the config points at (each one optional: one is
     asked for by its first field in `_INPUTS`; a failed one is recorded, see `failed`)."""
     e = config.eval
     loaders = {
-        "sugarcrepe/all": lambda: tasks.run_sugarcrepe(scorer, datasets.load_sugarcrepe(
-            e.sugarcrepe.json_dir, e.sugarcrepe.image_dir)),
-        "aro/relation": lambda: tasks.run_pairs(scorer, datasets.load_aro(
-            e.aro.relation_json, e.aro.image_dir, "relation")),
-        "aro/attribution": lambda: tasks.run_pairs(scorer, datasets.load_aro(
-            e.aro.attribution_json, e.aro.image_dir, "attribution")),
-        "winoground/all": lambda: tasks.run_groups(scorer, datasets.load_winoground(
-            e.winoground.examples_jsonl, e.winoground.image_dir)),
-        "retrieval/karpathy": lambda: retrieval.run_retrieval(scorer, datasets.load_karpathy(
-            e.retrieval.karpathy_json, e.retrieval.image_root, e.retrieval.split)),
+        "sugarcrepe/all": lambda: tasks.run_sugarcrepe(
+            scorer, datasets.load_sugarcrepe(e.sugarcrepe.json_dir, e.sugarcrepe.image_dir)
+        ),
+        "aro/relation": lambda: tasks.run_pairs(
+            scorer, datasets.load_aro(e.aro.relation_json, e.aro.image_dir, "relation")
+        ),
+        "aro/attribution": lambda: tasks.run_pairs(
+            scorer, datasets.load_aro(e.aro.attribution_json, e.aro.image_dir, "attribution")
+        ),
+        "winoground/all": lambda: tasks.run_groups(
+            scorer, datasets.load_winoground(e.winoground.examples_jsonl, e.winoground.image_dir)
+        ),
+        "retrieval/karpathy": lambda: retrieval.run_retrieval(
+            scorer,
+            datasets.load_karpathy(
+                e.retrieval.karpathy_json, e.retrieval.image_root, e.retrieval.split
+            ),
+        ),
         "zeroshot/folder": lambda: retrieval.run_classification(
-            scorer, datasets.load_image_folder(e.zeroshot.folder)),
+            scorer, datasets.load_image_folder(e.zeroshot.folder)
+        ),
         "zeroshot/tfds": lambda: retrieval.run_classification(
-            scorer, datasets.load_tfds_classification(e.zeroshot.tfds_dir,
-                                                      e.zeroshot.tfds_split)),
+            scorer, datasets.load_tfds_classification(e.zeroshot.tfds_dir, e.zeroshot.tfds_split)
+        ),
     }
     for key, load in loaders.items():
         section, name = _INPUTS[key][0][0].split(".")
         if e[section].get(name, ""):
+
             def checked(key=key, load=load):
                 require_inputs(e, key)
                 return load()
+
             _run(results, key, checked, catch=True)
 
 
@@ -198,8 +241,16 @@ def write_results(workdir: str, step: int, results: dict[str, Any], image_root: 
     path = os.path.join(out_dir, f"step_{step:08d}.json")
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"step": step, "image_root": os.path.abspath(image_root) if image_root else "",
-                   "results": results}, f, indent=1, sort_keys=True)
+        json.dump(
+            {
+                "step": step,
+                "image_root": os.path.abspath(image_root) if image_root else "",
+                "results": results,
+            },
+            f,
+            indent=1,
+            sort_keys=True,
+        )
     os.replace(tmp, path)
     return path
 
@@ -226,22 +277,27 @@ class RunEvaluator:
     is built once and reused with each step's parameters.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, config: ml_collections.ConfigDict,
-                 workdir: str):
+    def __init__(self, model: Any, tokenizer: Any, config: ml_collections.ConfigDict, workdir: str):
         self.model, self.tokenizer, self.config, self.workdir = model, tokenizer, config, workdir
         self.scorer: ModelScorer | None = None
 
     def __call__(self, params: Any, step: int) -> dict[str, Any]:
         if self.scorer is None:
-            self.scorer = ModelScorer(self.model, params, self.tokenizer,
-                                      self.config.eval.batch_size)
+            self.scorer = ModelScorer(
+                self.model, params, self.tokenizer, self.config.eval.batch_size
+            )
         else:
             self.scorer.set_params(params)
         start = time.perf_counter()
         results, root = run_suite(self.scorer, self.config)
         path = write_results(self.workdir, step, results, root)
-        logging.info("eval at step %d (%.1f s): %s -> %s", step, time.perf_counter() - start,
-                     headline(results), path)
+        logging.info(
+            "eval at step %d (%.1f s): %s -> %s",
+            step,
+            time.perf_counter() - start,
+            headline(results),
+            path,
+        )
         if self.config.eval.report:
             from cclip_jax import report  # matplotlib only where a report is written
 

@@ -29,16 +29,20 @@ from cclip_jax.evaluation.task_types import GroupTask, PairTask
 SUGARCREPE_CATEGORIES = ("replace", "swap", "add")
 
 
-def _per_item(ids: Sequence[str], kept: np.ndarray, scores: dict[str, np.ndarray]
-              ) -> dict[str, list]:
+def _per_item(
+    ids: Sequence[str], kept: np.ndarray, scores: dict[str, np.ndarray]
+) -> dict[str, list]:
     """Each evaluated item's id and expected score per metric (`scores`: metric -> `[n]`): what
     a bootstrap over items resamples (cclip_jax.experiment.stats)."""
-    return {"ids": [str(ids[i]) for i in kept],
-            **{k: [round(float(x), 6) for x in v] for k, v in scores.items()}}
+    return {
+        "ids": [str(ids[i]) for i in kept],
+        **{k: [round(float(x), 6) for x in v] for k, v in scores.items()},
+    }
 
 
-def _group_accuracy(correct: np.ndarray, groups: Sequence[str], min_size: int
-                    ) -> tuple[float | None, dict[str, dict[str, float]]]:
+def _group_accuracy(
+    correct: np.ndarray, groups: Sequence[str], min_size: int
+) -> tuple[float | None, dict[str, dict[str, float]]]:
     """Macro accuracy over groups with at least `min_size` items (None if there is none), and
     the per-group table."""
     groups = np.asarray(groups)
@@ -68,21 +72,34 @@ def run_pairs(scorer: Scorer, task: PairTask, batch_size: int = 256) -> dict[str
     source = task.source or task.name
     correct, kept = [], []
     for idx in chunks(len(task), batch_size):
-        x, ok = embed_images(scorer, [task.image_paths[i] for i in idx],
-                              [f"{task.image_paths[i]} (item {task.ids[i]})" for i in idx],
-                              skipped, None if task.boxes is None else
-                              [task.boxes[i] for i in idx])
+        x, ok = embed_images(
+            scorer,
+            [task.image_paths[i] for i in idx],
+            [f"{task.image_paths[i]} (item {task.ids[i]})" for i in idx],
+            skipped,
+            None if task.boxes is None else [task.boxes[i] for i in idx],
+        )
         idx = idx[ok]
         if not len(idx):
             continue
-        tp = embed_texts(scorer, [task.positives[i] for i in idx],
-                          [f"{source}: item {task.ids[i]} true caption" for i in idx], truncated)
-        tn = embed_texts(scorer, [task.negatives[i] for i in idx],
-                          [f"{source}: item {task.ids[i]} false caption" for i in idx],
-                          truncated)
+        tp = embed_texts(
+            scorer,
+            [task.positives[i] for i in idx],
+            [f"{source}: item {task.ids[i]} true caption" for i in idx],
+            truncated,
+        )
+        tn = embed_texts(
+            scorer,
+            [task.negatives[i] for i in idx],
+            [f"{source}: item {task.ids[i]} false caption" for i in idx],
+            truncated,
+        )
         # Only the diagonal is needed; a chunk's full [b, b] similarity is cheap at b <= 256.
-        correct.append(metrics.pair_correct(np.diagonal(scorer.similarity(x, tp)),
-                                            np.diagonal(scorer.similarity(x, tn))))
+        correct.append(
+            metrics.pair_correct(
+                np.diagonal(scorer.similarity(x, tp)), np.diagonal(scorer.similarity(x, tn))
+            )
+        )
         kept.append(idx)
     need_items(task.name, sum(map(len, kept)), skipped)
     correct, kept = np.concatenate(correct), np.concatenate(kept)
@@ -90,8 +107,9 @@ def run_pairs(scorer: Scorer, task: PairTask, batch_size: int = 256) -> dict[str
     chance = {"accuracy": 0.5}
     extra = {"per_item": _per_item(task.ids, kept, {"accuracy": correct})}
     if task.groups is not None:
-        macro, extra["groups"] = _group_accuracy(correct, [task.groups[i] for i in kept],
-                                                 task.min_group_size)
+        macro, extra["groups"] = _group_accuracy(
+            correct, [task.groups[i] for i in kept], task.min_group_size
+        )
         if macro is not None:  # left out rather than NaN, which is not JSON
             values["macro_accuracy"], chance["macro_accuracy"] = macro, 0.5
     return result(task.name, values, len(correct), skipped, truncated, chance, **extra)
@@ -111,17 +129,23 @@ def run_groups(scorer: Scorer, task: GroupTask, batch_size: int = 256) -> dict[s
     scores, kept = [], []
     for idx in chunks(len(task), batch_size):
         flat = [(i, j) for i in idx for j in (0, 1)]
-        x, ok = embed_images(scorer, [task.image_paths[i][j] for i, j in flat],
-                              [f"{task.image_paths[i][j]} (item {task.ids[i]})"
-                               for i, j in flat], skipped)
+        x, ok = embed_images(
+            scorer,
+            [task.image_paths[i][j] for i, j in flat],
+            [f"{task.image_paths[i][j]} (item {task.ids[i]})" for i, j in flat],
+            skipped,
+        )
         both = ok.reshape(-1, 2).all(axis=1)
         x = x[both.repeat(2)[ok]]  # rows of items whose two images both loaded
         idx = idx[both]
         if not len(idx):
             continue
-        t = embed_texts(scorer, [task.captions[i][c] for i in idx for c in (0, 1)],
-                         [f"{source}: item {task.ids[i]} caption_{c}"
-                          for i in idx for c in (0, 1)], truncated)
+        t = embed_texts(
+            scorer,
+            [task.captions[i][c] for i in idx for c in (0, 1)],
+            [f"{source}: item {task.ids[i]} caption_{c}" for i in idx for c in (0, 1)],
+            truncated,
+        )
         s = scorer.similarity(x, t).reshape(len(idx), 2, len(idx), 2)  # [n, img, n', cap]
         n = np.arange(len(idx))
         scores.append(s[n, :, n, :].transpose(0, 2, 1))  # [n, caption, image]
@@ -132,14 +156,27 @@ def run_groups(scorer: Scorer, task: GroupTask, batch_size: int = 256) -> dict[s
     extra = {"per_item": _per_item(task.ids, kept, per_item)}
     if task.tags is not None:
         tags = np.asarray([task.tags[i] for i in kept])
-        extra["tags"] = {str(g): {**{k: float(v[tags == g].mean()) for k, v in per_item.items()},
-                                  "n": int((tags == g).sum())} for g in np.unique(tags)}
-    return result(task.name, metrics.winoground_scores(s), len(s), skipped, truncated,
-                   metrics.winoground_scores(np.zeros((1, 2, 2))), **extra)
+        extra["tags"] = {
+            str(g): {
+                **{k: float(v[tags == g].mean()) for k, v in per_item.items()},
+                "n": int((tags == g).sum()),
+            }
+            for g in np.unique(tags)
+        }
+    return result(
+        task.name,
+        metrics.winoground_scores(s),
+        len(s),
+        skipped,
+        truncated,
+        metrics.winoground_scores(np.zeros((1, 2, 2))),
+        **extra,
+    )
 
 
-def run_sugarcrepe(scorer: Scorer, tasks: dict[str, PairTask], batch_size: int = 256
-                   ) -> dict[str, Any]:
+def run_sugarcrepe(
+    scorer: Scorer, tasks: dict[str, PairTask], batch_size: int = 256
+) -> dict[str, Any]:
     """All SugarCrepe subsets: per-subset accuracy, and per category (replace / swap / add)
     the unweighted mean over its subsets, as the SugarCrepe paper reports."""
     results = {name: run_pairs(scorer, task, batch_size) for name, task in tasks.items()}
@@ -153,5 +190,13 @@ def run_sugarcrepe(scorer: Scorer, tasks: dict[str, PairTask], batch_size: int =
         skipped.extend(Skipped(r["skipped"], r["skipped_examples"]))
         truncated.extend(Skipped(r["truncated"], r["truncated_examples"]))
     # Each subset's run already logged its skips and cuts.
-    return result("sugarcrepe", values, sum(r["n"] for r in results.values()), skipped,
-                   truncated, dict.fromkeys(values, 0.5), log=False, subsets=results)
+    return result(
+        "sugarcrepe",
+        values,
+        sum(r["n"] for r in results.values()),
+        skipped,
+        truncated,
+        dict.fromkeys(values, 0.5),
+        log=False,
+        subsets=results,
+    )

@@ -15,8 +15,9 @@ from ml_collections import config_flags
 
 from cclip_jax import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Experiment folder.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -36,8 +37,10 @@ def main(argv: list[str]) -> None:
 
         results = cli.run(runner.run_experiment, _CONFIG.value, _WORKDIR.value)
     print("\n".join(results["summary"]))
-    print(f"wrote {_WORKDIR.value}/results.json and {_WORKDIR.value}/report.html "
-          f"({results['wall_s']:.0f} s)")
+    print(
+        f"wrote {_WORKDIR.value}/results.json and {_WORKDIR.value}/report.html "
+        f"({results['wall_s']:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

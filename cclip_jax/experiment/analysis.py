@@ -18,8 +18,14 @@ import numpy as np
 
 # What the summary talks about: binding kinds whose captions share their words (a bag of
 # words cannot solve them), their groups, and the controls.
-HEADLINE_KINDS = ("attribute_swap", "size_swap", "relation_flip", "relation_replace",
-                  "object_replace", "attribute_replace")
+HEADLINE_KINDS = (
+    "attribute_swap",
+    "size_swap",
+    "relation_flip",
+    "relation_replace",
+    "object_replace",
+    "attribute_replace",
+)
 GROUP_KINDS = ("group_attribute", "group_size", "group_relation")
 
 
@@ -49,9 +55,12 @@ def aggregate(per_seed: Sequence[Mapping[str, float]]) -> dict[str, dict[str, An
     for key in keys:
         values = [float(r[key]) for r in per_seed if key in r]
         arr = np.asarray(values)
-        out[key] = {"mean": float(arr.mean()),
-                    "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
-                    "values": values, "n_seeds": len(values)}
+        out[key] = {
+            "mean": float(arr.mean()),
+            "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+            "values": values,
+            "n_seeds": len(values),
+        }
     return out
 
 
@@ -79,8 +88,13 @@ def exceeds(a: Mapping[str, Any], b: Mapping[str, Any], noise: float = 0.0) -> b
     return diff > a["std"] + b["std"] and diff > 2 * np.sqrt(2) * noise
 
 
-def summarize(table: Mapping[str, Mapping[str, Mapping[str, Any]]], keys: Sequence[str],
-              pairs: Sequence[tuple[str, str]], label: str, n_items: int) -> list[str]:
+def summarize(
+    table: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    keys: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
+    label: str,
+    n_items: int,
+) -> list[str]:
     """Sentences for every `(arm_a, arm_b)` comparison and key whose difference exceeds the
     seed spread (`exceeds`), then one line counting the comparisons that do not.
 
@@ -100,24 +114,33 @@ def summarize(table: Mapping[str, Mapping[str, Mapping[str, Any]]], keys: Sequen
                 lines.append(
                     f"[{label}] {key}: {a} {ra['mean']:.3f} ± {ra['std']:.3f} vs {b} "
                     f"{rb['mean']:.3f} ± {rb['std']:.3f} ({diff:+.3f}, "
-                    f"{'above' if diff > 0 else 'below'}; exceeds the seed spread)")
+                    f"{'above' if diff > 0 else 'below'}; exceeds the seed spread)"
+                )
             else:
                 quiet += 1
-    lines.append(f"[{label}] {quiet} other comparisons of these arms differ by less than the "
-                 "seed spread or the item noise.")
+    lines.append(
+        f"[{label}] {quiet} other comparisons of these arms differ by less than the "
+        "seed spread or the item noise."
+    )
     return lines
 
 
-def chance_check(table: Mapping[str, Mapping[str, Any]], arm: str, keys: Sequence[str],
-                 label: str, n_items: int) -> list[str]:
+def chance_check(
+    table: Mapping[str, Mapping[str, Any]], arm: str, keys: Sequence[str], label: str, n_items: int
+) -> list[str]:
     """Keys where `arm`'s mean is above chance by more than its seed std plus twice the item
     noise (one line)."""
-    above = [k for k in keys if k in table.get(arm, {})
-             and table[arm][k]["mean"] - table[arm][k]["std"] - 2 * item_noise(k, n_items)
-             > CHANCE[k.rsplit("/", 1)[1]]]
-    return [f"[{label}] {arm} is above chance (by more than its seed std + 2 item-noise SE) on "
-            f"{len(above)} of {len(keys)} headline keys"
-            + (f": {', '.join(above)}." if above else ".")]
+    above = [
+        k
+        for k in keys
+        if k in table.get(arm, {})
+        and table[arm][k]["mean"] - table[arm][k]["std"] - 2 * item_noise(k, n_items)
+        > CHANCE[k.rsplit("/", 1)[1]]
+    ]
+    return [
+        f"[{label}] {arm} is above chance (by more than its seed std + 2 item-noise SE) on "
+        f"{len(above)} of {len(keys)} headline keys" + (f": {', '.join(above)}." if above else ".")
+    ]
 
 
 CHANCE = {"accuracy": 0.5, "text": 0.25, "image": 0.25, "group": 1 / 6}
@@ -133,22 +156,33 @@ def markdown(results: Mapping[str, Any], keys: Sequence[str]) -> str:
     arms = results["arms"]
     out = [f"# {results['title']}", ""]
     for preset in results["presets"]:
-        out += [f"## `{preset}` captions, B={results['config']['batch_size']}, "
-                f"{len(results['seeds'])} seeds", "",
-                "| key | " + " | ".join(arms) + " |", "|---|" + "---:|" * len(arms)]
+        out += [
+            f"## `{preset}` captions, B={results['config']['batch_size']}, "
+            f"{len(results['seeds'])} seeds",
+            "",
+            "| key | " + " | ".join(arms) + " |",
+            "|---|" + "---:|" * len(arms),
+        ]
         for key in keys:
-            out.append(f"| {key} | " + " | ".join(
-                _cell(results["table"][a][preset].get(key)) for a in arms) + " |")
+            out.append(
+                f"| {key} | "
+                + " | ".join(_cell(results["table"][a][preset].get(key)) for a in arms)
+                + " |"
+            )
         out.append("")
     sweep = results["sweep"]
     if sweep:
         columns = [(a, b) for a in sweep for b in sweep[a]]
-        out += ["## Batch-size sweep (`" + results["config"]["sweep"]["preset"] + "` captions)",
-                "", "| key | " + " | ".join(f"{a} B={b}" for a, b in columns) + " |",
-                "|---|" + "---:|" * len(columns)]
+        out += [
+            "## Batch-size sweep (`" + results["config"]["sweep"]["preset"] + "` captions)",
+            "",
+            "| key | " + " | ".join(f"{a} B={b}" for a, b in columns) + " |",
+            "|---|" + "---:|" * len(columns),
+        ]
         for key in keys:
-            out.append(f"| {key} | " + " | ".join(_cell(sweep[a][b].get(key))
-                                                   for a, b in columns) + " |")
+            out.append(
+                f"| {key} | " + " | ".join(_cell(sweep[a][b].get(key)) for a, b in columns) + " |"
+            )
         out.append("")
     out += ["## Summary", ""] + [f"- {line}" for line in results["summary"]]
     return "\n".join(out) + "\n"

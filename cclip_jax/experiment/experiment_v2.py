@@ -26,25 +26,41 @@ def blind_baseline(exp: ml_collections.ConfigDict, workdir: str, preset: str) ->
     from cclip_jax.evaluation import suite
     from cclip_jax.evaluation.blind import BigramScorer
 
-    run = runs.Run("blind", preset, "siglip", 0, 1, int(exp.base.model.embed_dim),
-                   exp.batch_size, exp.test_eval_seed)
+    run = runs.Run(
+        "blind",
+        preset,
+        "siglip",
+        0,
+        1,
+        int(exp.base.model.embed_dim),
+        exp.batch_size,
+        exp.test_eval_seed,
+    )
     config = runs.run_config(exp, run, os.path.join(workdir, "cache"))
-    scorer = BigramScorer(suite.train_captions(demo_data.ensure_demo_data(config)),
-                          config.model.image.image_size)
+    scorer = BigramScorer(
+        suite.train_captions(demo_data.ensure_demo_data(config)), config.model.image.image_size
+    )
     results: dict[str, Any] = {}
-    suite.binding_suite(scorer, suite.eval_world_dir(config), config.eval.synthetic.splits,
-                        results, "binding")
+    suite.binding_suite(
+        scorer, suite.eval_world_dir(config), config.eval.synthetic.splits, results, "binding"
+    )
     flat = analysis.flatten(results)
     return {"primary": runs.primary_score(flat, exp.prereg.primary), "final": flat}
 
 
-def assemble(exp_dict: Mapping[str, Any], bodies: Mapping[str, Mapping[str, Any]],
-             blind: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def assemble(
+    exp_dict: Mapping[str, Any],
+    bodies: Mapping[str, Mapping[str, Any]],
+    blind: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The results.json body: config, every phase's decision and records, the blind baseline,
     the summary."""
-    results = {"title": exp_dict["title"], "config": dict(exp_dict),
-               "phases": {name: dict(body) for name, body in bodies.items()},
-               "blind": dict(blind or {})}
+    results = {
+        "title": exp_dict["title"],
+        "config": dict(exp_dict),
+        "phases": {name: dict(body) for name, body in bodies.items()},
+        "blind": dict(blind or {}),
+    }
     results["overhead"] = writeup.overhead(results)
     results["summary"] = writeup.summary(results)
     return results
@@ -68,8 +84,11 @@ def run(exp: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs the phases of `exp` in `workdir` and writes the outputs; returns results.json."""
     start = time.perf_counter()
     bodies = phases.run_phases(exp, workdir)
-    blind = ({p: blind_baseline(exp, workdir, p) for p in exp.confirm.presets}
-             if "confirm" in bodies else {})
+    blind = (
+        {p: blind_baseline(exp, workdir, p) for p in exp.confirm.presets}
+        if "confirm" in bodies
+        else {}
+    )
     results = assemble(exp.to_dict(), bodies, blind)
     results["wall_s"] = round(time.perf_counter() - start, 1)
     write_outputs(results, workdir)

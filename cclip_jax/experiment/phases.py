@@ -40,9 +40,20 @@ def plan_calibrate(exp: ml_collections.ConfigDict) -> list[Run]:
         every = max(1, cal.eval_every * steps // longest)
         for preset in cal.presets:
             for arm in cal.arms:
-                runs.append(Run("calibrate", preset, arm, cal.seed, steps, width,
-                                exp.batch_size, exp.dev_eval_seed, eval_every=every,
-                                binding_only=True))
+                runs.append(
+                    Run(
+                        "calibrate",
+                        preset,
+                        arm,
+                        cal.seed,
+                        steps,
+                        width,
+                        exp.batch_size,
+                        exp.dev_eval_seed,
+                        eval_every=every,
+                        binding_only=True,
+                    )
+                )
     return runs
 
 
@@ -66,8 +77,9 @@ def plateau_step(steps: Sequence[int], scores: Sequence[float], tolerance: float
     return int(steps[first])
 
 
-def decide_calibrate(exp: ml_collections.ConfigDict, records: Sequence[Mapping[str, Any]]
-                     ) -> dict[str, Any]:
+def decide_calibrate(
+    exp: ml_collections.ConfigDict, records: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     """Picks the width D (best score within the width-32 runs' training time, averaged over
     arms and presets; ties go to the narrower) and T (`plateau_step` of D's mean curve)."""
     cal = exp.calibrate
@@ -83,8 +95,9 @@ def decide_calibrate(exp: ml_collections.ConfigDict, records: Sequence[Mapping[s
                 scores = [score for step, score in r["curve"] if step * per_step <= budget]
                 within[width].append(max(scores) if scores else float("nan"))
     # A width none of whose evaluations falls within the budget scores -inf (never chosen).
-    mean_within = {w: float(np.mean(v)) if not np.isnan(v).any() else -np.inf
-                   for w, v in within.items()}
+    mean_within = {
+        w: float(np.mean(v)) if not np.isnan(v).any() else -np.inf for w, v in within.items()
+    }
     width = max(sorted(mean_within), key=lambda w: (mean_within[w], -w))
     curves = [by[(width, p, a)]["curve"] for p in cal.presets for a in cal.arms]
     steps = [s for s, _ in curves[0]]
@@ -92,12 +105,19 @@ def decide_calibrate(exp: ml_collections.ConfigDict, records: Sequence[Mapping[s
     t = plateau_step(steps, mean_curve, cal.tolerance)
     at_end = t == steps[-1]
     if at_end:
-        logging.warning("calibration: the mean curve is still rising at its last step %d; T is "
-                        "that step, the runs are not shown to be at plateau", t)
-    return {"width": int(width), "steps": int(t), "score_within_budget": {
-        str(w): v for w, v in mean_within.items()}, "mean_curve": [
-        [int(s), float(v)] for s, v in zip(steps, mean_curve, strict=True)],
-        "smoothed": [float(v) for v in smooth(mean_curve)], "plateau_at_last_step": at_end}
+        logging.warning(
+            "calibration: the mean curve is still rising at its last step %d; T is "
+            "that step, the runs are not shown to be at plateau",
+            t,
+        )
+    return {
+        "width": int(width),
+        "steps": int(t),
+        "score_within_budget": {str(w): v for w, v in mean_within.items()},
+        "mean_curve": [[int(s), float(v)] for s, v in zip(steps, mean_curve, strict=True)],
+        "smoothed": [float(v) for v in smooth(mean_curve)],
+        "plateau_at_last_step": at_end,
+    }
 
 
 # ------------------------------------------------------------------ phase 1: screen
@@ -109,16 +129,29 @@ def lambda_arms(exp: ml_collections.ConfigDict) -> list[str]:
 
 def plan_screen(exp: ml_collections.ConfigDict, cal: Mapping[str, Any]) -> list[Run]:
     arms = [*exp.screen.arms, *lambda_arms(exp)]
-    return [Run("screen", exp.screen.preset, arm, seed, cal["steps"], cal["width"],
-                exp.batch_size, exp.dev_eval_seed) for arm in arms for seed in exp.screen.seeds]
+    return [
+        Run(
+            "screen",
+            exp.screen.preset,
+            arm,
+            seed,
+            cal["steps"],
+            cal["width"],
+            exp.batch_size,
+            exp.dev_eval_seed,
+        )
+        for arm in arms
+        for seed in exp.screen.seeds
+    ]
 
 
 def is_cclip(arm: str) -> bool:
     return arm.startswith("cclip")
 
 
-def decide_screen(exp: ml_collections.ConfigDict, records: Sequence[Mapping[str, Any]]
-                  ) -> dict[str, Any]:
+def decide_screen(
+    exp: ml_collections.ConfigDict, records: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     """The DEV-item ranking (mean primary score over seeds) and what phase 2 carries."""
     scores: dict[str, list[float]] = {}
     for r in records:
@@ -128,30 +161,61 @@ def decide_screen(exp: ml_collections.ConfigDict, records: Sequence[Mapping[str,
     cclip = [a for a in ranking if is_cclip(a)][: exp.screen.n_cclip]
     baseline = max(exp.screen.baselines, key=lambda a: mean[a])
     negclip = max(exp.screen.negclip, key=lambda a: mean[a])
-    return {"dev_mean": mean, "ranking": ranking, "cclip": cclip, "baseline": baseline,
-            "negclip": negclip, "controls": [baseline, "tags", negclip]}
+    return {
+        "dev_mean": mean,
+        "ranking": ranking,
+        "cclip": cclip,
+        "baseline": baseline,
+        "negclip": negclip,
+        "controls": [baseline, "tags", negclip],
+    }
 
 
 # ------------------------------------------------------------------ phases 2 and 3
 
 
-def plan_confirm(exp: ml_collections.ConfigDict, cal: Mapping[str, Any],
-                 screen: Mapping[str, Any]) -> list[Run]:
+def plan_confirm(
+    exp: ml_collections.ConfigDict, cal: Mapping[str, Any], screen: Mapping[str, Any]
+) -> list[Run]:
     arms = [*screen["cclip"], *screen["controls"]]
-    return [Run("confirm", preset, arm, seed, cal["steps"], cal["width"], exp.batch_size,
-                exp.test_eval_seed)
-            for preset in exp.confirm.presets for arm in arms for seed in exp.confirm.seeds]
+    return [
+        Run(
+            "confirm",
+            preset,
+            arm,
+            seed,
+            cal["steps"],
+            cal["width"],
+            exp.batch_size,
+            exp.test_eval_seed,
+        )
+        for preset in exp.confirm.presets
+        for arm in arms
+        for seed in exp.confirm.seeds
+    ]
 
 
-def plan_small(exp: ml_collections.ConfigDict, cal: Mapping[str, Any],
-               screen: Mapping[str, Any]) -> list[Run]:
+def plan_small(
+    exp: ml_collections.ConfigDict, cal: Mapping[str, Any], screen: Mapping[str, Any]
+) -> list[Run]:
     """The best CCLIP arm of the screen against the baseline at other batch sizes, at equal
     examples seen."""
     sm = exp.small
-    return [Run("small", sm.preset, arm, seed, max(1, cal["steps"] * exp.batch_size // b),
-                cal["width"], b, exp.test_eval_seed)
-            for b in sm.batch_sizes for arm in (screen["cclip"][0], sm.baseline)
-            for seed in sm.seeds]
+    return [
+        Run(
+            "small",
+            sm.preset,
+            arm,
+            seed,
+            max(1, cal["steps"] * exp.batch_size // b),
+            cal["width"],
+            b,
+            exp.test_eval_seed,
+        )
+        for b in sm.batch_sizes
+        for arm in (screen["cclip"][0], sm.baseline)
+        for seed in sm.seeds
+    ]
 
 
 # ------------------------------------------------------------------ running
@@ -167,20 +231,29 @@ def _write(path: str, body: Mapping[str, Any]) -> None:
 def _read(workdir: str, name: str) -> dict[str, Any]:
     path = phase_path(workdir, name)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} is missing: run phase {name!r} first "
-                                f"(--config.phases includes it)")
+        raise FileNotFoundError(
+            f"{path} is missing: run phase {name!r} first (--config.phases includes it)"
+        )
     with open(path) as f:
         return json.load(f)
 
 
-def _execute_all(exp: ml_collections.ConfigDict, workdir: str, runs: Sequence[Run],
-                 name: str) -> list[dict[str, Any]]:
+def _execute_all(
+    exp: ml_collections.ConfigDict, workdir: str, runs: Sequence[Run], name: str
+) -> list[dict[str, Any]]:
     records = []
     for n, run in enumerate(runs):
         record = execute(exp, workdir, run)
         records.append(record)
-        logging.info("phase %s run %d/%d %s: primary %.3f (%.0f s)", name, n + 1, len(runs),
-                     run.key, record["primary"], record["wall_s"])
+        logging.info(
+            "phase %s run %d/%d %s: primary %.3f (%.0f s)",
+            name,
+            n + 1,
+            len(runs),
+            run.key,
+            record["primary"],
+            record["wall_s"],
+        )
     return records
 
 
@@ -212,8 +285,10 @@ def run_phases(exp: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[s
             decision = verdict.confirm(exp, records, screen)
         else:
             decision = verdict.small(exp, records, screen)
-        _write(phase_path(workdir, name), {"phase": name, "decision": decision,
-                                           "records": records})
-        logging.info("phase %s done: %s", name, {k: v for k, v in decision.items()
-                                                 if not isinstance(v, (dict, list))})
+        _write(phase_path(workdir, name), {"phase": name, "decision": decision, "records": records})
+        logging.info(
+            "phase %s done: %s",
+            name,
+            {k: v for k, v in decision.items() if not isinstance(v, (dict, list))},
+        )
     return {n: _read(workdir, n) for n in PHASES if os.path.exists(phase_path(workdir, n))}

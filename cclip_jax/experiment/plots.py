@@ -27,8 +27,12 @@ def calibration(body: Mapping[str, Any], out_dir: str) -> str:
     for r in body["records"]:
         run = r["run"]
         steps, scores = zip(*r["curve"], strict=True)
-        ax.plot(steps, scores, label=f"{run['arm']} {run['preset']} D={run['width']}",
-                ls="-" if run["width"] == body["decision"]["width"] else ":")
+        ax.plot(
+            steps,
+            scores,
+            label=f"{run['arm']} {run['preset']} D={run['width']}",
+            ls="-" if run["width"] == body["decision"]["width"] else ":",
+        )
     ax.axvline(body["decision"]["steps"], color="k", lw=0.8, label="T")
     ax.set(xlabel="step", ylabel="primary score (DEV)", title="Phase 0: calibration")
     ax.legend(fontsize=7)
@@ -74,8 +78,11 @@ def differences(body: Mapping[str, Any], out_dir: str, min_effect: float) -> str
     presets = list(body["decision"])
     fig, axes = plt.subplots(1, len(presets), figsize=(6 * len(presets), 4), squeeze=False)
     for ax, preset in zip(axes[0], presets, strict=True):
-        rows = [(f"{a} - {c}", v) for a, vs in body["decision"][preset]["versus"].items()
-                for c, v in vs.items()]
+        rows = [
+            (f"{a} - {c}", v)
+            for a, vs in body["decision"][preset]["versus"].items()
+            for c, v in vs.items()
+        ]
         for i, (_, v) in enumerate(rows):
             d, s = v["diff"], v["diff_simultaneous"]
             ax.plot([s["lo"], s["hi"]], [i, i], color="#bbb", lw=6)
@@ -88,8 +95,10 @@ def differences(body: Mapping[str, Any], out_dir: str, min_effect: float) -> str
         ax.axvline(min_effect, color="g", lw=0.8, ls="--")
         ax.set_yticks(range(len(rows)), [r for r, _ in rows], fontsize=7)
         ax.invert_yaxis()
-        ax.set(xlabel="Δ primary score (grey: simultaneous, blue: 95% t, orange: bootstrap)",
-               title=f"Phase 2, {preset}")
+        ax.set(
+            xlabel="Δ primary score (grey: simultaneous, blue: 95% t, orange: bootstrap)",
+            title=f"Phase 2, {preset}",
+        )
     return _save(fig, out_dir, "confirm_differences")
 
 
@@ -116,8 +125,9 @@ def draw_all(results: Mapping[str, Any], out_dir: str) -> dict[str, str]:
         out["screen"] = screen_scores(ph["screen"], out_dir)
         out["screen_loss"] = loss_curves(ph["screen"], out_dir, "screen")
     if "confirm" in ph:
-        out["confirm_differences"] = differences(ph["confirm"], out_dir,
-                                                 results["config"]["prereg"]["min_effect"])
+        out["confirm_differences"] = differences(
+            ph["confirm"], out_dir, results["config"]["prereg"]["min_effect"]
+        )
         out["confirm_loss"] = loss_curves(ph["confirm"], out_dir, "confirm")
     if "small" in ph:
         out["small_batches"] = small_batches(ph["small"], out_dir)

@@ -24,8 +24,12 @@ from cclip_jax.experiment import analysis
 # table (cclip_jax.config.variant); `cclip_lam<λ>` arms add CCLIP at another λ.
 ARMS: dict[str, dict[str, Any]] = {
     # (plain_multi_positive is a sigmoid-term option: the softmax arms switch it off.)
-    "clip": {"loss": "softmax", "cond_weight": 0.0, "data.mode": "baseline",
-             "plain_multi_positive": False},
+    "clip": {
+        "loss": "softmax",
+        "cond_weight": 0.0,
+        "data.mode": "baseline",
+        "plain_multi_positive": False,
+    },
     "siglip": {"cond_weight": 0.0, "data.mode": "baseline"},
     "siglip_curated": {"cond_weight": 0.0, "data.mode": "curated"},
     "cclip": {},
@@ -45,10 +49,14 @@ ARMS: dict[str, dict[str, Any]] = {
     # Control: the same labels as an image x concept classifier, no conditional pairs.
     "tags": {"cond_weight": 0.0, "tags_weight": 1.0},
     # Control: NegCLIP's swapped-caption hard negatives, on the softmax and the sigmoid base.
-    "negclip": {"loss": "softmax", "cond_weight": 0.0, "data.mode": "baseline",
-                "data.hard_negatives": True, "plain_multi_positive": False},
-    "negclip_sigmoid": {"cond_weight": 0.0, "data.mode": "baseline",
-                        "data.hard_negatives": True},
+    "negclip": {
+        "loss": "softmax",
+        "cond_weight": 0.0,
+        "data.mode": "baseline",
+        "data.hard_negatives": True,
+        "plain_multi_positive": False,
+    },
+    "negclip_sigmoid": {"cond_weight": 0.0, "data.mode": "baseline", "data.hard_negatives": True},
 }
 BLIND = "blind"  # the text-only baseline, one deterministic "seed" per preset
 LAMBDA_ARM = "cclip_lam"  # + a value: `cclip` with that cond_weight (the λ sweep)
@@ -58,13 +66,15 @@ def lambda_arm(value: float) -> str:
     return f"{LAMBDA_ARM}{value:g}"
 
 
-def arm_config(base: ml_collections.ConfigDict, arm: str, *, preset: str, seed: int,
-               batch_size: int) -> ml_collections.ConfigDict:
+def arm_config(
+    base: ml_collections.ConfigDict, arm: str, *, preset: str, seed: int, batch_size: int
+) -> ml_collections.ConfigDict:
     """The training config of one run: `base` (left as it is) with the arm's overrides."""
     c = ml_collections.ConfigDict(base.to_dict())
     config_lib.variant(c, {**ARMS, **_lambda_arm(arm)}, arm, kind="arm")
-    return config_lib.override(c, {"seed": seed, "batch_size": batch_size,
-                                   "data.synthetic.preset": preset})
+    return config_lib.override(
+        c, {"seed": seed, "batch_size": batch_size, "data.synthetic.preset": preset}
+    )
 
 
 def _lambda_arm(arm: str) -> dict[str, dict[str, Any]]:
@@ -83,10 +93,17 @@ def run_dir(workdir: str, preset: str, arm: str, batch_size: int, seed: int) -> 
 
 def plan(exp: ml_collections.ConfigDict) -> list[dict[str, Any]]:
     """Every run of the experiment (main grid first, then the sweep's extra batch sizes)."""
-    runs = [dict(preset=p, arm=a, batch_size=exp.batch_size, seed=s)
-            for p in exp.presets for a in exp.arms for s in exp.seeds]
-    runs += [dict(preset=exp.lambda_sweep.preset, arm=lambda_arm(lam), batch_size=exp.batch_size,
-                  seed=s) for lam in exp.lambda_sweep.cond_weights for s in exp.seeds]
+    runs = [
+        dict(preset=p, arm=a, batch_size=exp.batch_size, seed=s)
+        for p in exp.presets
+        for a in exp.arms
+        for s in exp.seeds
+    ]
+    runs += [
+        dict(preset=exp.lambda_sweep.preset, arm=lambda_arm(lam), batch_size=exp.batch_size, seed=s)
+        for lam in exp.lambda_sweep.cond_weights
+        for s in exp.seeds
+    ]
     seen = {tuple(r.values()) for r in runs}
     for b in exp.sweep.batch_sizes:
         for a in exp.sweep.arms:
@@ -106,8 +123,9 @@ def _final_eval(path: str, step: int) -> dict[str, Any] | None:
         return json.load(fh)["results"]
 
 
-def run_one(exp: ml_collections.ConfigDict, workdir: str, run: dict[str, Any]
-            ) -> tuple[dict[str, float], float]:
+def run_one(
+    exp: ml_collections.ConfigDict, workdir: str, run: dict[str, Any]
+) -> tuple[dict[str, float], float]:
     """Trains and evaluates one run unless its final evaluation exists; (flat metrics, s)."""
     from cclip_jax.curation import demo_data
     from cclip_jax.training import trainer  # JAX and the data stack only when something trains
@@ -142,8 +160,9 @@ def blind_results(exp: ml_collections.ConfigDict, preset: str) -> dict[str, floa
     curated = demo_data.ensure_demo_data(config)
     scorer = BigramScorer(suite.train_captions(curated), config.model.image.image_size)
     results: dict[str, Any] = {}
-    suite.binding_suite(scorer, suite.eval_world_dir(config), config.eval.synthetic.splits,
-                        results, "binding")
+    suite.binding_suite(
+        scorer, suite.eval_world_dir(config), config.eval.synthetic.splits, results, "binding"
+    )
     return analysis.flatten(results)
 
 
@@ -158,56 +177,83 @@ def run_experiment(exp: ml_collections.ConfigDict, workdir: str) -> dict[str, An
     for n, run in enumerate(runs):
         metrics, seconds = run_one(exp, workdir, run)
         flat.append((run, metrics))
-        records.append({**run, "wall_s": round(seconds, 1),
-                        "workdir": os.path.relpath(run_dir(workdir, **run), workdir),
-                        "final": metrics})
+        records.append(
+            {
+                **run,
+                "wall_s": round(seconds, 1),
+                "workdir": os.path.relpath(run_dir(workdir, **run), workdir),
+                "final": metrics,
+            }
+        )
         elapsed = time.perf_counter() - start
-        logging.info("run %d/%d %s done in %.0f s (elapsed %.0f s)", n + 1, len(runs), run,
-                     seconds, elapsed)
+        logging.info(
+            "run %d/%d %s done in %.0f s (elapsed %.0f s)", n + 1, len(runs), run, seconds, elapsed
+        )
     aggregate_start = time.perf_counter()
     results = assemble(exp, flat, {p: blind_results(exp, p) for p in exp.presets})
     # wall_s: the runs' own times (a resumed experiment counts each run once) + this call's
     # aggregation, blind baselines and report.
-    results.update(runs=records, wall_s=round(
-        sum(r["wall_s"] for r in records) + time.perf_counter() - aggregate_start, 1))
+    results.update(
+        runs=records,
+        wall_s=round(sum(r["wall_s"] for r in records) + time.perf_counter() - aggregate_start, 1),
+    )
     tmp = os.path.join(workdir, "results.json.tmp")
     with open(tmp, "w") as f:
         json.dump(results, f, indent=1)
     os.replace(tmp, os.path.join(workdir, "results.json"))
     with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(analysis.markdown(results, analysis.headline_keys(
-            exp.base.eval.synthetic.splits)))
+        f.write(analysis.markdown(results, analysis.headline_keys(exp.base.eval.synthetic.splits)))
     from cclip_jax import report
 
     report.write_experiment_report(workdir, results)
     return results
 
 
-def assemble(exp: ml_collections.ConfigDict,
-             flat: list[tuple[dict[str, Any], dict[str, float]]],
-             blind: dict[str, dict[str, float]]) -> dict[str, Any]:
+def assemble(
+    exp: ml_collections.ConfigDict,
+    flat: list[tuple[dict[str, Any], dict[str, float]]],
+    blind: dict[str, dict[str, float]],
+) -> dict[str, Any]:
     """The results.json body: table (arm -> preset -> key), sweep (arm -> B -> key), summary."""
+
     def group(select) -> dict[str, dict[str, Any]]:
         return analysis.aggregate([m for r, m in flat if select(r)])
 
     table: dict[str, dict[str, Any]] = {}
     for arm in exp.arms:
-        table[arm] = {p: group(lambda r, a=arm, p=p: r["arm"] == a and r["preset"] == p
-                               and r["batch_size"] == exp.batch_size) for p in exp.presets}
+        table[arm] = {
+            p: group(
+                lambda r, a=arm, p=p: (
+                    r["arm"] == a and r["preset"] == p and r["batch_size"] == exp.batch_size
+                )
+            )
+            for p in exp.presets
+        }
     lam_arms = [lambda_arm(lam) for lam in exp.lambda_sweep.cond_weights]
     for arm in lam_arms:
-        table[arm] = {p: group(lambda r, a=arm, p=p: r["arm"] == a and r["preset"] == p)
-                      for p in exp.presets}
+        table[arm] = {
+            p: group(lambda r, a=arm, p=p: r["arm"] == a and r["preset"] == p) for p in exp.presets
+        }
     table[BLIND] = {p: analysis.aggregate([blind[p]]) for p in exp.presets}
-    sweep = {arm: {str(b): group(lambda r, a=arm, b=b: r["arm"] == a and r["batch_size"] == b
-                                 and r["preset"] == exp.sweep.preset)
-                   for b in exp.sweep.batch_sizes} for arm in exp.sweep.arms}
+    sweep = {
+        arm: {
+            str(b): group(
+                lambda r, a=arm, b=b: (
+                    r["arm"] == a and r["batch_size"] == b and r["preset"] == exp.sweep.preset
+                )
+            )
+            for b in exp.sweep.batch_sizes
+        }
+        for arm in exp.sweep.arms
+    }
     keys = analysis.headline_keys(exp.base.eval.synthetic.splits)
     pairs = [("cclip", a) for a in exp.arms if a != "cclip"]
     pairs += [("siglip_curated", "siglip"), ("cclip_gate_ones", "siglip_curated")]
     n = exp.base.eval.synthetic.num_items
-    summary = [f"Rule: a difference 'exceeds the seed spread' when |Δ mean| > std_a + std_b "
-               f"(std over {len(exp.seeds)} seeds) and > 2·√2·SE of chance on {n} items."]
+    summary = [
+        f"Rule: a difference 'exceeds the seed spread' when |Δ mean| > std_a + std_b "
+        f"(std over {len(exp.seeds)} seeds) and > 2·√2·SE of chance on {n} items."
+    ]
     for p in exp.presets:
         by_arm = {a: table[a][p] for a in table}
         for arm in (BLIND, *exp.arms):
@@ -215,20 +261,32 @@ def assemble(exp: ml_collections.ConfigDict,
         summary += analysis.summarize(by_arm, keys, pairs, p, n)
         if p == exp.lambda_sweep.preset:
             summary += analysis.summarize(
-                by_arm, keys, [(a, b) for a in lam_arms for b in ("cclip", "siglip_curated")],
-                f"{p}, λ sweep (cclip: λ={exp.base.cond_weight:g})", n)
+                by_arm,
+                keys,
+                [(a, b) for a in lam_arms for b in ("cclip", "siglip_curated")],
+                f"{p}, λ sweep (cclip: λ={exp.base.cond_weight:g})",
+                n,
+            )
     sweep_pairs = [(a, b) for a in exp.sweep.arms for b in exp.sweep.arms if a < b]
     for b in exp.sweep.batch_sizes:
         by_arm = {a: sweep[a][str(b)] for a in sweep}
-        summary += analysis.summarize(by_arm, keys, sweep_pairs, f"{exp.sweep.preset}, B={b}",
-                                      n)
+        summary += analysis.summarize(by_arm, keys, sweep_pairs, f"{exp.sweep.preset}, B={b}", n)
     small, large = min(exp.sweep.batch_sizes), max(exp.sweep.batch_sizes)
     if "cclip" in sweep and "siglip" in sweep and small < large:
         # The proposal's claim: curated small batches stand in for large random ones.
-        by_arm = {f"cclip@{small}": sweep["cclip"][str(small)],
-                  f"siglip@{large}": sweep["siglip"][str(large)]}
+        by_arm = {
+            f"cclip@{small}": sweep["cclip"][str(small)],
+            f"siglip@{large}": sweep["siglip"][str(large)],
+        }
         summary += analysis.summarize(by_arm, keys, [tuple(by_arm)], exp.sweep.preset, n)
-    return {"title": exp.title, "config": exp.to_dict(), "arms": [*exp.arms, *lam_arms, BLIND],
-            "presets": list(exp.presets), "seeds": list(exp.seeds),
-            "batch_sizes": list(exp.sweep.batch_sizes), "table": table, "sweep": sweep,
-            "summary": summary}
+    return {
+        "title": exp.title,
+        "config": exp.to_dict(),
+        "arms": [*exp.arms, *lam_arms, BLIND],
+        "presets": list(exp.presets),
+        "seeds": list(exp.seeds),
+        "batch_sizes": list(exp.sweep.batch_sizes),
+        "table": table,
+        "sweep": sweep,
+        "summary": summary,
+    }

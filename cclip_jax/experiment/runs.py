@@ -47,8 +47,10 @@ class Run:
 
     @property
     def key(self) -> str:
-        return (f"{self.phase}/{self.preset}/{self.arm}/w{self.width}-b{self.batch_size}-"
-                f"t{self.steps}-e{self.eval_seed}/seed{self.seed}")
+        return (
+            f"{self.phase}/{self.preset}/{self.arm}/w{self.width}-b{self.batch_size}-"
+            f"t{self.steps}-e{self.eval_seed}/seed{self.seed}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -63,12 +65,14 @@ def set_width(model: ml_collections.ConfigDict, width: int) -> None:
     model.embed_dim = width
 
 
-def run_config(exp: ml_collections.ConfigDict, run: Run, cache_dir: str
-               ) -> ml_collections.ConfigDict:
+def run_config(
+    exp: ml_collections.ConfigDict, run: Run, cache_dir: str
+) -> ml_collections.ConfigDict:
     """The training config of `run`: the arm's overrides (runner.ARMS) of `exp.base`, then what
     the run spec sets."""
-    c = runner.arm_config(exp.base, run.arm, preset=run.preset, seed=run.seed,
-                          batch_size=run.batch_size)
+    c = runner.arm_config(
+        exp.base, run.arm, preset=run.preset, seed=run.seed, batch_size=run.batch_size
+    )
     c.data.cache_dir = cache_dir
     c.data.synthetic.num_train = int(exp.num_train)
     c.data.synthetic.seed = int(exp.world_seed)
@@ -90,8 +94,11 @@ def run_config(exp: ml_collections.ConfigDict, run: Run, cache_dir: str
 def encode_items(values: Sequence[float]) -> str:
     """Per-item scores (multiples of 1/24 in [0, 1]) -> one letter each."""
     units = np.rint(np.asarray(values, np.float64) * _UNITS).astype(int)
-    if units.size and (units.min() < 0 or units.max() > _UNITS
-                       or not np.allclose(units / _UNITS, values, atol=1e-4)):
+    if units.size and (
+        units.min() < 0
+        or units.max() > _UNITS
+        or not np.allclose(units / _UNITS, values, atol=1e-4)
+    ):
         raise ValueError("per-item scores must be multiples of 1/24 in [0, 1]")
     return "".join(_ALPHABET[u] for u in units)
 
@@ -172,12 +179,20 @@ def execute(exp: ml_collections.ConfigDict, workdir: str, run: Run) -> dict[str,
     train_s, start_s, loss_curve = _timing(run_folder.path(path, run_folder.METRICS), run.steps)
     flat = analysis.flatten(final["results"])
     record = {
-        "run": run.to_dict(), "key": run.key, "primary": curve[-1][1], "curve": curve,
-        "final": flat, "items": _per_item(final["results"], item_keys(exp)),
-        "loss_curve": loss_curve, "wall_s": round(wall, 2), "train_s": round(train_s, 2),
-        "eval_s": round(eval_s, 2), "first_step_s": round(start_s, 2),
+        "run": run.to_dict(),
+        "key": run.key,
+        "primary": curve[-1][1],
+        "curve": curve,
+        "final": flat,
+        "items": _per_item(final["results"], item_keys(exp)),
+        "loss_curve": loss_curve,
+        "wall_s": round(wall, 2),
+        "train_s": round(train_s, 2),
+        "eval_s": round(eval_s, 2),
+        "first_step_s": round(start_s, 2),
         # Everything that is not steady training: data set-up, compiling, evaluating, saving.
-        "overhead_s": round(max(wall - train_s, 0.0), 2)}
+        "overhead_s": round(max(wall - train_s, 0.0), 2),
+    }
     tmp = record_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(record, f)

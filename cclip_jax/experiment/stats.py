@@ -30,18 +30,31 @@ def paired_t(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dic
     """
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     if d.ndim != 1 or len(np.asarray(a)) != len(np.asarray(b)):
-        raise ValueError(f"paired_t needs two [n] sequences of equal length, got "
-                         f"{np.shape(a)} and {np.shape(b)}")
+        raise ValueError(
+            f"paired_t needs two [n] sequences of equal length, got {np.shape(a)} and {np.shape(b)}"
+        )
     n = len(d)
     mean = float(d.mean()) if n else float("nan")
     if n < 2:
-        return {"mean": mean, "lo": float("nan"), "hi": float("nan"), "sd": float("nan"),
-                "n": n, "p": float("nan")}
+        return {
+            "mean": mean,
+            "lo": float("nan"),
+            "hi": float("nan"),
+            "sd": float("nan"),
+            "n": n,
+            "p": float("nan"),
+        }
     sd = float(d.std(ddof=1))
     se = sd / np.sqrt(n)
     if se == 0.0:
-        return {"mean": mean, "lo": mean, "hi": mean, "sd": 0.0, "n": n,
-                "p": 1.0 if mean == 0.0 else 0.0}
+        return {
+            "mean": mean,
+            "lo": mean,
+            "hi": mean,
+            "sd": 0.0,
+            "n": n,
+            "p": 1.0 if mean == 0.0 else 0.0,
+        }
     half = float(sp_stats.t.ppf(0.5 + level / 2, n - 1)) * se
     p = float(2 * sp_stats.t.sf(abs(mean) / se, n - 1))
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "sd": sd, "n": n, "p": p}
@@ -79,8 +92,14 @@ def _draw_counts(rng: np.random.Generator, reps: int, n: int) -> np.ndarray:
     return np.bincount(drawn.ravel(), minlength=reps * n).reshape(reps, n).astype(np.float64)
 
 
-def bootstrap_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, n_boot: int = 2000,
-                   seed: int = 0, level: float = 0.95) -> dict[str, float]:
+def bootstrap_diff(
+    a: Sequence[np.ndarray],
+    b: Sequence[np.ndarray],
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
     """Percentile interval of `mean_of_parts(a) - mean_of_parts(b)` over seeds and items.
 
     Args:
@@ -97,12 +116,16 @@ def bootstrap_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, n_boot: 
     a = [np.asarray(x, np.float64) for x in a]
     b = [np.asarray(x, np.float64) for x in b]
     if len(a) != len(b) or not a:
-        raise ValueError(f"bootstrap_diff needs the same (nonzero) number of item sets, got "
-                         f"{len(a)} and {len(b)}")
+        raise ValueError(
+            f"bootstrap_diff needs the same (nonzero) number of item sets, got "
+            f"{len(a)} and {len(b)}"
+        )
     for c, (x, y) in enumerate(zip(a, b, strict=True)):
         if x.shape != y.shape or x.ndim != 2 or x.shape[0] != a[0].shape[0]:
-            raise ValueError(f"bootstrap_diff: item set {c} must be [S, N] in both arms with "
-                             f"S = {a[0].shape[0]}, got {x.shape} and {y.shape}")
+            raise ValueError(
+                f"bootstrap_diff: item set {c} must be [S, N] in both arms with "
+                f"S = {a[0].shape[0]}, got {x.shape} and {y.shape}"
+            )
     s = a[0].shape[0]
     rng = np.random.default_rng(seed)
     # A replicate's mean over its drawn seeds and items is a weighted mean with the draw
@@ -115,12 +138,23 @@ def bootstrap_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, n_boot: 
         reps += np.einsum("rs,sn,rn->r", seed_counts, x - y, item_counts) / (s * n)
     reps /= len(a)
     lo, hi = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2])
-    return {"mean": float(np.mean(mean_of_parts(a) - mean_of_parts(b))), "lo": float(lo),
-            "hi": float(hi), "n_boot": n_boot}
+    return {
+        "mean": float(np.mean(mean_of_parts(a) - mean_of_parts(b))),
+        "lo": float(lo),
+        "hi": float(hi),
+        "n_boot": n_boot,
+    }
 
 
-def decide(diff: Mapping[str, float], adjusted_p: float, guards: Mapping[str, float], *,
-           min_effect: float, guard_loss: float, alpha: float = 0.05) -> tuple[str, str]:
+def decide(
+    diff: Mapping[str, float],
+    adjusted_p: float,
+    guards: Mapping[str, float],
+    *,
+    min_effect: float,
+    guard_loss: float,
+    alpha: float = 0.05,
+) -> tuple[str, str]:
     """The pre-registered verdict for one arm against the best control: (verdict, reason).
 
     Args:
@@ -139,12 +173,16 @@ def decide(diff: Mapping[str, float], adjusted_p: float, guards: Mapping[str, fl
     """
     mean, hi = diff["mean"], diff["hi"]
     lost = [k for k, v in guards.items() if v < -guard_loss]
-    if (adjusted_p < alpha and mean > 0 and mean >= min_effect and not lost):
-        return "support", (f"Δ = {mean:+.3f} ≥ {min_effect:g}, Holm p = {adjusted_p:.3g} < "
-                           f"{alpha:g}, no guard loses more than {guard_loss:g}")
+    if adjusted_p < alpha and mean > 0 and mean >= min_effect and not lost:
+        return "support", (
+            f"Δ = {mean:+.3f} ≥ {min_effect:g}, Holm p = {adjusted_p:.3g} < "
+            f"{alpha:g}, no guard loses more than {guard_loss:g}"
+        )
     if hi < min_effect:
-        return "refutation", (f"the interval's upper bound {hi:+.3f} is below the smallest "
-                              f"effect of interest {min_effect:g}")
+        return "refutation", (
+            f"the interval's upper bound {hi:+.3f} is below the smallest "
+            f"effect of interest {min_effect:g}"
+        )
     why = []
     if not (adjusted_p < alpha and mean > 0):
         why.append(f"Holm p = {adjusted_p:.3g}")
@@ -152,12 +190,17 @@ def decide(diff: Mapping[str, float], adjusted_p: float, guards: Mapping[str, fl
         why.append(f"Δ = {mean:+.3f} < {min_effect:g}")
     if lost:
         why.append("loses more than {:g} on {}".format(guard_loss, ", ".join(lost)))
-    return "inconclusive", (f"the interval [{diff['lo']:+.3f}, {hi:+.3f}] reaches "
-                            f"{min_effect:g}, but " + "; ".join(why))
+    return "inconclusive", (
+        f"the interval [{diff['lo']:+.3f}, {hi:+.3f}] reaches {min_effect:g}, but " + "; ".join(why)
+    )
 
 
 def summarize_arm(values: Sequence[float]) -> dict[str, Any]:
     """Mean, std (ddof=1) and n of one arm's per-seed scores."""
     v = np.asarray(values, np.float64)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-            "n": len(v), "values": [float(x) for x in v]}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+        "n": len(v),
+        "values": [float(x) for x in v],
+    }

@@ -152,8 +152,12 @@ def _entry_bwd(res, ct):
     d_gates = sum(x2[s][:, None, :] * (d_u[s] + d_sq[s] * x2[s][:, None, :]) for s in range(2))
     # XLA drops the weights' derivatives when no one asks for them
     d_uw, d_beta = _logit_terms(num, inv2, scale * inv_u2, lab, scalars, "weights")
-    d_scalars = (ct * jnp.sum(row * inv_u2), ct * _big_sum(g), ct * _big_sum(d_uw),
-                 ct * _big_sum(d_beta))
+    d_scalars = (
+        ct * jnp.sum(row * inv_u2),
+        ct * _big_sum(g),
+        ct * _big_sum(d_uw),
+        ct * _big_sum(d_beta),
+    )
     d_scalars = tuple(v.astype(s.dtype) for v, s in zip(d_scalars, scalars, strict=True))
     return d_x2, d_gates, d_v2, d_inv2, d_scalars, None
 
@@ -212,7 +216,8 @@ def _tile_major(labels: jax.Array, tile_rows: int) -> jax.Array:
     b, k = labels.shape
     n, pad = b // tile_rows, -k % 4  # padded concepts are never gathered
     words = lax.bitcast_convert_type(
-        jnp.pad(labels, ((0, 0), (0, pad))).reshape(n, tile_rows, (k + pad) // 4, 4), jnp.int32)
+        jnp.pad(labels, ((0, 0), (0, pad))).reshape(n, tile_rows, (k + pad) // 4, 4), jnp.int32
+    )
     return words.transpose(0, 2, 1).reshape(b, (k + pad) // 4)
 
 

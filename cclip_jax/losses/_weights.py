@@ -15,8 +15,9 @@ SCALARS = ("scale", "bias", "uw", "beta")
 weights."""
 
 
-def _pair_weights(a: jax.Array, b: jax.Array, uw: jax.Array, beta: jax.Array
-                  ) -> tuple[jax.Array, jax.Array]:
+def _pair_weights(
+    a: jax.Array, b: jax.Array, uw: jax.Array, beta: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Weights of the positive and negative terms for label pairs `(a, b)` (broadcast); every
     positive at `beta` (the caller tops up the same-image ones)."""
     pa, na, ua = a == 1, a == -1, a == 0

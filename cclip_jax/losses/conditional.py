@@ -82,8 +82,7 @@ def conditional_sigmoid_loss(
     # The gate is g = c (identity, as the proposal writes it); the algebra needs only g².
     g2 = jnp.square(jnp.asarray(concept_emb).astype(dtype))
     labels = jnp.asarray(concept_labels).astype(jnp.int8)
-    consts = E.scalars(dtype, scale=scale, bias=bias, uw=unknown_weight,
-                       beta=cross_positive_weight)
+    consts = E.scalars(dtype, scale=scale, bias=bias, uw=unknown_weight, beta=cross_positive_weight)
     # Every (+1, +1) triple is summed at weight β by the tiles; the B·R same-image ones (i = j)
     # are then topped up by (1 - β) here, locally: the ring never needs to know whether a
     # visiting caption is the row's own.
@@ -110,8 +109,14 @@ def conditional_sigmoid_loss(
     return loss * jnp.where(overflow, jnp.nan, 1.0).astype(dtype)
 
 
-def triple_weight_sum(labels: jax.Array, *, unknown_weight=1.0, cross_positive_weight=1.0,
-                      axis_name: E.AxisName = None, dtype=jnp.float32) -> jax.Array:
+def triple_weight_sum(
+    labels: jax.Array,
+    *,
+    unknown_weight=1.0,
+    cross_positive_weight=1.0,
+    axis_name: E.AxisName = None,
+    dtype=jnp.float32,
+) -> jax.Array:
     """`Σ_ijk w_ijk`: the summed weight of the counted triples of the global batch.
 
     From the labels alone: with `P_k, N_k, U_k` the counts of `+1, -1, 0` in column `k`,
@@ -122,8 +127,9 @@ def triple_weight_sum(labels: jax.Array, *, unknown_weight=1.0, cross_positive_w
     # Column sums over chunks of rows: a single sum over axis 0 would materialise `[B, K]`
     # converted copies (192 MiB at B = K = 4096 on CPU).
     rows = E.divisor_at_most(b, max(1, E.TILE_ELEMENTS // (4 * k)))
-    count = lambda chunk: jnp.stack([jnp.sum(chunk == v, axis=0, dtype=jnp.int32)
-                                     for v in (1, -1, 0)])
+    count = lambda chunk: jnp.stack(
+        [jnp.sum(chunk == v, axis=0, dtype=jnp.int32) for v in (1, -1, 0)]
+    )
     counts = jnp.sum(lax.map(count, labels.reshape(b // rows, rows, k)), axis=0).astype(dtype)
     if axis_name is not None:
         counts = lax.psum(counts, axis_name)
@@ -134,9 +140,13 @@ def triple_weight_sum(labels: jax.Array, *, unknown_weight=1.0, cross_positive_w
 
 
 def _triple_mean(total, labels, consts, axis_name) -> jax.Array:
-    weight = triple_weight_sum(labels, unknown_weight=consts["uw"],
-                               cross_positive_weight=consts["beta"], axis_name=axis_name,
-                               dtype=total.dtype)
+    weight = triple_weight_sum(
+        labels,
+        unknown_weight=consts["uw"],
+        cross_positive_weight=consts["beta"],
+        axis_name=axis_name,
+        dtype=total.dtype,
+    )
     if axis_name is not None:
         total = lax.psum(total, axis_name)
     # No counted triple: the sum is exactly 0 (every weight is 0), and so is its gradient.

@@ -53,8 +53,9 @@ def triple_sums(labels: np.ndarray) -> dict[str, int]:
     return {"pp": int(p @ p), "p": int(p.sum()), "pn": int(p @ n), "pu": int(p @ u)}
 
 
-def positive_triple_rate(sums: dict[str, float], *, unknown_weight: float = 1.0,
-                         cross_positive_weight: float = 1.0) -> float:
+def positive_triple_rate(
+    sums: dict[str, float], *, unknown_weight: float = 1.0, cross_positive_weight: float = 1.0
+) -> float:
     """The weighted share of positives among the counted triples (`triple_sums` over batches)."""
     missing = [k for k in TRIPLE_SUMS if k not in sums]
     if missing:
@@ -67,8 +68,12 @@ def positive_triple_rate(sums: dict[str, float], *, unknown_weight: float = 1.0,
     return pos / (pos + neg)
 
 
-def conditional_bias_init(sums: dict[str, float], *, unknown_weight: float = 1.0,
-                          cross_positive_weight: float = 1.0) -> float:
+def conditional_bias_init(
+    sums: dict[str, float], *, unknown_weight: float = 1.0, cross_positive_weight: float = 1.0
+) -> float:
     """`logit` of `positive_triple_rate`: the conditional term's balanced starting bias."""
-    return logit(positive_triple_rate(sums, unknown_weight=unknown_weight,
-                                      cross_positive_weight=cross_positive_weight))
+    return logit(
+        positive_triple_rate(
+            sums, unknown_weight=unknown_weight, cross_positive_weight=cross_positive_weight
+        )
+    )

@@ -72,8 +72,10 @@ def pooled_conditional_sigmoid_loss(
       ()
     """
     if image_cond_emb.ndim != 3 or text_emb.ndim != 2:
-        raise ValueError(f"image_cond_emb must be [B, K, D] and text_emb [B, D], got "
-                         f"{image_cond_emb.shape} and {text_emb.shape}")
+        raise ValueError(
+            f"image_cond_emb must be [B, K, D] and text_emb [B, D], got "
+            f"{image_cond_emb.shape} and {text_emb.shape}"
+        )
     b, k, d = image_cond_emb.shape
     if text_emb.shape != (b, d):
         raise ValueError(f"text_emb must be [B={b}, D={d}], got {text_emb.shape}")
@@ -92,8 +94,7 @@ def pooled_conditional_sigmoid_loss(
     xn = x * E.inv_norm(jnp.sum(x * x, axis=-1))[..., None]
     tn = t * E.inv_norm(jnp.sum(t * t, axis=-1))[:, None]
     labels = jnp.asarray(concept_labels).astype(jnp.int8)
-    consts = E.scalars(dtype, scale=scale, bias=bias, uw=unknown_weight,
-                       beta=cross_positive_weight)
+    consts = E.scalars(dtype, scale=scale, bias=bias, uw=unknown_weight, beta=cross_positive_weight)
     total = _pooled_sum(xn, tn, labels, consts, axis_name)
     if not (isinstance(cross_positive_weight, int | float) and cross_positive_weight == 1):
         # The tiles weigh every (+1, +1) triple at β; the same-image ones are topped up to 1

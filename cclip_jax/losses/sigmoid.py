@@ -65,8 +65,9 @@ def sigmoid_loss(
         ids = jnp.arange(b, dtype=jnp.int32) + E.block_offset(b, axis_name)
     else:
         if pair_ids.shape != (b,) or not jnp.issubdtype(pair_ids.dtype, jnp.integer):
-            raise ValueError(f"pair_ids must be integer [B={b}], got {pair_ids.dtype} "
-                             f"{pair_ids.shape}")
+            raise ValueError(
+                f"pair_ids must be integer [B={b}], got {pair_ids.dtype} {pair_ids.shape}"
+            )
         ids = jnp.asarray(pair_ids, jnp.int32)
     local = {
         "x": x * E.inv_norm(jnp.sum(x * x, axis=-1))[:, None],
@@ -114,7 +115,8 @@ def pair_ids_from_tokens(tokens: jax.Array) -> jax.Array:
     *sorted_keys, order = jax.lax.sort([*keys, index], num_keys=length, is_stable=True)
     sorted_keys = jnp.stack(sorted_keys, axis=1)
     starts = jnp.concatenate(
-        [jnp.ones((1,), bool), jnp.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)])
+        [jnp.ones((1,), bool), jnp.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)]
+    )
     # The sorted position where each row's run of equal rows starts (positions only grow, so
     # a running max carries it forward); the stable sort put the run's smallest index there.
     run_start = jax.lax.cummax(jnp.where(starts, index, 0), axis=0)

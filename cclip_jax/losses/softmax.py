@@ -58,8 +58,9 @@ def softmax_loss(
     x = x * E.inv_norm(jnp.sum(x * x, axis=-1))[:, None]
     t = t * E.inv_norm(jnp.sum(t * t, axis=-1))[:, None]
     b = x.shape[0]
-    gather = (lambda a: a) if axis_name is None else (
-        lambda a: lax.all_gather(a, axis_name, tiled=True))
+    gather = (
+        (lambda a: a) if axis_name is None else (lambda a: lax.all_gather(a, axis_name, tiled=True))
+    )
     all_x, all_t = gather(x), gather(t)
     own = jnp.arange(b) + E.block_offset(b, axis_name)  # global column of each row's partner
     rows = jnp.arange(b)
@@ -79,17 +80,21 @@ def softmax_loss(
     return E.global_mean(total, b, axis_name)
 
 
-def check_hard(hard_text_emb: jax.Array, hard_valid: jax.Array | None, x: jax.Array
-               ) -> tuple[jax.Array, jax.Array | None]:
+def check_hard(
+    hard_text_emb: jax.Array, hard_valid: jax.Array | None, x: jax.Array
+) -> tuple[jax.Array, jax.Array | None]:
     """Hard-negative embeddings in `x`'s dtype and a bool `[b]` validity (None: all valid)."""
     if hard_text_emb.shape != x.shape:
-        raise ValueError(f"hard_text_emb must be [B, D] like image_emb {x.shape}, got "
-                         f"{hard_text_emb.shape}")
+        raise ValueError(
+            f"hard_text_emb must be [B, D] like image_emb {x.shape}, got {hard_text_emb.shape}"
+        )
     b = x.shape[0]
     if hard_valid is None:
         return jnp.asarray(hard_text_emb, x.dtype), None
-    if hard_valid.shape != (b,) or not (jnp.issubdtype(hard_valid.dtype, jnp.integer)
-                                        or hard_valid.dtype == jnp.bool_):
-        raise ValueError(f"hard_valid must be bool or integer [B={b}], got {hard_valid.dtype} "
-                         f"{hard_valid.shape}")
+    if hard_valid.shape != (b,) or not (
+        jnp.issubdtype(hard_valid.dtype, jnp.integer) or hard_valid.dtype == jnp.bool_
+    ):
+        raise ValueError(
+            f"hard_valid must be bool or integer [B={b}], got {hard_valid.dtype} {hard_valid.shape}"
+        )
     return jnp.asarray(hard_text_emb, x.dtype), hard_valid != 0

@@ -56,8 +56,10 @@ def concept_sigmoid_loss(
         raise ValueError(f"concept_emb must be [K, D={d}], got shape {concept_emb.shape}")
     k = concept_emb.shape[0]
     if concept_labels.shape != (b, k) or not jnp.issubdtype(concept_labels.dtype, jnp.integer):
-        raise ValueError(f"concept_labels must be integer [B={b}, K={k}], got "
-                         f"{concept_labels.dtype} {concept_labels.shape}")
+        raise ValueError(
+            f"concept_labels must be integer [B={b}, K={k}], got "
+            f"{concept_labels.dtype} {concept_labels.shape}"
+        )
     consts = E.scalars(x.dtype, scale=scale, bias=bias, uw=unknown_weight)
     c = jnp.asarray(concept_emb, x.dtype)
     xn = x * E.inv_norm(jnp.sum(x * x, axis=-1))[:, None]

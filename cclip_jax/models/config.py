@@ -123,8 +123,10 @@ def pool_conditional(config: Mapping[str, Any]) -> bool:
     """`config.model.pool_conditional`, checked against the image pool type."""
     pool = bool(config.get("pool_conditional", False))
     if pool and config["image"].get("pool_type", "map") != "map":
-        raise ValueError("config.model.pool_conditional=True needs config.model.image.pool_type="
-                         f"'map', got {config['image'].get('pool_type')!r}")
+        raise ValueError(
+            "config.model.pool_conditional=True needs config.model.image.pool_type="
+            f"'map', got {config['image'].get('pool_type')!r}"
+        )
     return pool
 
 

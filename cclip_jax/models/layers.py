@@ -247,8 +247,9 @@ class MAPHead(nn.Module):
     dtype: DType = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None = None,
-                 query_offsets: Array | None = None) -> Array:
+    def __call__(
+        self, x: Array, mask: Array | None = None, query_offsets: Array | None = None
+    ) -> Array:
         b, _, d = x.shape
         probe = self.param("probe", logical(_xavier, (None, None, "embed")), (1, 1, d))
         probe = probe.astype(self.dtype)

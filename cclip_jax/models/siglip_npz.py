@@ -88,8 +88,9 @@ def siglip_config(
         name, patch_size=size.patch_size, image_size=image_size
     )
     cfg.image.proj = False
-    cfg.text.update(vocab_size=vocab_size, max_len=max_len, pad_id=1, mask_padding=False,
-                    sticky_eos=True)
+    cfg.text.update(
+        vocab_size=vocab_size, max_len=max_len, pad_id=1, mask_padding=False, sticky_eos=True
+    )
     cfg.embed_dim = size.width
     return cfg
 
@@ -110,8 +111,10 @@ def _widen_bfloat16(key: str, value: np.ndarray) -> np.ndarray:
     if value.dtype.kind != "V" or value.dtype.names is not None:
         return value
     if value.dtype.itemsize != 2:
-        raise ValueError(f"checkpoint array {key} has an untyped {value.dtype.itemsize}-byte "
-                         f"dtype {value.dtype} (only 2-byte, bfloat16, is understood)")
+        raise ValueError(
+            f"checkpoint array {key} has an untyped {value.dtype.itemsize}-byte "
+            f"dtype {value.dtype} (only 2-byte, bfloat16, is understood)"
+        )
     return value.view(jnp.bfloat16).astype(np.float32)
 
 

@@ -18,6 +18,7 @@ from cclip_jax.models.vit import ImageEncoder
 
 Array = jax.Array
 
+
 @flax.struct.dataclass
 class TwoTowerOutput:
     """What `TwoTower.apply` returns. Embeddings are float32 and NOT normalised.
@@ -99,9 +100,12 @@ class TwoTower(nn.Module):
         if texts is not None or concepts is not None:
             txt = TextEncoder(**self.text, name="txt")
             # Gate "ones" ignores the concept embeddings: encoded apart, XLA drops them.
-            together = (texts is not None and concepts is not None
-                        and (self.gate != "ones" or pool)
-                        and texts.shape[1] == concepts.shape[1])
+            together = (
+                texts is not None
+                and concepts is not None
+                and (self.gate != "ones" or pool)
+                and texts.shape[1] == concepts.shape[1]
+            )
             if together:
                 text_emb, concept_emb = encode_together(txt, texts, concepts, text_groups)
             else:
@@ -153,8 +157,9 @@ class TwoTower(nn.Module):
         return jax.eval_shape(self.init_params, jax.random.key(0))
 
 
-def encode_together(encoder: nn.Module, texts: Array, concepts: Array, groups: int = 1
-                    ) -> tuple[Array, Array]:
+def encode_together(
+    encoder: nn.Module, texts: Array, concepts: Array, groups: int = 1
+) -> tuple[Array, Array]:
     """Captions `[B, L]` and concepts `[K, L]` through one encoder call -> `[B, D]`, `[K, D]`.
 
     One call of a B + K batch instead of a B and a K call: on the demo (B = 64, K = 16) the
@@ -166,11 +171,14 @@ def encode_together(encoder: nn.Module, texts: Array, concepts: Array, groups: i
     """
     b, k = texts.shape[0], concepts.shape[0]
     if b % groups or k % groups:
-        raise ValueError(f"text_groups={groups} must divide the caption rows B={b} and the "
-                         f"concept rows K={k}")
+        raise ValueError(
+            f"text_groups={groups} must divide the caption rows B={b} and the concept rows K={k}"
+        )
     length = texts.shape[1]
-    both = jnp.concatenate([texts.reshape(groups, b // groups, length),
-                            concepts.reshape(groups, k // groups, length)], axis=1)
+    both = jnp.concatenate(
+        [texts.reshape(groups, b // groups, length), concepts.reshape(groups, k // groups, length)],
+        axis=1,
+    )
     out = encoder(both.reshape(b + k, length))
     out = out.reshape(groups, (b + k) // groups, -1)
     return (out[:, : b // groups].reshape(b, -1), out[:, b // groups :].reshape(k, -1))
@@ -188,8 +196,13 @@ def build_model(config: Mapping[str, Any] | None = None, **overrides: Any) -> Tw
     # Fields left out or None (the trainer fills the biases from the batch) keep TwoTower's
     # defaults (model_config.TEMPERATURE_INIT, BIAS_INIT: SigLIP's).
     scalars = {name: float(cfg[name]) for name in _SCALAR_INITS if cfg.get(name) is not None}
-    return TwoTower(image=image_kw, text=text_kw, gate=cfg.get("gate", "identity"),
-                    pool_conditional=model_config.pool_conditional(cfg), **scalars)
+    return TwoTower(
+        image=image_kw,
+        text=text_kw,
+        gate=cfg.get("gate", "identity"),
+        pool_conditional=model_config.pool_conditional(cfg),
+        **scalars,
+    )
 
 
 _SCALAR_INITS = ("temperature_init", "bias_init", "cond_temperature_init", "cond_bias_init")

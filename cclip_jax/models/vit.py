@@ -71,8 +71,9 @@ class ImageEncoder(nn.Module):
             )
 
     @nn.compact
-    def __call__(self, images: Array, concept_emb: Array | None = None, *,
-                 return_tokens: bool = False) -> Any:
+    def __call__(
+        self, images: Array, concept_emb: Array | None = None, *, return_tokens: bool = False
+    ) -> Any:
         """`images [B, S, S, C]` -> the pooled embedding `[B, out_dim or width]`.
 
         `concept_emb [K, D]` (pool `map` only; the pool arm): the MAP head also pools each
@@ -134,8 +135,10 @@ class ImageEncoder(nn.Module):
         cond = None
         if concept_emb is not None:
             if self.pool_type != "map":
-                raise ValueError("concept-conditioned pooling needs image pool_type 'map', got "
-                                 f"{self.pool_type!r}")
+                raise ValueError(
+                    "concept-conditioned pooling needs image pool_type 'map', got "
+                    f"{self.pool_type!r}"
+                )
             c = concept_emb.astype(jnp.float32)
             c = c * jax.lax.rsqrt(jnp.maximum(jnp.sum(c * c, axis=-1, keepdims=True), 1e-12))
             offsets = nn.Dense(
@@ -146,7 +149,8 @@ class ImageEncoder(nn.Module):
                 name="concept_query",
             )(c)  # [K, width]
             both = layers.MAPHead(self.mlp_dim, self.num_heads, self.dtype, name="MAPHead_0")(
-                x, query_offsets=offsets)  # [B, 1 + K, width]
+                x, query_offsets=offsets
+            )  # [B, 1 + K, width]
             x, cond = both[:, 0], both[:, 1:]
         elif self.pool_type == "map":
             x = layers.MAPHead(self.mlp_dim, self.num_heads, self.dtype, name="MAPHead_0")(x)

@@ -18,11 +18,15 @@ from cclip_jax.run_folder.metrics import METRICS_FILE
 RESULTS_FILE = "results.json"
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run or experiment folder.", required=True)
-_CURATED = flags.DEFINE_string("curated_dir", None,
-                               "Curated data for the gallery (default: config.json's).")
-_KIND = flags.DEFINE_enum("kind", "auto", ["auto", "run", "experiment"],
-                          "Which report: auto = experiment if DIR/results.json exists and "
-                          "DIR/metrics.jsonl does not.")
+_CURATED = flags.DEFINE_string(
+    "curated_dir", None, "Curated data for the gallery (default: config.json's)."
+)
+_KIND = flags.DEFINE_enum(
+    "kind",
+    "auto",
+    ["auto", "run", "experiment"],
+    "Which report: auto = experiment if DIR/results.json exists and DIR/metrics.jsonl does not.",
+)
 _SCREENSHOT = flags.DEFINE_string("screenshot", None, "Also write a PNG screenshot here.")
 
 
@@ -32,8 +36,9 @@ def main(argv: list[str]) -> None:
     results_path = os.path.join(workdir, RESULTS_FILE)
     kind = _KIND.value
     if kind == "auto":
-        experiment = (os.path.exists(results_path)
-                      and not os.path.exists(os.path.join(workdir, METRICS_FILE)))
+        experiment = os.path.exists(results_path) and not os.path.exists(
+            os.path.join(workdir, METRICS_FILE)
+        )
         kind = "experiment" if experiment else "run"
     if kind == "experiment":
         with open(results_path) as f:

@@ -29,12 +29,23 @@ def _run(html_path: str, args: list[str], timeout: float) -> str:
     if binary is None:
         raise ChromiumNotFoundError(
             "headless Chromium is needed for this and none is on PATH "
-            f"(looked for {', '.join(BROWSERS)}); on Debian: apt-get install chromium")
+            f"(looked for {', '.join(BROWSERS)}); on Debian: apt-get install chromium"
+        )
     url = pathlib.Path(os.path.abspath(html_path)).as_uri()
     with tempfile.TemporaryDirectory(prefix="cclip_chromium_") as profile:
-        cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               "--no-first-run", "--disable-extensions", "--disable-dev-shm-usage",
-               f"--user-data-dir={profile}", *args, url]
+        cmd = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            *args,
+            url,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"chromium exited with {proc.returncode}: {proc.stderr[-2000:]}")
@@ -46,8 +57,9 @@ def dump_dom(html_path: str, timeout: float = 120) -> str:
     return _run(html_path, ["--dump-dom"], timeout)
 
 
-def screenshot(html_path: str, png_path: str, width: int = 1200, height: int = 1600,
-               timeout: float = 120) -> str:
+def screenshot(
+    html_path: str, png_path: str, width: int = 1200, height: int = 1600, timeout: float = 120
+) -> str:
     """Renders `html_path` in a `width` × `height` window into `png_path`; returns `png_path`.
 
     Raises:
@@ -57,8 +69,11 @@ def screenshot(html_path: str, png_path: str, width: int = 1200, height: int = 1
     os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
     if os.path.exists(png_path):
         os.remove(png_path)  # so a stale file can never pass for this call's output
-    _run(html_path, [f"--screenshot={os.path.abspath(png_path)}",
-                     f"--window-size={width},{height}"], timeout)
+    _run(
+        html_path,
+        [f"--screenshot={os.path.abspath(png_path)}", f"--window-size={width},{height}"],
+        timeout,
+    )
     if not os.path.exists(png_path):
         raise RuntimeError(f"chromium wrote no screenshot to {png_path}")
     return png_path

@@ -54,8 +54,9 @@ def _metrics(entry: dict[str, Any]) -> dict[str, float]:
     found = entry.get("metrics")
     if not isinstance(found, dict):
         return {}
-    return {k: v for k, v in found.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}
+    return {
+        k: v for k, v in found.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 def load_evals(workdir: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -79,10 +80,13 @@ def load_evals(workdir: str) -> tuple[list[dict[str, Any]], list[str]]:
             problems.append(f"{name}: {e}")
             continue
         # A malformed entry still gets its row, flagged, instead of hiding the whole file.
-        results = {str(k): v if isinstance(v, dict) else {"malformed": True}
-                   for k, v in record["results"].items()}
-        evals.append({"step": step, "image_root": record.get("image_root"),
-                      "results": results, "file": name})
+        results = {
+            str(k): v if isinstance(v, dict) else {"malformed": True}
+            for k, v in record["results"].items()
+        }
+        evals.append(
+            {"step": step, "image_root": record.get("image_root"), "results": results, "file": name}
+        )
     evals.sort(key=lambda e: e["step"])
     return evals, problems
 
@@ -119,8 +123,11 @@ def _chance(entry: dict[str, Any]) -> str:
 def _info_cells(entry: dict[str, Any]) -> list[Any]:
     """n, chance, and the notes cell (flagged when anything was skipped, cut or failed)."""
     notes, examples = _notes(entry)
-    return [cell(fmt(entry.get("n")), "num"), _chance(entry),
-            cell("; ".join(notes), "warn" if notes else None, title="\n".join(examples) or None)]
+    return [
+        cell(fmt(entry.get("n")), "num"),
+        _chance(entry),
+        cell("; ".join(notes), "warn" if notes else None, title="\n".join(examples) or None),
+    ]
 
 
 def _family_table(entries: Sequence[tuple[str, dict[str, Any]]]) -> Markup:
@@ -130,15 +137,28 @@ def _family_table(entries: Sequence[tuple[str, dict[str, Any]]]) -> Markup:
     names = sorted({m for _, e in entries for m in _metrics(e)}, key=_natural)
     info_header = ["n", "chance", "skipped / notes"]
     if len(names) <= MAX_COLUMNS:
-        return table(["key", *names, *info_header],
-                     [[cell(_split_key(k)[1], "key"),
-                       *(cell(fmt(_metrics(e).get(m)), "num") for m in names), *_info_cells(e)]
-                      for k, e in entries])
-    by_metric = table(["metric", *(_split_key(k)[1] for k, _ in entries)],
-                      [[cell(m, "key"), *(cell(fmt(_metrics(e).get(m)), "num") for _, e in entries)]
-                       for m in names])
-    info = table(["key", *info_header],
-                 [[cell(_split_key(k)[1], "key"), *_info_cells(e)] for k, e in entries])
+        return table(
+            ["key", *names, *info_header],
+            [
+                [
+                    cell(_split_key(k)[1], "key"),
+                    *(cell(fmt(_metrics(e).get(m)), "num") for m in names),
+                    *_info_cells(e),
+                ]
+                for k, e in entries
+            ],
+        )
+    by_metric = table(
+        ["metric", *(_split_key(k)[1] for k, _ in entries)],
+        [
+            [cell(m, "key"), *(cell(fmt(_metrics(e).get(m)), "num") for _, e in entries)]
+            for m in names
+        ],
+    )
+    info = table(
+        ["key", *info_header],
+        [[cell(_split_key(k)[1], "key"), *_info_cells(e)] for k, e in entries],
+    )
     return join([by_metric, info])
 
 
@@ -166,13 +186,19 @@ def _mean_by_split(lines: list[tuple[str, list, list]]) -> list[tuple[str, list,
         for x, y in zip(xs, ys, strict=True):
             per_step.setdefault(x, []).append(y)
     kinds = {split: sum(rest.split("/")[0] == split for rest, _, _ in lines) for split in groups}
-    return [(split if kinds[split] == 1 else f"{split} (mean of {kinds[split]})", sorted(per_step),
-             [sum(v) / len(v) for _, v in sorted(per_step.items())])
-            for split, per_step in groups.items()]
+    return [
+        (
+            split if kinds[split] == 1 else f"{split} (mean of {kinds[split]})",
+            sorted(per_step),
+            [sum(v) / len(v) for _, v in sorted(per_step.items())],
+        )
+        for split, per_step in groups.items()
+    ]
 
 
-def _family_plots(evals: Sequence[dict[str, Any]], family: str, assets: Assets
-                  ) -> tuple[list[Markup], int]:
+def _family_plots(
+    evals: Sequence[dict[str, Any]], family: str, assets: Assets
+) -> tuple[list[Markup], int]:
     """The family's metrics over steps, and how many metric names were left to the table.
 
     One plot if the family has few lines; else one per metric name (at most
@@ -194,8 +220,12 @@ def _family_plots(evals: Sequence[dict[str, Any]], family: str, assets: Assets
         for m in names[:MAX_FAMILY_PLOTS]:
             lines = by_metric[m]
             many = len(lines) > plots.MAX_LINES
-            groups.append((f"{family}: {m}" + (" by split" if many else ""),
-                           _mean_by_split(lines) if many else lines))
+            groups.append(
+                (
+                    f"{family}: {m}" + (" by split" if many else ""),
+                    _mean_by_split(lines) if many else lines,
+                )
+            )
     out = []
     for title, lines in groups:
         chunks = [lines[i : i + plots.MAX_LINES] for i in range(0, len(lines), plots.MAX_LINES)]
@@ -219,16 +249,25 @@ def _retrieval_rows(key: str, rows: list, root: str, assets: Assets) -> list[Mar
     relevant and red when not."""
     out: list[Markup] = [
         tag("h3", f"{key}: query image, concept, top results"),
-        tag("p", "Frames: blue = the query; green ✓ = relevant (the concept holds), red ✗ = "
-                 "not relevant. Numbers are gated similarities to the query.")]
+        tag(
+            "p",
+            "Frames: blue = the query; green ✓ = relevant (the concept holds), red ✗ = "
+            "not relevant. Numbers are gated similarities to the query.",
+        ),
+    ]
     bad = 0
     for row in rows[:MAX_ROWS]:
         try:
             query = assets.add_file(os.path.join(root, str(row["query"])), "cr")
-            parts = [figure(query, "query", "px query"),
-                     tag("div", join([row.get("concept", ""), tag("small", row.get("type", ""))],
-                                     "<br>"), cls="concept"),
-                     *(_result_figure(r, root, assets) for r in row["results"][:MAX_RESULTS])]
+            parts = [
+                figure(query, "query", "px query"),
+                tag(
+                    "div",
+                    join([row.get("concept", ""), tag("small", row.get("type", ""))], "<br>"),
+                    cls="concept",
+                ),
+                *(_result_figure(r, root, assets) for r in row["results"][:MAX_RESULTS]),
+            ]
         except (KeyError, TypeError, AttributeError):
             bad += 1
             continue
@@ -247,19 +286,29 @@ def eval_section(workdir: str, assets: Assets) -> list[Markup]:
     if problems:
         out.append(note("Evaluation files that could not be read: " + "; ".join(problems)))
     if not evals:
-        out.append(note(f"No evaluation yet: {os.path.join(workdir, EVAL_DIR)} holds no "
-                        "step_*.json file."))
+        out.append(
+            note(f"No evaluation yet: {os.path.join(workdir, EVAL_DIR)} holds no step_*.json file.")
+        )
         return out
     latest = evals[-1]
-    out.append(tag("p", f"Latest evaluation: step {latest['step']} ({EVAL_DIR}/{latest['file']}); "
-                        f"{len(evals)} evaluation(s) in all."))
-    families = list(dict.fromkeys(
-        _split_key(k)[0] for ev in reversed(evals) for k in ev["results"]))
+    out.append(
+        tag(
+            "p",
+            f"Latest evaluation: step {latest['step']} ({EVAL_DIR}/{latest['file']}); "
+            f"{len(evals)} evaluation(s) in all.",
+        )
+    )
+    families = list(
+        dict.fromkeys(_split_key(k)[0] for ev in reversed(evals) for k in ev["results"])
+    )
     for family in families:
         entries = [(k, e) for k, e in latest["results"].items() if _split_key(k)[0] == family]
         out.append(tag("h3", family))
-        out.append(_family_table(entries) if entries
-                   else note(f"No {family} results at step {latest['step']}."))
+        out.append(
+            _family_table(entries)
+            if entries
+            else note(f"No {family} results at step {latest['step']}.")
+        )
     out.append(tag("h3", "Metrics over steps"))
     if len(evals) < 2:
         out.append(note("Plots over steps appear from the second evaluation on."))

@@ -71,17 +71,25 @@ def _stat_cell(stat: Stat | None, best: bool, num_seeds: int) -> Cell:
     return cell(text, "num best" if best else "num", title=f"values: {stat.get('values')}")
 
 
-def _stat_table(rows: Sequence[str], cols: Sequence[str], get: Callable[[str, str], Any],
-                row_header: str, num_seeds: int) -> Markup:
+def _stat_table(
+    rows: Sequence[str],
+    cols: Sequence[str],
+    get: Callable[[str, str], Any],
+    row_header: str,
+    num_seeds: int,
+) -> Markup:
     """Rows × columns of `mean ± std`; the highest mean of each row in bold."""
     body = []
     for row in rows:
         stats = [get(row, col) for col in cols]
         means = [_mean(s) for s in stats]
         top = max((m for m in means if not math.isnan(m)), default=math.nan)
-        body.append([cell(row, "key"),
-                     *(_stat_cell(s, m == top, num_seeds) for s, m in zip(stats, means,
-                                                                          strict=True))])
+        body.append(
+            [
+                cell(row, "key"),
+                *(_stat_cell(s, m == top, num_seeds) for s, m in zip(stats, means, strict=True)),
+            ]
+        )
     return table([row_header, *cols], body)
 
 
@@ -92,8 +100,9 @@ def _dig(tree: Any, *path: str) -> Any:
     return tree
 
 
-def _preset_section(results: dict[str, Any], preset: str, arms: list[str], num_seeds: int,
-                    assets: Assets) -> Markup:
+def _preset_section(
+    results: dict[str, Any], preset: str, arms: list[str], num_seeds: int, assets: Assets
+) -> Markup:
     table_ = results.get("table", {})
     keys = list(dict.fromkeys(k for arm in arms for k in (_dig(table_, arm, preset) or {})))
     if not keys:
@@ -101,15 +110,21 @@ def _preset_section(results: dict[str, Any], preset: str, arms: list[str], num_s
     get = lambda key, arm: _dig(table_, arm, preset, key)
     heads = headline_keys(keys, results.get("headline"))
     path, src = assets.new(f"bars_{preset}", ".png")
-    plots.bar_plot(path, heads, arms,
-                   {(k, a): _mean(get(k, a)) for k in heads for a in arms},
-                   {(k, a): float(_dig(table_, a, preset, k, "std") or 0.0)
-                    for k in heads for a in arms}, title=f"{preset}: mean ± std over seeds")
-    return section(f"preset-{preset}", f"Preset: {preset}",
-                   tag("p", f"Mean ± std over seeds; bold: the highest mean of the row "
-                            f"({len(keys)} keys)."),
-                   _stat_table(keys, arms, get, "key", num_seeds),
-                   plots_block([plot(src, f"{preset}: headline keys by arm")], wide=True))
+    plots.bar_plot(
+        path,
+        heads,
+        arms,
+        {(k, a): _mean(get(k, a)) for k in heads for a in arms},
+        {(k, a): float(_dig(table_, a, preset, k, "std") or 0.0) for k in heads for a in arms},
+        title=f"{preset}: mean ± std over seeds",
+    )
+    return section(
+        f"preset-{preset}",
+        f"Preset: {preset}",
+        tag("p", f"Mean ± std over seeds; bold: the highest mean of the row ({len(keys)} keys)."),
+        _stat_table(keys, arms, get, "key", num_seeds),
+        plots_block([plot(src, f"{preset}: headline keys by arm")], wide=True),
+    )
 
 
 def _sweep_section(results: dict[str, Any], num_seeds: int, assets: Assets) -> Markup:
@@ -126,17 +141,35 @@ def _sweep_section(results: dict[str, Any], num_seeds: int, assets: Assets) -> M
         for arm in arms:
             pts = [(b, _dig(sweep, arm, str(b), key)) for b in sizes]
             pts = [(b, s) for b, s in pts if isinstance(s, dict)]
-            lines[arm] = ([b for b, _ in pts], [_mean(s) for _, s in pts],
-                          [float(s.get("std") or 0.0) for _, s in pts])
+            lines[arm] = (
+                [b for b, _ in pts],
+                [_mean(s) for _, s in pts],
+                [float(s.get("std") or 0.0) for _, s in pts],
+            )
         panels.append((key, lines))
     path, src = assets.new("sweep", ".png")
     plots.sweep_plot(path, panels)
-    tables = [join([tag("h3", key),
-                    _stat_table([str(b) for b in sizes], arms,
-                                lambda b, arm, key=key: _dig(sweep, arm, b, key),
-                                "batch size", num_seeds)]) for key in heads]
-    return section("sweep", "Batch-size sweep",
-                   plots_block([plot(src, "mean ± std by batch size")], wide=True), *tables)
+    tables = [
+        join(
+            [
+                tag("h3", key),
+                _stat_table(
+                    [str(b) for b in sizes],
+                    arms,
+                    lambda b, arm, key=key: _dig(sweep, arm, b, key),
+                    "batch size",
+                    num_seeds,
+                ),
+            ]
+        )
+        for key in heads
+    ]
+    return section(
+        "sweep",
+        "Batch-size sweep",
+        plots_block([plot(src, "mean ± std by batch size")], wide=True),
+        *tables,
+    )
 
 
 def _runs_section(workdir: str, runs: list[dict[str, Any]]) -> Markup:
@@ -147,13 +180,23 @@ def _runs_section(workdir: str, runs: list[dict[str, Any]]) -> Markup:
     for run in runs:
         run_dir = os.path.join(workdir, str(run.get("workdir", "")))
         report = os.path.join(run_dir, "report.html")
-        link = (tag("a", "report", href=os.path.relpath(report, workdir))
-                if run.get("workdir") and os.path.exists(report) else "—")
+        link = (
+            tag("a", "report", href=os.path.relpath(report, workdir))
+            if run.get("workdir") and os.path.exists(report)
+            else "—"
+        )
         numbers = (run.get("seed"), run.get("batch_size"), run.get("wall_s"))
-        rows.append([run.get("arm", "?"), run.get("preset", "?"),
-                     *(cell(fmt(x, fixed=False), "num") for x in numbers), link])
-    return section("runs", "Runs",
-                   table(["arm", "preset", "seed", "batch size", "wall s", "report"], rows))
+        rows.append(
+            [
+                run.get("arm", "?"),
+                run.get("preset", "?"),
+                *(cell(fmt(x, fixed=False), "num") for x in numbers),
+                link,
+            ]
+        )
+    return section(
+        "runs", "Runs", table(["arm", "preset", "seed", "batch size", "wall s", "report"], rows)
+    )
 
 
 def write_experiment_report(workdir: str, results: dict[str, Any]) -> str:
@@ -172,28 +215,43 @@ def write_experiment_report(workdir: str, results: dict[str, Any]) -> str:
     assets = Assets(workdir)
     table_ = results.get("table") or {}
     arms = list(results.get("arms") or table_)
-    presets = list(results.get("presets") or
-                   dict.fromkeys(p for a in table_.values() if isinstance(a, dict) for p in a))
+    presets = list(
+        results.get("presets")
+        or dict.fromkeys(p for a in table_.values() if isinstance(a, dict) for p in a)
+    )
     num_seeds = len(results.get("seeds") or [])
     wall = results.get("wall_s")
-    facts = [("experiment folder", os.path.abspath(workdir)), ("arms", ", ".join(arms)),
-             ("caption presets", ", ".join(presets)),
-             ("seeds", ", ".join(map(str, results.get("seeds") or []))),
-             ("batch sizes (sweep)", ", ".join(map(str, results.get("batch_sizes") or []))),
-             ("wall time", f"{wall / 60:.1f} min" if isinstance(wall, int | float) else "—"),
-             ("written", datetime.datetime.now().isoformat(timespec="seconds"))]
+    facts = [
+        ("experiment folder", os.path.abspath(workdir)),
+        ("arms", ", ".join(arms)),
+        ("caption presets", ", ".join(presets)),
+        ("seeds", ", ".join(map(str, results.get("seeds") or []))),
+        ("batch sizes (sweep)", ", ".join(map(str, results.get("batch_sizes") or []))),
+        ("wall time", f"{wall / 60:.1f} min" if isinstance(wall, int | float) else "—"),
+        ("written", datetime.datetime.now().isoformat(timespec="seconds")),
+    ]
     summary = results.get("summary") or []
     config = flatten(results.get("config") or {})
     body = [
         section("overview", "Overview", key_values(facts)),
-        section("summary", "Summary",
-                tag("ul", join(tag("li", s) for s in summary)) if summary
-                else note("No summary in the results.")),
+        section(
+            "summary",
+            "Summary",
+            tag("ul", join(tag("li", s) for s in summary))
+            if summary
+            else note("No summary in the results."),
+        ),
         *(_preset_section(results, p, arms, num_seeds, assets) for p in presets),
         *([] if presets else [section("results", "Results", note("No results table."))]),
         _sweep_section(results, num_seeds, assets),
         _runs_section(workdir, list(results.get("runs") or [])),
-        section("config", "Config", tag("details", join([
-            tag("summary", f"{len(config)} fields"), key_values(sorted(config.items()))]))),
+        section(
+            "config",
+            "Config",
+            tag(
+                "details",
+                join([tag("summary", f"{len(config)} fields"), key_values(sorted(config.items()))]),
+            ),
+        ),
     ]
     return write_page(workdir, page(results.get("title") or "cclip_jax experiment", *body))

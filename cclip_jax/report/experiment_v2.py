@@ -29,23 +29,35 @@ def write(workdir: str, results: Mapping[str, Any], plots: Mapping[str, str]) ->
     """Writes `workdir/report.html`; `plots`: name -> PNG path. Returns the page's path."""
     o = results.get("overhead") or {}
     wall = results.get("wall_s")
-    facts = [("experiment folder", os.path.abspath(workdir)),
-             ("phases", ", ".join(results["phases"])),
-             ("runs", str(o.get("runs", 0))),
-             ("wall time of the runs", f"{o['wall_s'] / 60:.1f} min" if o else "—"),
-             ("this call", f"{wall:.0f} s" if isinstance(wall, int | float) else "—"),
-             ("tables", "results.md"),
-             ("written", datetime.datetime.now().isoformat(timespec="seconds"))]
+    facts = [
+        ("experiment folder", os.path.abspath(workdir)),
+        ("phases", ", ".join(results["phases"])),
+        ("runs", str(o.get("runs", 0))),
+        ("wall time of the runs", f"{o['wall_s'] / 60:.1f} min" if o else "—"),
+        ("this call", f"{wall:.0f} s" if isinstance(wall, int | float) else "—"),
+        ("tables", "results.md"),
+        ("written", datetime.datetime.now().isoformat(timespec="seconds")),
+    ]
     summary = results.get("summary") or []
     images = [plot(os.path.relpath(path, workdir), name) for name, path in plots.items()]
     config = flatten(results.get("config") or {})
     body = [
         section("overview", "Overview", key_values(facts)),
-        section("summary", "Summary", tag("ul", join(tag("li", s) for s in summary))
-                if summary else note("No summary in the results.")),
-        section("plots", "Plots", plots_block(images, wide=True) if images
-                else note("No plots.")),
-        section("config", "Config", tag("details", join([
-            tag("summary", f"{len(config)} fields"), key_values(sorted(config.items()))]))),
+        section(
+            "summary",
+            "Summary",
+            tag("ul", join(tag("li", s) for s in summary))
+            if summary
+            else note("No summary in the results."),
+        ),
+        section("plots", "Plots", plots_block(images, wide=True) if images else note("No plots.")),
+        section(
+            "config",
+            "Config",
+            tag(
+                "details",
+                join([tag("summary", f"{len(config)} fields"), key_values(sorted(config.items()))]),
+            ),
+        ),
     ]
     return write_page(workdir, page(results.get("title") or "cclip_jax experiment v2", *body))

@@ -24,25 +24,36 @@ def _batch(shards: CuratedShards, index: int, num_rows: int, assets: Assets) -> 
     k = int(rows["num_concepts"])
     concepts, labels = rows["concepts"][:k], np.asarray(rows["labels"])[:, :k]
     # How many of the shown rows share each concept: what makes the batch "curated".
-    shared = Counter({c: int(n) for c, n in zip(concepts, (labels == 1).sum(0), strict=True)
-                      if n})
+    shared = Counter({c: int(n) for c, n in zip(concepts, (labels == 1).sum(0), strict=True) if n})
     body = []
     for r, (caption, data) in enumerate(zip(rows["caption"], rows["image"], strict=True)):
         src = assets.add_bytes(data, f"batch{index}")
         pos = [c for c, v in zip(concepts, labels[r], strict=True) if v == 1]
         neg = [c for c, v in zip(concepts, labels[r], strict=True) if v == -1]
-        body.append([image(src, caption, "px", "not an image"),
-                     caption, _chips(pos, "pos"), _chips(neg, "neg"),
-                     cell(str(int((labels[r] == 0).sum())), "num")])
+        body.append(
+            [
+                image(src, caption, "px", "not an image"),
+                caption,
+                _chips(pos, "pos"),
+                _chips(neg, "neg"),
+                cell(str(int((labels[r] == 0).sum())), "num"),
+            ]
+        )
     summary = ", ".join(f"{c} ×{n}" for c, n in shared.most_common())
-    return [tag("h3", f"Batch {index}: first {len(body)} of {shards.batch_size} rows, "
-                      f"{k} concepts"),
-            tag("p", f"Concepts shared by the rows shown: {summary or 'none'}."),
-            table(["image", "caption", "+1 shares", "−1 known not", "0 unknown"], body)]
+    return [
+        tag("h3", f"Batch {index}: first {len(body)} of {shards.batch_size} rows, {k} concepts"),
+        tag("p", f"Concepts shared by the rows shown: {summary or 'none'}."),
+        table(["image", "caption", "+1 shares", "−1 known not", "0 unknown"], body),
+    ]
 
 
-def gallery_section(curated_dir: str | None, why_missing: str, assets: Assets,
-                    num_batches: int = NUM_BATCHES, num_rows: int = NUM_ROWS) -> list[Markup]:
+def gallery_section(
+    curated_dir: str | None,
+    why_missing: str,
+    assets: Assets,
+    num_batches: int = NUM_BATCHES,
+    num_rows: int = NUM_ROWS,
+) -> list[Markup]:
     """The body of the gallery section, or a note saying why there is none.
 
     Args:
@@ -58,9 +69,14 @@ def gallery_section(curated_dir: str | None, why_missing: str, assets: Assets,
     except (OSError, ValueError, KeyError) as e:
         return [note(f"No gallery: cannot read the curated folder {curated_dir}: {e}")]
     try:
-        out = [tag("p", f"From {os.path.abspath(curated_dir)} ({len(shards)} batches of "
-                        f"{shards.batch_size}). Green: concepts the row has (+1); red: concepts "
-                        "it is known not to have (−1); the last column counts unknown (0).")]
+        out = [
+            tag(
+                "p",
+                f"From {os.path.abspath(curated_dir)} ({len(shards)} batches of "
+                f"{shards.batch_size}). Green: concepts the row has (+1); red: concepts "
+                "it is known not to have (−1); the last column counts unknown (0).",
+            )
+        ]
         for index in range(min(num_batches, len(shards))):
             out.extend(_batch(shards, index, num_rows, assets))
     except (OSError, ValueError, IndexError, RuntimeError) as e:  # a damaged shard: keep going

@@ -32,8 +32,11 @@ def join(parts: Iterable[Any], sep: str = "\n") -> Markup:
 
 def tag(name: str, body: Any = "", **attrs: Any) -> Markup:
     """`<name attrs>body</name>`; `cls=` gives `class=`, attributes with value None are left out."""
-    shown = "".join(f' {("class" if k == "cls" else k.replace("_", "-"))}="{esc(v)}"'
-                    for k, v in attrs.items() if v is not None)
+    shown = "".join(
+        f' {("class" if k == "cls" else k.replace("_", "-"))}="{esc(v)}"'
+        for k, v in attrs.items()
+        if v is not None
+    )
     return Markup(f"<{name}{shown}>{esc(body)}</{name}>")
 
 
@@ -70,12 +73,12 @@ def cell(body: Any, cls: str | None = None, title: str | None = None) -> Cell:
     return Cell(tag("td", body, cls=cls, title=title))
 
 
-def table(header: Sequence[Any], rows: Iterable[Sequence[Any]], cls: str | None = None
-          ) -> Markup:
+def table(header: Sequence[Any], rows: Iterable[Sequence[Any]], cls: str | None = None) -> Markup:
     """A table with a sticky header row; a cell is text (escaped), `Markup`, or a `Cell`."""
     head = tag("tr", join(tag("th", h) for h in header))
-    body = join(tag("tr", join(c if isinstance(c, Cell) else tag("td", c) for c in row))
-                for row in rows)
+    body = join(
+        tag("tr", join(c if isinstance(c, Cell) else tag("td", c) for c in row)) for row in rows
+    )
     return tag("table", join([tag("thead", head), tag("tbody", body)]), cls=cls)
 
 

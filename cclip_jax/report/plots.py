@@ -36,8 +36,15 @@ def wants_log(values: Sequence[float]) -> bool:
     return bool(vals) and min(vals) > 0 and max(vals) / min(vals) > 50
 
 
-def line_plot(path: str, series: Sequence[Series], *, title: str, xlabel: str = "step",
-              ylabel: str = "", logy: bool | None = None) -> Any:
+def line_plot(
+    path: str,
+    series: Sequence[Series],
+    *,
+    title: str,
+    xlabel: str = "step",
+    ylabel: str = "",
+    logy: bool | None = None,
+) -> Any:
     """One axes of lines, `(label, xs, ys)` each (NaN or None are gaps); `logy=None` decides
     from the data. A legend is drawn when there is more than one line. Returns the figure."""
     fig = _figure()
@@ -45,8 +52,9 @@ def line_plot(path: str, series: Sequence[Series], *, title: str, xlabel: str = 
     for label, xs, ys in series:
         ys = [math.nan if y is None else y for y in ys]
         # Markers make a run of one or a few evaluations visible at all.
-        ax.plot(xs, ys, label=label, linewidth=1.4, marker="o" if len(xs) <= 30 else None,
-                markersize=3)
+        ax.plot(
+            xs, ys, label=label, linewidth=1.4, marker="o" if len(xs) <= 30 else None, markersize=3
+        )
     if logy if logy is not None else wants_log([y for _, _, ys in series for y in ys]):
         ax.set_yscale("log")
     ax.set_title(title, fontsize=11)
@@ -58,8 +66,7 @@ def line_plot(path: str, series: Sequence[Series], *, title: str, xlabel: str = 
     return fig
 
 
-def panel_plot(path: str, series: Sequence[Series], *, title: str, xlabel: str = "step"
-               ) -> Any:
+def panel_plot(path: str, series: Sequence[Series], *, title: str, xlabel: str = "step") -> Any:
     """One axes per series, each with its own linear y range, x shared; returns the figure.
 
     For terms of different sizes on one subject: loss_cond (30-190) and loss_sig (~5) on one
@@ -72,8 +79,9 @@ def panel_plot(path: str, series: Sequence[Series], *, title: str, xlabel: str =
         ax.set_visible(False)
     for ax, (label, xs, ys) in zip(axes, series, strict=False):
         ys = [math.nan if y is None else y for y in ys]
-        ax.plot(xs, ys, label=label, linewidth=1.4, marker="o" if len(xs) <= 30 else None,
-                markersize=3)
+        ax.plot(
+            xs, ys, label=label, linewidth=1.4, marker="o" if len(xs) <= 30 else None, markersize=3
+        )
         ax.set_ylabel(label, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
@@ -93,9 +101,15 @@ def _legend(fig: Any, ax: Any, count: int) -> None:
         fig.legend(loc="outside lower center", ncols=2, fontsize=7)
 
 
-def bar_plot(path: str, groups: Sequence[str], bars: Sequence[str],
-             means: Mapping[tuple[str, str], float], stds: Mapping[tuple[str, str], float],
-             *, title: str) -> None:
+def bar_plot(
+    path: str,
+    groups: Sequence[str],
+    bars: Sequence[str],
+    means: Mapping[tuple[str, str], float],
+    stds: Mapping[tuple[str, str], float],
+    *,
+    title: str,
+) -> None:
     """Grouped bars: one group per `groups` entry (x axis), one bar per `bars` entry within it,
     heights `means[(group, bar)]` with `stds` as error bars; absent pairs leave a gap."""
     fig = _figure(max(5.6, 1.2 + 0.35 * len(groups) * len(bars)), 3.8)
@@ -113,8 +127,12 @@ def bar_plot(path: str, groups: Sequence[str], bars: Sequence[str],
     fig.savefig(path)
 
 
-def sweep_plot(path: str, panels: Sequence[tuple[str, Mapping[str, tuple[list, list, list]]]],
-               *, xlabel: str = "batch size") -> None:
+def sweep_plot(
+    path: str,
+    panels: Sequence[tuple[str, Mapping[str, tuple[list, list, list]]]],
+    *,
+    xlabel: str = "batch size",
+) -> None:
     """Panels `(title, {line: (xs, means, stds)})`, two per row, with error bars and a log2 x
     axis ticked at the x values (batch sizes double); one legend for all panels."""
     cols = min(len(panels), 2)
@@ -134,8 +152,12 @@ def sweep_plot(path: str, panels: Sequence[tuple[str, Mapping[str, tuple[list, l
         ax.set_title(_wrap(title, 40), fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center",
-               ncols=min(len(panels[0][1]), 4), fontsize=7)
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="outside upper center",
+        ncols=min(len(panels[0][1]), 4),
+        fontsize=7,
+    )
     fig.savefig(path)
 
 

@@ -48,18 +48,37 @@ CURVE_GROUPS = (
     ("Temperatures", ("scale", "cond_scale"), None, False),
     ("Biases", ("bias", "cond_bias"), None, False),
     ("Gradient and parameter norms", ("grad_norm", "param_norm"), "grad_norm_", None),
-    ("Conditional triples per batch", ("triples_pos", "triples_neg", "triples_unknown"),
-     "triples_", None),
+    (
+        "Conditional triples per batch",
+        ("triples_pos", "triples_neg", "triples_unknown"),
+        "triples_",
+        None,
+    ),
     ("Throughput (examples/s)", ("examples_per_s",), None, None),
     ("Training steps per second", ("steps_per_s",), None, None),
 )
 
 # The config fields the header shows, when the config has them.
 SUMMARY_FIELDS = (
-    "loss", "cond_weight", "unknown_weight", "max_present", "batch_size", "total_steps", "seed",
-    "model.image.variant", "model.image.image_size", "model.image.depth", "model.text.variant",
-    "model.text.depth", "model.embed_dim", "model.gate", "model.dtype", "optim.lr",
-    "data.mode", "data.curated_dir", "data.synthetic.preset",
+    "loss",
+    "cond_weight",
+    "unknown_weight",
+    "max_present",
+    "batch_size",
+    "total_steps",
+    "seed",
+    "model.image.variant",
+    "model.image.image_size",
+    "model.image.depth",
+    "model.text.variant",
+    "model.text.depth",
+    "model.embed_dim",
+    "model.gate",
+    "model.dtype",
+    "optim.lr",
+    "data.mode",
+    "data.curated_dir",
+    "data.synthetic.preset",
 )
 
 
@@ -126,24 +145,38 @@ def _checkpoint_steps(workdir: str) -> list[int]:
     return sorted(int(n) for n in names if n.isdigit())
 
 
-def _header(workdir: str, config: dict[str, Any] | None, why_no_config: str,
-            records: list[dict[str, Any]]) -> list[Markup]:
+def _header(
+    workdir: str, config: dict[str, Any] | None, why_no_config: str, records: list[dict[str, Any]]
+) -> list[Markup]:
     ckpts = _checkpoint_steps(workdir)
     total = config.get("total_steps") if config else None
     last = records[-1]["step"] if records else None
-    facts = [("run folder", os.path.abspath(workdir)),
-             ("last logged step", "none yet" if last is None
-              else f"{last}" + (f" of {total}" if total else "")),
-             ("checkpoints", ", ".join(map(str, ckpts)) if ckpts else "none"),
-             ("written", datetime.datetime.now().isoformat(timespec="seconds"))]
+    facts = [
+        ("run folder", os.path.abspath(workdir)),
+        (
+            "last logged step",
+            "none yet" if last is None else f"{last}" + (f" of {total}" if total else ""),
+        ),
+        ("checkpoints", ", ".join(map(str, ckpts)) if ckpts else "none"),
+        ("written", datetime.datetime.now().isoformat(timespec="seconds")),
+    ]
     out = [key_values(facts)]
     if config is None:
         out.append(note(why_no_config))
     else:
         out.append(tag("h3", "Config"))
         out.append(key_values((k, config[k]) for k in SUMMARY_FIELDS if k in config))
-        out.append(tag("details", join([tag("summary", f"All {len(config)} config fields"),
-                                        key_values(sorted(config.items()))])))
+        out.append(
+            tag(
+                "details",
+                join(
+                    [
+                        tag("summary", f"All {len(config)} config fields"),
+                        key_values(sorted(config.items())),
+                    ]
+                ),
+            )
+        )
     if records:
         out.append(tag("h3", f"Last logged values (step {last})"))
         out.append(key_values(((k, v) for k, v in records[-1].items() if k != "step"), 4))
@@ -152,8 +185,11 @@ def _header(workdir: str, config: dict[str, Any] | None, why_no_config: str,
 
 def _curves(records: list[dict[str, Any]], assets: Assets) -> list[Markup]:
     """One PNG per `CURVE_GROUPS` entry the run logged, plus a list of the keys not plotted."""
-    logged = list(dict.fromkeys(k for r in records for k, v in r.items()
-                                if k != "step" and isinstance(v, int | float)))
+    logged = list(
+        dict.fromkeys(
+            k for r in records for k, v in r.items() if k != "step" and isinstance(v, int | float)
+        )
+    )
     used: set[str] = set()
     figs = []
     for title, group, prefix, logy in CURVE_GROUPS:
@@ -179,8 +215,7 @@ def _curves(records: list[dict[str, Any]], assets: Assets) -> list[Markup]:
     return out
 
 
-def _curated_dir(config: dict[str, Any] | None, curated_dir: str | None
-                 ) -> tuple[str | None, str]:
+def _curated_dir(config: dict[str, Any] | None, curated_dir: str | None) -> tuple[str | None, str]:
     """The curated folder to show (`curated_dir` wins over the config), or why there is none."""
     if curated_dir:
         return curated_dir, ""
@@ -188,8 +223,10 @@ def _curated_dir(config: dict[str, Any] | None, curated_dir: str | None
         return None, "No gallery: no config.json names the curated data (pass curated_dir=)."
     if config.get("data.curated_dir"):
         return os.path.expanduser(str(config["data.curated_dir"])), ""
-    return None, ("No gallery: data.curated_dir is empty in config.json (the demo generates its "
-                  "data under data.cache_dir); pass curated_dir= to show it.")
+    return None, (
+        "No gallery: data.curated_dir is empty in config.json (the demo generates its "
+        "data under data.cache_dir); pass curated_dir= to show it."
+    )
 
 
 def write_report(workdir: str, curated_dir: str | None = None) -> str:
@@ -212,10 +249,17 @@ def write_report(workdir: str, curated_dir: str | None = None) -> str:
     title = f"cclip_jax run: {os.path.basename(os.path.abspath(workdir))}"
     body = [
         section("run", "Run", *_header(workdir, config, why_no_config, records)),
-        section("curves", "Training curves", *([note(why_no_metrics)] if why_no_metrics else []),
-                *(_curves(records, assets) if records else [])),
+        section(
+            "curves",
+            "Training curves",
+            *([note(why_no_metrics)] if why_no_metrics else []),
+            *(_curves(records, assets) if records else []),
+        ),
         section("evaluation", "Evaluation", *eval_section(workdir, assets)),
-        section("gallery", "Sample curated batches",
-                *gallery_section(gallery_dir, why_no_gallery, assets)),
+        section(
+            "gallery",
+            "Sample curated batches",
+            *gallery_section(gallery_dir, why_no_gallery, assets),
+        ),
     ]
     return write_page(workdir, page(title, *body))

@@ -39,9 +39,18 @@ REPORT = "report.html"
 # Fields a resumed run may change (dotted prefixes): how long it runs, how often it logs,
 # saves and evaluates, how it reads its data and prints; none changes what a step computes.
 MAY_CHANGE_ON_RESUME = (
-    "total_steps", "log_every_steps", "checkpoint_every_steps", "max_checkpoints",
-    "async_checkpoints", "progress", "compilation_cache_dir", "init_from", "eval.",
-    "data.num_workers", "data.prefetch", "data.cache_dir",
+    "total_steps",
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "max_checkpoints",
+    "async_checkpoints",
+    "progress",
+    "compilation_cache_dir",
+    "init_from",
+    "eval.",
+    "data.num_workers",
+    "data.prefetch",
+    "data.cache_dir",
 )
 
 
@@ -75,8 +84,11 @@ def write_config(workdir: str, config: Mapping[str, Any]) -> None:
 def append_history(workdir: str, event: str, **fields: Any) -> None:
     """One line in `workdir/history.jsonl`: the event, the time, and `fields`."""
     os.makedirs(workdir, exist_ok=True)
-    line = {"event": event, "time": datetime.datetime.now(datetime.UTC).isoformat(
-        timespec="seconds"), **fields}
+    line = {
+        "event": event,
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **fields,
+    }
     with open(path(workdir, HISTORY), "a") as f:
         f.write(json.dumps(line) + "\n")
 
@@ -92,24 +104,25 @@ def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]
-                   ) -> list[tuple[str, Any, Any]]:
+def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """`(field, old, new)` for every dotted field that differs and may not change on resume
     (a field present on one side only counts as a change, shown as `<absent>`)."""
     a, b = _flat(old), _flat(new)
     missing = "<absent>"
     changes = []
     for field in sorted(set(a) | set(b)):
-        if any(field == p or (p.endswith(".") and field.startswith(p))
-               for p in MAY_CHANGE_ON_RESUME):
+        if any(
+            field == p or (p.endswith(".") and field.startswith(p)) for p in MAY_CHANGE_ON_RESUME
+        ):
             continue
         if a.get(field, missing) != b.get(field, missing):
             changes.append((field, a.get(field, missing), b.get(field, missing)))
     return changes
 
 
-def check_resume(workdir: str, new: Mapping[str, Any], *, force: bool = False
-                 ) -> list[tuple[str, Any, Any]]:
+def check_resume(
+    workdir: str, new: Mapping[str, Any], *, force: bool = False
+) -> list[tuple[str, Any, Any]]:
     """Checks a resume of `workdir` with the resolved config `new` (a dict, as written to
     config.json). Returns the changed fields (empty when none); raises `ConfigChangedError`
     naming each one unless `force`, in which case the change is appended to the history."""
@@ -122,8 +135,12 @@ def check_resume(workdir: str, new: Mapping[str, Any], *, force: bool = False
         raise ConfigChangedError(
             f"{workdir} holds a run with another config ({listed}). Resume it with its own "
             "config, start a new run folder, or pass --force_config_change to resume with "
-            "the new values (recorded in history.jsonl).")
+            "the new values (recorded in history.jsonl)."
+        )
     if changes:
-        append_history(workdir, "forced_config_change",
-                       changes=[{"field": f, "old": o, "new": n} for f, o, n in changes])
+        append_history(
+            workdir,
+            "forced_config_change",
+            changes=[{"field": f, "old": o, "new": n} for f, o, n in changes],
+        )
     return changes

@@ -64,7 +64,8 @@ def abstract_like(tree: Any) -> Any:
     """`ShapeDtypeStruct`s (with shardings) of a tree of arrays: a restore target."""
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-        tree)
+        tree,
+    )
 
 
 class Checkpointer:
@@ -94,8 +95,15 @@ class Checkpointer:
         self.manager.reload()
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator | None,
-             config: ml_collections.ConfigDict | None = None, *, force: bool = True) -> bool:
+    def save(
+        self,
+        step: int,
+        state: Any,
+        data_iterator: grain.DatasetIterator | None,
+        config: ml_collections.ConfigDict | None = None,
+        *,
+        force: bool = True,
+    ) -> bool:
         """Starts saving (async); returns whether a save was started.
 
         Raises `OSError(errno.ENOSPC)` when the disk is full, for this step or for the previous
@@ -112,8 +120,9 @@ class Checkpointer:
         self._writing = step if started else None
         return started
 
-    def restore(self, step: int, abstract_state: Any,
-                data_iterator: grain.DatasetIterator | None = None) -> Any:
+    def restore(
+        self, step: int, abstract_state: Any, data_iterator: grain.DatasetIterator | None = None
+    ) -> Any:
         """The `state` of checkpoint `step` with the shardings of `abstract_state`; restores
         `data_iterator` in place when given."""
         items: dict[str, Any] = {"state": ocp.args.StandardRestore(abstract_state)}
@@ -126,12 +135,19 @@ class Checkpointer:
 
         Call it on a fresh `Checkpointer` (one that has not saved `state` with another handler).
         """
-        restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding),
-                                    abstract_params)
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(  # only `params`: the optimizer state is not read
-                item={"params": abstract_params}, restore_args={"params": restore_args},
-                partial_restore=True)))
+        restore_args = jax.tree.map(
+            lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params
+        )
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(  # only `params`: the optimizer state is not read
+                    item={"params": abstract_params},
+                    restore_args={"params": restore_args},
+                    partial_restore=True,
+                )
+            ),
+        )
         return restored["state"]["params"]
 
     def wait(self) -> None:
@@ -169,7 +185,8 @@ class Checkpointer:
                 f"no space left on device while saving checkpoint {step} in {self.directory}; "
                 f"its temporary folder was removed and the last good checkpoint is "
                 f"{'none' if last is None else last}",
-                os.path.join(self.directory, str(step))) from e
+                os.path.join(self.directory, str(step)),
+            ) from e
 
     def _remove_temporary_folders(self, step: int) -> None:
         """Removes `<step>.orbax-checkpoint-tmp*` until it stays gone: once one item of a save

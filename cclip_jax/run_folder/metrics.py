@@ -81,20 +81,21 @@ class MetricsWriter:
             if key != "step" and math.isfinite(value):
                 self._tb.add_scalar(key, value, step)
         if self.console:
-            print(self._progress(step, record, time.perf_counter()), file=sys.stderr,
-                  flush=True)
+            print(self._progress(step, record, time.perf_counter()), file=sys.stderr, flush=True)
 
     def _progress(self, step: int, record: Mapping[str, float], now: float) -> str:
         """The console line. Its rate is over the last logging interval, and the first
         interval (which holds the compilation) gets no rate: an average since the start would
         carry the compile time for the whole run (0.54 steps/s for a run at 40)."""
-        shown = " ".join(f"{k}={record[k]:.4g}" for k in ("loss", "loss_sig", "loss_cond",
-                                                           "lr") if k in record)
+        shown = " ".join(
+            f"{k}={record[k]:.4g}" for k in ("loss", "loss_sig", "loss_cond", "lr") if k in record
+        )
         head = f"step {step}/{self.total_steps} {shown}"
         last, self._last = self._last, (step, now)
         if last is None:
-            return (f"{head} (first {step - self._s0} steps with compilation: "
-                    f"{now - self._t0:.1f} s)")
+            return (
+                f"{head} (first {step - self._s0} steps with compilation: {now - self._t0:.1f} s)"
+            )
         rate = (step - last[0]) / (now - last[1]) if now > last[1] else float("nan")
         eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
         return f"{head} {rate:.2f} steps/s ETA {_fmt_time(eta)}"

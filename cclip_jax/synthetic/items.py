@@ -216,8 +216,12 @@ def make_item(seed: int, split: str, kind: str, n: int) -> Item:
             continue
         negative = _pair_negative(kind, (a, rel, b), scene, rng)
         positive = describe((a, rel, b))
-        if (negative is not None and holds(scene, positive) and holds(scene, negative) is False
-                and _caption_novelty(negative) == _novelty(a, rel, b)):
+        if (
+            negative is not None
+            and holds(scene, positive)
+            and holds(scene, negative) is False
+            and _caption_novelty(negative) == _novelty(a, rel, b)
+        ):
             return PairItem(kind, scene, positive, negative)
     raise RuntimeError(f"could not make a {kind} item for split {split} in {_MAX_ATTEMPTS} tries")
 
@@ -225,7 +229,9 @@ def make_item(seed: int, split: str, kind: str, n: int) -> Item:
 def _group_ok(item: GroupItem) -> bool:
     (s0, s1), (c0, c1) = item.scenes, item.captions
     return (
-        bool(holds(s0, c0) and holds(s1, c1)) and holds(s0, c1) is False and holds(s1, c0) is False
+        bool(holds(s0, c0) and holds(s1, c1))
+        and holds(s0, c1) is False
+        and holds(s1, c0) is False
         and _caption_novelty(c0) == _caption_novelty(c1)
     )
 

@@ -10,8 +10,9 @@ from absl import logging
 from cclip_jax import losses
 
 
-def initial_biases(config: ml_collections.ConfigDict, manifest: dict[str, Any], where: str
-                   ) -> dict[str, float]:
+def initial_biases(
+    config: ml_collections.ConfigDict, manifest: dict[str, Any], where: str
+) -> dict[str, float]:
     """`bias_init` and `cond_bias_init` where the config leaves them None (the default): the
     logits of the plain term's positive rate (`1 / B`) and of the curated data's weighted
     positive-triple rate (manifest `batches.triple_sums`; for the `tags` classifier, its +1
@@ -26,8 +27,10 @@ def initial_biases(config: ml_collections.ConfigDict, manifest: dict[str, Any], 
             if config.labels == "positive_only":  # every -1 is read as 0
                 sums = {**sums, "pn": 0, "pu": sums["pu"] + sums["pn"]}
             out["cond_bias_init"] = losses.conditional_bias_init(
-                sums, unknown_weight=config.unknown_weight,
-                cross_positive_weight=config.cross_positive_weight)
+                sums,
+                unknown_weight=config.unknown_weight,
+                cross_positive_weight=config.cross_positive_weight,
+            )
         elif config.tags_weight:  # the classifier's rate: +1 among the counted labels
             counts = manifest["batches"]["labels"]
             pos = counts.get("+1", 0)
@@ -44,7 +47,9 @@ def _triple_sums(manifest: dict[str, Any], where: str) -> dict[str, float]:
     # concept column of every batch held the same counts.
     columns = sum(int(k) * n for k, n in stats["concepts_per_batch"].items())
     p, n, u = (stats["labels"].get(key, 0) / max(columns, 1) for key in ("+1", "-1", "0"))
-    logging.warning("%s/manifest.json has no batches.triple_sums (curated by an older "
-                    "version): the conditional bias starts from an estimate", where)
-    return {"pp": columns * p * p, "p": columns * p, "pn": columns * p * n,
-            "pu": columns * p * u}
+    logging.warning(
+        "%s/manifest.json has no batches.triple_sums (curated by an older "
+        "version): the conditional bias starts from an estimate",
+        where,
+    )
+    return {"pp": columns * p * p, "p": columns * p, "pn": columns * p * n, "pu": columns * p * u}

@@ -16,12 +16,16 @@ def triple_counts(labels: jax.Array) -> dict[str, jax.Array]:
     pos = jnp.sum(labels == 1, axis=0).astype(jnp.float32)
     neg = jnp.sum(labels == -1, axis=0).astype(jnp.float32)
     unk = jnp.sum(labels == 0, axis=0).astype(jnp.float32)
-    return {"triples_pos": jnp.sum(pos * pos), "triples_neg": jnp.sum(2 * pos * neg),
-            "triples_unknown": jnp.sum(2 * pos * unk)}
+    return {
+        "triples_pos": jnp.sum(pos * pos),
+        "triples_neg": jnp.sum(2 * pos * neg),
+        "triples_unknown": jnp.sum(2 * pos * unk),
+    }
 
 
-def gate_diagnostics(x: jax.Array, t: jax.Array, c: jax.Array, labels: jax.Array,
-                     scale: jax.Array, bias: jax.Array) -> dict[str, jax.Array]:
+def gate_diagnostics(
+    x: jax.Array, t: jax.Array, c: jax.Array, labels: jax.Array, scale: jax.Array, bias: jax.Array
+) -> dict[str, jax.Array]:
     """Mean gated logit of positive and negative triples on 16 rows, and the entropy of
     the normalised squared gate `p = c² / Σ c²` over `D` (divided by `log D`; 1 = uniform, what
     a gate that learned nothing collapses to), averaged over concepts with a `+1`.
@@ -48,5 +52,8 @@ def gate_diagnostics(x: jax.Array, t: jax.Array, c: jax.Array, labels: jax.Array
     ent = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1)
     present = jnp.any(labels == 1, axis=0)
     ent = jnp.sum(jnp.where(present, ent, 0.0)) / jnp.maximum(jnp.sum(present), 1)
-    return {"logit_pos": mean(pos), "logit_neg": mean(neg),
-            "gate_entropy": ent / jnp.log(c.shape[-1])}
+    return {
+        "logit_pos": mean(pos),
+        "logit_neg": mean(neg),
+        "gate_entropy": ent / jnp.log(c.shape[-1]),
+    }

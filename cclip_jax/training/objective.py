@@ -59,21 +59,24 @@ class Objective:
     hard_negatives: bool = False
 
     @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, max_present: int | None
-                    ) -> Objective:
+    def from_config(cls, config: ml_collections.ConfigDict, max_present: int | None) -> Objective:
         sched = config.cond_schedule
         return cls(
-            loss=config.loss, cond_form=config.cond_form, cond_weight=float(config.cond_weight),
+            loss=config.loss,
+            cond_form=config.cond_form,
+            cond_weight=float(config.cond_weight),
             unknown_weight=float(config.unknown_weight),
             cross_positive_weight=float(config.cross_positive_weight),
-            normalize=config.cond_normalize, max_present=max_present,
+            normalize=config.cond_normalize,
+            max_present=max_present,
             positive_labels_only=config.labels == "positive_only",
             concept_stop_gradient=bool(config.concept_stop_gradient),
             plain_multi_positive=bool(config.plain_multi_positive),
             cond_zero_steps=round(sched.zero_frac * config.total_steps),
             cond_ramp_steps=round(sched.ramp_frac * config.total_steps),
             tags_weight=float(config.tags_weight),
-            hard_negatives=bool(config.data.hard_negatives))
+            hard_negatives=bool(config.data.hard_negatives),
+        )
 
     @property
     def conditional(self) -> bool:
@@ -93,8 +96,9 @@ class Objective:
         return self.cond_weight * frac
 
 
-def make_loss_fn(model: nn.Module, split: sharding.BatchSplit,
-                 objective: Objective) -> Callable[[Any, dict, jax.Array], tuple]:
+def make_loss_fn(
+    model: nn.Module, split: sharding.BatchSplit, objective: Objective
+) -> Callable[[Any, dict, jax.Array], tuple]:
     """`loss_fn(params, batch, step) -> (loss, aux)` for `value_and_grad(has_aux=True)`.
 
     `batch`: the global arrays of `data.make_global_batch` laid out as `split` says
@@ -120,44 +124,79 @@ def make_loss_fn(model: nn.Module, split: sharding.BatchSplit,
         if obj.loss == "softmax":
             plain = losses.softmax_loss(x, t, scale=rep["scale"], axis_name=axes, **hard)
         else:
-            plain = losses.sigmoid_loss(x, t, scale=rep["scale"], bias=rep["bias"],
-                                        pair_ids=r["ids"], axis_name=axes, **hard)
+            plain = losses.sigmoid_loss(
+                x,
+                t,
+                scale=rep["scale"],
+                bias=rep["bias"],
+                pair_ids=r["ids"],
+                axis_name=axes,
+                **hard,
+            )
         if not obj.conditional:
             conditional = zero
         elif obj.cond_form == "rank":
             conditional = losses.conditional_ranking_loss(
-                x, t, c, labels, scale=cs, unknown_weight=obj.unknown_weight, axis_name=axes)
+                x, t, c, labels, scale=cs, unknown_weight=obj.unknown_weight, axis_name=axes
+            )
         elif obj.cond_form == "pool":  # x_{i|k} [b, K, D]: dense over the batch's concepts
             conditional = losses.pooled_conditional_sigmoid_loss(
-                r["xc"], t, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight,
-                cross_positive_weight=obj.cross_positive_weight, normalize=obj.normalize,
-                axis_name=axes)
+                r["xc"],
+                t,
+                labels,
+                scale=cs,
+                bias=cb,
+                unknown_weight=obj.unknown_weight,
+                cross_positive_weight=obj.cross_positive_weight,
+                normalize=obj.normalize,
+                axis_name=axes,
+            )
         else:
             conditional = losses.conditional_sigmoid_loss(
-                x, t, c, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight,
-                cross_positive_weight=obj.cross_positive_weight, normalize=obj.normalize,
-                max_present=obj.max_present, axis_name=axes)
-        tags = zero if not obj.tags_weight else losses.concept_sigmoid_loss(
-            x, c, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight,
-            axis_name=axes)
+                x,
+                t,
+                c,
+                labels,
+                scale=cs,
+                bias=cb,
+                unknown_weight=obj.unknown_weight,
+                cross_positive_weight=obj.cross_positive_weight,
+                normalize=obj.normalize,
+                max_present=obj.max_present,
+                axis_name=axes,
+            )
+        tags = (
+            zero
+            if not obj.tags_weight
+            else losses.concept_sigmoid_loss(
+                x, c, labels, scale=cs, bias=cb, unknown_weight=obj.unknown_weight, axis_name=axes
+            )
+        )
         return plain, conditional, tags
 
     # Every leaf of the first dict is split along the batch rows, of the second replicated.
-    sharded = jax.shard_map(ring, mesh=split.mesh, in_specs=(P(axes), P()),
-                            out_specs=(P(), P(), P()), check_vma=True)
+    sharded = jax.shard_map(
+        ring, mesh=split.mesh, in_specs=(P(axes), P()), out_specs=(P(), P(), P()), check_vma=True
+    )
 
-    def loss_fn(params: Any, batch: dict[str, jax.Array], step: jax.Array
-                ) -> tuple[jax.Array, dict]:
+    def loss_fn(
+        params: Any, batch: dict[str, jax.Array], step: jax.Array
+    ) -> tuple[jax.Array, dict]:
         labels = batch["labels"]
         if obj.positive_labels_only:
             labels = jnp.maximum(labels, 0).astype(jnp.int8)
-        out = model.apply({"params": params}, images=batch["images"], texts=batch["text"],
-                          concepts=batch["concepts"] if obj.needs_concepts else None,
-                          text_groups=ways)
+        out = model.apply(
+            {"params": params},
+            images=batch["images"],
+            texts=batch["text"],
+            concepts=batch["concepts"] if obj.needs_concepts else None,
+            text_groups=ways,
+        )
         pooled = out.image_cond_emb if obj.conditional and obj.cond_form == "pool" else None
         if obj.conditional and obj.cond_form == "pool" and pooled is None:
-            raise ValueError("cond_form='pool' needs a model built with "
-                             "config.model.pool_conditional=True")
+            raise ValueError(
+                "cond_form='pool' needs a model built with config.model.pool_conditional=True"
+            )
         concepts = out.concept_emb
         if concepts is not None and obj.concept_stop_gradient:
             # The concept path gets no gradient; the shared text tower still trains through
@@ -172,14 +211,29 @@ def make_loss_fn(model: nn.Module, split: sharding.BatchSplit,
         if obj.hard_negatives:  # NegCLIP: each caption's swapped twin, scored against its image
             hard = model.apply({"params": params}, texts=batch["hard_text"]).text_emb
             hard_ok = batch["hard_ok"]
-        row_args = dict(x=out.image_emb, t=out.text_emb, labels=labels, ids=ids, xc=pooled,
-                        hard=hard, hard_ok=hard_ok)
-        rep_args = dict(c=concepts, scale=out.scale, bias=out.bias, cond_scale=out.cond_scale,
-                        cond_bias=out.cond_bias)
+        row_args = dict(
+            x=out.image_emb,
+            t=out.text_emb,
+            labels=labels,
+            ids=ids,
+            xc=pooled,
+            hard=hard,
+            hard_ok=hard_ok,
+        )
+        rep_args = dict(
+            c=concepts,
+            scale=out.scale,
+            bias=out.bias,
+            cond_scale=out.cond_scale,
+            cond_bias=out.cond_bias,
+        )
         plain, conditional, tags = sharded(row_args, rep_args)
-        aux = {"loss_sig" if obj.loss == "sigmoid" else "loss_clip": plain,
-               "scale": out.scale, "bias": out.bias,
-               "captions_cut": jnp.sum(batch["text_cut"], dtype=jnp.int32)}
+        aux = {
+            "loss_sig" if obj.loss == "sigmoid" else "loss_clip": plain,
+            "scale": out.scale,
+            "bias": out.bias,
+            "captions_cut": jnp.sum(batch["text_cut"], dtype=jnp.int32),
+        }
         if hard_ok is not None:  # rows whose caption the swap rule could not change
             aux["hard_unswapped"] = jnp.sum(hard_ok == 0, dtype=jnp.int32)
         if ids is not None:  # positives beyond the diagonal: identical captions in the batch
@@ -191,13 +245,17 @@ def make_loss_fn(model: nn.Module, split: sharding.BatchSplit,
         if not obj.conditional:
             return total, aux
         lam = obj.cond_weight_at(step)
-        aux.update(loss_cond=conditional, cond_weight=lam, cond_scale=out.cond_scale,
-                   cond_bias=out.cond_bias,
-                   concepts_cut=jnp.sum(batch["concepts_cut"], dtype=jnp.int32),
-                   **diagnostics.triple_counts(labels),
-                   **diagnostics.gate_diagnostics(out.image_emb, out.text_emb, out.concept_emb,
-                                                  labels, out.cond_scale, out.cond_bias))
+        aux.update(
+            loss_cond=conditional,
+            cond_weight=lam,
+            cond_scale=out.cond_scale,
+            cond_bias=out.cond_bias,
+            concepts_cut=jnp.sum(batch["concepts_cut"], dtype=jnp.int32),
+            **diagnostics.triple_counts(labels),
+            **diagnostics.gate_diagnostics(
+                out.image_emb, out.text_emb, out.concept_emb, labels, out.cond_scale, out.cond_bias
+            ),
+        )
         return total + lam * conditional, aux
 
     return loss_fn
-

@@ -48,8 +48,9 @@ class Setup:
     resolved: dict[str, Any]  # config fields worked out at build (curated folder, biases)
 
 
-def loss_max_present(config: ml_collections.ConfigDict, source: data_lib.BatchSliceSource
-                     ) -> int | None:
+def loss_max_present(
+    config: ml_collections.ConfigDict, source: data_lib.BatchSliceSource
+) -> int | None:
     """R of the conditional loss from `config.max_present` ('manifest': the curated data's R,
     'dense', or an int), None for the dense path. The bounded path computes 2·B²·R logits, the
     dense one B²·K: with 2R >= K the bound saves nothing and costs gathers (the demo: R = 8,
@@ -61,28 +62,40 @@ def loss_max_present(config: ml_collections.ConfigDict, source: data_lib.BatchSl
     if 2 * r < source.max_concepts:
         return r
     if config.cond_weight and config.cond_form == "sigmoid":  # the one term that reads R
-        logging.info("config.max_present=%r: R = %d, K = %d (%s): 2R >= K, so the conditional "
-                     "loss runs its dense path (no more logits than the bounded one, the same "
-                     "loss)", config.max_present, r, source.max_concepts, source.curated_dir)
+        logging.info(
+            "config.max_present=%r: R = %d, K = %d (%s): 2R >= K, so the conditional "
+            "loss runs its dense path (no more logits than the bounded one, the same "
+            "loss)",
+            config.max_present,
+            r,
+            source.max_concepts,
+            source.curated_dir,
+        )
     return None
 
 
-def state_shardings(model: nn.Module, tx: optax.GradientTransformation,
-                    mesh: jax.sharding.Mesh, rules: sharding.LogicalRules) -> TrainState:
+def state_shardings(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    rules: sharding.LogicalRules,
+) -> TrainState:
     """The `TrainState` of shardings: parameters as the rules lay out their logical axes, Adam
     moments like their parameters, the step and the rest of the optimizer state replicated."""
     boxed = model.abstract_params()
     params = sharding.param_shardings(boxed, mesh, rules)["params"]
     abstract_params = nn.unbox(boxed)["params"]
     replicated = NamedSharding(mesh, PartitionSpec())
-    opt_state = sharding.opt_state_shardings(jax.eval_shape(tx.init, abstract_params),
-                                             abstract_params, params, replicated)
+    opt_state = sharding.opt_state_shardings(
+        jax.eval_shape(tx.init, abstract_params), abstract_params, params, replicated
+    )
     return TrainState(step=replicated, params=params, opt_state=opt_state)
 
 
 def _in_context(fn: Any, mesh: jax.sharding.Mesh, rules: sharding.LogicalRules) -> Any:
     """`fn` (jitted) called, and lowered, under the mesh and the logical-axis rules (the towers'
     activation constraints name logical axes, resolved only inside the rules' context)."""
+
     def wrapped(*args):
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
             return fn(*args)
@@ -107,15 +120,17 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
     rules = sharding.get_rules(config.sharding_rules)
     split = sharding.batch_split(mesh, rules)
     try:
-        data = data_lib.build_dataset(spec, process_index=jax.process_index(),
-                                      process_count=jax.process_count())
+        data = data_lib.build_dataset(
+            spec, process_index=jax.process_index(), process_count=jax.process_count()
+        )
     except FileNotFoundError as e:
         raise FileNotFoundError(f"config.data.curated_dir={spec.curated_dir!r}: {e}") from None
     checks.check_data(config, data, split.ways)
     source = data.source
 
-    model = models.build_model(config.model, **biases.initial_biases(config, source.manifest,
-                                                                     source.curated_dir))
+    model = models.build_model(
+        config.model, **biases.initial_biases(config, source.manifest, source.curated_dir)
+    )
     tx, lr_fn = optim.make_optimizer(config)
     state_sh = state_shardings(model, tx, mesh, rules)
     objective = Objective.from_config(config, loss_max_present(config, source))
@@ -125,12 +140,28 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
         abstract_state = jax.eval_shape(init_jit, jax.random.key(0))
         abstract_state = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            abstract_state, state_sh)
+            abstract_state,
+            state_sh,
+        )
     metrics_sh = NamedSharding(mesh, PartitionSpec())  # scalars, replicated
-    step_jit = jax.jit(make_train_step(loss_fn, tx, lr_fn), out_shardings=(state_sh, metrics_sh),
-                       donate_argnums=0)
+    step_jit = jax.jit(
+        make_train_step(loss_fn, tx, lr_fn), out_shardings=(state_sh, metrics_sh), donate_argnums=0
+    )
 
-    resolved = {"data.curated_dir": os.path.abspath(spec.curated_dir),
-                "model.bias_init": model.bias_init, "model.cond_bias_init": model.cond_bias_init}
-    return Setup(config, mesh, split, model, data, state_sh, _in_context(init_jit, mesh, rules),
-                 _in_context(step_jit, mesh, rules), abstract_state, resolved)
+    resolved = {
+        "data.curated_dir": os.path.abspath(spec.curated_dir),
+        "model.bias_init": model.bias_init,
+        "model.cond_bias_init": model.cond_bias_init,
+    }
+    return Setup(
+        config,
+        mesh,
+        split,
+        model,
+        data,
+        state_sh,
+        _in_context(init_jit, mesh, rules),
+        _in_context(step_jit, mesh, rules),
+        abstract_state,
+        resolved,
+    )

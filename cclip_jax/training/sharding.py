@@ -187,12 +187,14 @@ def batch_split(mesh: Mesh, rules: LogicalRules) -> BatchSplit:
     """The `BatchSplit` of `mesh` under `rules` (the mapping of the logical `batch` name)."""
     spec = batch_sharding(mesh, rules).spec[0]
     axes = (spec,) if isinstance(spec, str) else tuple(spec or ())
-    return BatchSplit(axes, math.prod(mesh.shape[a] for a in axes),
-                      NamedSharding(mesh, PartitionSpec(axes)))
+    return BatchSplit(
+        axes, math.prod(mesh.shape[a] for a in axes), NamedSharding(mesh, PartitionSpec(axes))
+    )
 
 
-def opt_state_shardings(abstract_opt_state: Any, params: Any, param_shardings: Any,
-                        replicated: jax.sharding.Sharding) -> Any:
+def opt_state_shardings(
+    abstract_opt_state: Any, params: Any, param_shardings: Any, replicated: jax.sharding.Sharding
+) -> Any:
     """A sharding for every optimizer-state leaf: a leaf whose tree path ends with a
     parameter's path and has its shape (Adam moments) gets that parameter's sharding, anything
     else (counts, scalars) is replicated.

@@ -33,14 +33,14 @@ class TrainState:
     opt_state: Any
 
 
-def make_init(model: nn.Module, tx: optax.GradientTransformation
-              ) -> Callable[[jax.Array], TrainState]:
+def make_init(
+    model: nn.Module, tx: optax.GradientTransformation
+) -> Callable[[jax.Array], TrainState]:
     """`init(rng) -> TrainState` at step 0 (un-jitted; the setup jits it onto the shardings)."""
 
     def init(rng: jax.Array) -> TrainState:
         params = nn.unbox(model.init_params(rng))["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=tx.init(params))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
     return init
 

@@ -54,8 +54,13 @@ class _StopFlag:
 _INTERVAL_SUMS = ("captions_cut", "concepts_cut", "hard_unswapped")
 
 
-def _flush(pending: list, writer: MetricsWriter, config: ml_collections.ConfigDict,
-           ckpt: Checkpointer, timing: dict) -> None:
+def _flush(
+    pending: list,
+    writer: MetricsWriter,
+    config: ml_collections.ConfigDict,
+    ckpt: Checkpointer,
+    timing: dict,
+) -> None:
     """Fetches pending metrics, stops on a non-finite loss, writes the logged steps."""
     if not pending:
         return
@@ -70,33 +75,45 @@ def _flush(pending: list, writer: MetricsWriter, config: ml_collections.ConfigDi
         if not np.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss is {loss} at step {step}; last good checkpoint: "
-                f"{ckpt.latest_step()} in {ckpt.directory}")
+                f"{ckpt.latest_step()} in {ckpt.directory}"
+            )
         for key in _INTERVAL_SUMS:
             if key in metrics:
                 sums[key] = sums.get(key, 0) + int(metrics[key])
         if step % config.log_every_steps == 0 or step == config.total_steps:
             if sums.get("concepts_cut") and not timing.get("warned_cut"):
                 timing["warned_cut"] = True
-                logging.warning("%d concepts were longer than config.model.text.max_len=%d "
-                                "tokens and were cut, steps up to %d; metrics.jsonl counts "
-                                "them as concepts_cut", sums["concepts_cut"],
-                                config.model.text.max_len, step)
-            writer.write(step, {**metrics, **sums, "steps_per_s": rate,
-                                "examples_per_s": rate * config.batch_size})
+                logging.warning(
+                    "%d concepts were longer than config.model.text.max_len=%d "
+                    "tokens and were cut, steps up to %d; metrics.jsonl counts "
+                    "them as concepts_cut",
+                    sums["concepts_cut"],
+                    config.model.text.max_len,
+                    step,
+                )
+            writer.write(
+                step,
+                {
+                    **metrics,
+                    **sums,
+                    "steps_per_s": rate,
+                    "examples_per_s": rate * config.batch_size,
+                },
+            )
             sums.clear()
     pending.clear()
 
 
-def resolved_config(config: ml_collections.ConfigDict, fields: dict[str, Any]
-                    ) -> dict[str, Any]:
+def resolved_config(config: ml_collections.ConfigDict, fields: dict[str, Any]) -> dict[str, Any]:
     """The config as `config.json` holds it: with the fields worked out at build filled in
     (the curated folder, the initial biases: what the evaluation CLI and the report read to
     rebuild the model and find the tokenizer and the data). `fields`: dotted path -> value."""
     return config_lib.override(json.loads(config.to_json_best_effort()), fields)
 
 
-def write_run_config(workdir: str, config: ml_collections.ConfigDict,
-                     fields: dict[str, Any]) -> None:
+def write_run_config(
+    workdir: str, config: ml_collections.ConfigDict, fields: dict[str, Any]
+) -> None:
     """`workdir/config.json`: `resolved_config(config, fields)`, written atomically."""
     run_folder.write_config(workdir, resolved_config(config, fields))
 
@@ -120,8 +137,9 @@ def _eval_due(config: ml_collections.ConfigDict, step: int) -> bool:
     return every > 0 and step % every == 0 and step < config.total_steps
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       force_config_change: bool = False) -> dict[str, float]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, force_config_change: bool = False
+) -> dict[str, float]:
     """Trains to `config.total_steps`, resuming from `workdir`; returns the last metrics.
 
     A resume must use the run's own config, up to `run_folder.MAY_CHANGE_ON_RESUME`: any other
@@ -132,8 +150,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     setup = build(config)
     resolved = resolved_config(config, setup.resolved)
-    ckpt = Checkpointer(run_folder.path(workdir, run_folder.CHECKPOINTS),
-                        max_to_keep=config.max_checkpoints, async_save=config.async_checkpoints)
+    ckpt = Checkpointer(
+        run_folder.path(workdir, run_folder.CHECKPOINTS),
+        max_to_keep=config.max_checkpoints,
+        async_save=config.async_checkpoints,
+    )
     resuming = ckpt.latest_step() is not None
     if resuming:
         try:
@@ -148,8 +169,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         run_folder.write_config(workdir, resolved)
         run_folder.append_history(workdir, "resume" if resuming else "start", step=step)
     # Process 0 evaluates, with the pipeline's own tokenizer and the run's config.
-    evaluator = (suite.RunEvaluator(setup.model, setup.data.tokenizer, config, workdir)
-                 if jax.process_index() == 0 and config.eval.every_steps >= 0 else None)
+    evaluator = (
+        suite.RunEvaluator(setup.model, setup.data.tokenizer, config, workdir)
+        if jax.process_index() == 0 and config.eval.every_steps >= 0
+        else None
+    )
     writer = MetricsWriter(workdir, config.total_steps, start_step=step, console=config.progress)
     stop = _StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -163,7 +187,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             step += 1
             pending.append((step, metrics))
             preempted = stop.signum is not None or (
-                jax.process_count() > 1 and ckpt.manager.reached_preemption(step))
+                jax.process_count() > 1 and ckpt.manager.reached_preemption(step)
+            )
             save = step % config.checkpoint_every_steps == 0 or step == config.total_steps
             if save or preempted or step % config.log_every_steps == 0:
                 last = jax.device_get(pending[-1][1])
@@ -173,8 +198,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             if _eval_due(config, step) and not preempted:
                 _evaluate(evaluator, state, step)
             if preempted:
-                logging.warning("Stopping at step %d on signal %s after saving", step,
-                                stop.signum)
+                logging.warning("Stopping at step %d on signal %s after saving", step, stop.signum)
                 break
     finally:
         for s, handler in previous.items():

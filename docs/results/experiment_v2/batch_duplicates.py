@@ -27,7 +27,7 @@ def main(curated_dir: str, random_batches: int = 1000) -> None:
     b = int(manifest["batch_size"])
     paths = sorted(glob.glob(os.path.join(curated_dir, "batches-*.array_record")))
     captions = [c for p in paths for c in shards.iter_captions(p)]
-    batches = [captions[i:i + b] for i in range(0, len(captions) - b + 1, b)]
+    batches = [captions[i : i + b] for i in range(0, len(captions) - b + 1, b)]
     distinct = np.array([len(set(x)) for x in batches])
     top = np.array([collections.Counter(x).most_common(1)[0][1] for x in batches])
     q = [0, 10, 25, 50, 75, 90, 100]
@@ -35,16 +35,27 @@ def main(curated_dir: str, random_batches: int = 1000) -> None:
     print("distinct captions per batch, percentiles", q, ":", np.percentile(distinct, q))
     print("largest copy count per batch, percentiles", q, ":", np.percentile(top, q))
     print(f"batches that are {b} copies of one caption: {(distinct == 1).sum()}")
-    print("manifest batches:", {k: v for k, v in manifest["batches"].items()
-                                if not isinstance(v, (dict, list))})
+    print(
+        "manifest batches:",
+        {k: v for k, v in manifest["batches"].items() if not isinstance(v, (dict, list))},
+    )
     counts = collections.Counter(captions)
-    print(f"distinct captions overall: {len(counts)} of {len(captions)}; most frequent:",
-          counts.most_common(5))
+    print(
+        f"distinct captions overall: {len(counts)} of {len(captions)}; most frequent:",
+        counts.most_common(5),
+    )
     rng = np.random.default_rng(0)
-    rand = [len(set(captions[i] for i in rng.integers(0, len(captions), b)))
-            for _ in range(random_batches)]
-    print(f"random batches of {b} from the same captions: distinct per batch mean "
-          f"{np.mean(rand):.1f}, percentiles", q, ":", np.percentile(rand, q))
+    rand = [
+        len(set(captions[i] for i in rng.integers(0, len(captions), b)))
+        for _ in range(random_batches)
+    ]
+    print(
+        f"random batches of {b} from the same captions: distinct per batch mean "
+        f"{np.mean(rand):.1f}, percentiles",
+        q,
+        ":",
+        np.percentile(rand, q),
+    )
 
 
 if __name__ == "__main__":

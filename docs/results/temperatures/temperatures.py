@@ -46,9 +46,13 @@ def travel(run_dir: str) -> dict[str, float]:
         records = [json.loads(line) for line in f]
     with open(os.path.join(run_dir, "config.json")) as f:
         model = json.load(f)["model"]
-    return {"scale_0": model["temperature_init"], "scale_T": records[-1]["scale"],
-            "bias_0": model["bias_init"], "bias_T": records[-1]["bias"],
-            "loss_T": records[-1]["loss"]}
+    return {
+        "scale_0": model["temperature_init"],
+        "scale_T": records[-1]["scale"],
+        "bias_0": model["bias_init"],
+        "bias_T": records[-1]["bias"],
+        "loss_T": records[-1]["loss"],
+    }
 
 
 def main() -> None:
@@ -66,11 +70,15 @@ def main() -> None:
         runs = [r for r in results["runs"] if r["arm"] == "siglip"]
         moves = [travel(os.path.join(out, r["workdir"])) for r in runs]
         rows[variant] = {
-            "travel": {k: (np.mean([m[k] for m in moves]), np.std([m[k] for m in moves]))
-                       for k in moves[0]},
-            "keys": {k: (np.mean([r["final"][k] for r in runs]),
-                         np.std([r["final"][k] for r in runs])) for k in keys},
-            "n": len(runs)}
+            "travel": {
+                k: (np.mean([m[k] for m in moves]), np.std([m[k] for m in moves])) for k in moves[0]
+            },
+            "keys": {
+                k: (np.mean([r["final"][k] for r in runs]), np.std([r["final"][k] for r in runs]))
+                for k in keys
+            },
+            "n": len(runs),
+        }
     lines = ["| SigLIP, B = 64, 400 steps | before | after |", "|---|---:|---:|"]
     fmt = lambda m, s: f"{m:.3f} ± {s:.3f}"
     for k in ("scale_0", "scale_T", "bias_0", "bias_T", "loss_T"):
@@ -78,8 +86,10 @@ def main() -> None:
     for k in keys:
         lines.append(f"| {k} | " + " | ".join(fmt(*rows[v]["keys"][k]) for v in rows) + " |")
     n = rows["before"]["n"]
-    text = (f"Mean ± std over {n} seeds; each key on 100 items per kind (binomial SE at chance "
-            "about 0.05 for a 2-way key).\n\n" + "\n".join(lines) + "\n")
+    text = (
+        f"Mean ± std over {n} seeds; each key on 100 items per kind (binomial SE at chance "
+        "about 0.05 for a 2-way key).\n\n" + "\n".join(lines) + "\n"
+    )
     with open(os.path.join(args.workdir, "results.md"), "w") as f:
         f.write(text)
     print(text)

@@ -17,20 +17,29 @@ import json
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__)))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 sys.path.insert(0, ROOT)
 
-KEYS = ("iid/attribute_replace/accuracy", "iid/attribute_swap/accuracy",
-        "iid/size_swap/accuracy", "iid/object_replace/accuracy", "iid/group_attribute/group",
-        "iid/group_size/group", "compositional/attribute_swap/accuracy",
-        "compositional/size_swap/accuracy", "compositional/group_size/group",
-        "iid/cond_retrieval/p1", "iid/retrieval/t2i_r1")
+KEYS = (
+    "iid/attribute_replace/accuracy",
+    "iid/attribute_swap/accuracy",
+    "iid/size_swap/accuracy",
+    "iid/object_replace/accuracy",
+    "iid/group_attribute/group",
+    "iid/group_size/group",
+    "compositional/attribute_swap/accuracy",
+    "compositional/size_swap/accuracy",
+    "compositional/group_size/group",
+    "iid/cond_retrieval/p1",
+    "iid/retrieval/t2i_r1",
+)
 # (column, folder, arm, λ override, starts from the first stage's run)
-STAGES = (("siglip 400", "siglip", "siglip_curated", None, False),
-          ("then siglip 400", "then_siglip", "siglip_curated", None, True),
-          ("then cclip λ=0.01", "then_cclip_lam0.01", "cclip", None, True),
-          ("then cclip λ=0.1", "then_cclip_lam0.1", "cclip", 0.1, True))
+STAGES = (
+    ("siglip 400", "siglip", "siglip_curated", None, False),
+    ("then siglip 400", "then_siglip", "siglip_curated", None, True),
+    ("then cclip λ=0.01", "then_cclip_lam0.01", "cclip", None, True),
+    ("then cclip λ=0.1", "then_cclip_lam0.1", "cclip", 0.1, True),
+)
 
 
 def main() -> None:
@@ -51,7 +60,8 @@ def main() -> None:
 
     cli.quiet_libraries()
     spec = importlib.util.spec_from_file_location(
-        "experiment_binding", os.path.join(ROOT, "configs", "experiment_binding.py"))
+        "experiment_binding", os.path.join(ROOT, "configs", "experiment_binding.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     base = module.get_config(None).base
@@ -75,8 +85,10 @@ def main() -> None:
     print("| clean | " + " | ".join(scores) + " |")
     print("|---|" + "---:|" * len(scores))
     for i, key in enumerate(KEYS):
-        cells = [f"{np.mean(np.asarray(r)[:, i]):.2f} ± {np.std(np.asarray(r)[:, i], ddof=1):.2f}"
-                 for r in scores.values()]
+        cells = [
+            f"{np.mean(np.asarray(r)[:, i]):.2f} ± {np.std(np.asarray(r)[:, i], ddof=1):.2f}"
+            for r in scores.values()
+        ]
         print(f"| {key} | " + " | ".join(cells) + " |")
 
 
