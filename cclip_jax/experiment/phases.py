@@ -257,34 +257,61 @@ def _execute_all(
     return records
 
 
+# What each phase plans and decides from the decisions of the phases before it; run_phases and
+# summarize.recompute both go through these two tables.
+_PLANS = {
+    "calibrate": lambda exp, d: plan_calibrate(exp),
+    "screen": lambda exp, d: plan_screen(exp, d["calibrate"]),
+    "confirm": lambda exp, d: plan_confirm(exp, d["calibrate"], d["screen"]),
+    "small": lambda exp, d: plan_small(exp, d["calibrate"], d["screen"]),
+}
+_DECISIONS = {
+    "calibrate": lambda exp, records, d: decide_calibrate(exp, records),
+    "screen": lambda exp, records, d: decide_screen(exp, records),
+    "confirm": lambda exp, records, d: verdict.confirm(exp, records, d["screen"]),
+    "small": lambda exp, records, d: verdict.small(exp, records, d["screen"]),
+}
+
+
+def plan(name: str, exp: ml_collections.ConfigDict, decisions: Mapping[str, Any]) -> list[Run]:
+    """The runs of phase `name`; `decisions`: phase name -> decision of the earlier phases."""
+    return _PLANS[name](exp, decisions)
+
+
+def decide(
+    name: str,
+    exp: ml_collections.ConfigDict,
+    records: Sequence[Mapping[str, Any]],
+    decisions: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Phase `name`'s decision from its run records and the earlier phases' decisions."""
+    return _DECISIONS[name](exp, records, decisions)
+
+
+class _Decisions(dict):
+    """Earlier phases' decisions, read from their phase files in `workdir` when first needed."""
+
+    def __init__(self, workdir: str):
+        super().__init__()
+        self.workdir = workdir
+
+    def __missing__(self, name: str) -> Any:
+        self[name] = _read(self.workdir, name)["decision"]
+        return self[name]
+
+
 def run_phases(exp: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, Any]]:
     """Runs (or resumes) `exp.phases` in order; returns every phase's file body present."""
     os.makedirs(workdir, exist_ok=True)
     unknown = set(exp.phases) - set(PHASES)
     if unknown:
         raise ValueError(f"config.phases: unknown {sorted(unknown)}; known: {PHASES}")
+    decisions = _Decisions(workdir)
     for name in PHASES:
         if name not in exp.phases:
             continue
-        cal = _read(workdir, "calibrate") if name != "calibrate" else None
-        screen = _read(workdir, "screen")["decision"] if name in ("confirm", "small") else None
-        if name == "calibrate":
-            runs = plan_calibrate(exp)
-        elif name == "screen":
-            runs = plan_screen(exp, cal["decision"])
-        elif name == "confirm":
-            runs = plan_confirm(exp, cal["decision"], screen)
-        else:
-            runs = plan_small(exp, cal["decision"], screen)
-        records = _execute_all(exp, workdir, runs, name)
-        if name == "calibrate":
-            decision = decide_calibrate(exp, records)
-        elif name == "screen":
-            decision = decide_screen(exp, records)
-        elif name == "confirm":
-            decision = verdict.confirm(exp, records, screen)
-        else:
-            decision = verdict.small(exp, records, screen)
+        records = _execute_all(exp, workdir, plan(name, exp, decisions), name)
+        decision = decisions[name] = decide(name, exp, records, decisions)
         _write(phase_path(workdir, name), {"phase": name, "decision": decision, "records": records})
         logging.info(
             "phase %s done: %s",

@@ -17,7 +17,7 @@ from typing import Any
 import ml_collections
 from absl import app, flags
 
-from cclip_jax.experiment import experiment_v2, phases, verdict
+from cclip_jax.experiment import experiment_v2, phases
 
 _OUT = flags.DEFINE_string("out", None, "Folder to write into (default: the results' folder).")
 
@@ -25,18 +25,13 @@ _OUT = flags.DEFINE_string("out", None, "Folder to write into (default: the resu
 def recompute(results: Mapping[str, Any]) -> dict[str, Any]:
     """The results with every phase decision recomputed from the records."""
     exp = ml_collections.ConfigDict(results["config"])
-    bodies = {}
-    for name, body in results["phases"].items():
-        records = body["records"]
-        if name == "calibrate":
-            decision = phases.decide_calibrate(exp, records)
-        elif name == "screen":
-            decision = phases.decide_screen(exp, records)
-        else:
-            screen = results["phases"]["screen"]["decision"]
-            fn = verdict.confirm if name == "confirm" else verdict.small
-            decision = fn(results["config"], records, screen)
-        bodies[name] = {**body, "decision": decision}
+    bodies, decisions = {}, {}
+    for name in phases.PHASES:  # in order: a phase's decision reads the earlier ones
+        if name not in results["phases"]:
+            continue
+        body = results["phases"][name]
+        decisions[name] = phases.decide(name, exp, body["records"], decisions)
+        bodies[name] = {**body, "decision": decisions[name]}
     out = experiment_v2.assemble(results["config"], bodies, results.get("blind"))
     if "wall_s" in results:
         out["wall_s"] = results["wall_s"]

@@ -30,7 +30,8 @@ def write(workdir: str, results: Mapping[str, Any], plots: Mapping[str, str]) ->
     o = results.get("overhead") or {}
     wall = results.get("wall_s")
     facts = [
-        ("experiment folder", os.path.abspath(workdir)),
+        # No absolute folder: the page is written into the folder it describes, and a copy
+        # committed or moved elsewhere must not name the machine it was made on.
         ("phases", ", ".join(results["phases"])),
         ("runs", str(o.get("runs", 0))),
         ("wall time of the runs", f"{o['wall_s'] / 60:.1f} min" if o else "—"),
