@@ -5,8 +5,9 @@ tested against unsharded code on one machine), and absl flags are parsed so code
 them (Grain's worker processes, absl-based CLIs imported as libraries) works under pytest.
 
 Shared fixtures: the smoke demo data (`configs/demo.py:smoke`, tests/demo_smoke.py), built
-once per session (so once per xdist worker) into a temporary cache, and configs of it; XLA's
-persistent compilation cache for the modules that compile the same programs several times.
+once per pytest process (each xdist worker builds its own) into a temporary cache, and configs
+of it; XLA's persistent compilation cache for the modules that compile the same programs
+several times.
 """
 
 import os

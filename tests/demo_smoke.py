@@ -1,5 +1,5 @@
 """The smoke demo config (`configs/demo.py:smoke`) that the data and training tests share; its
-data is built once per session by the `smoke_curated` fixture (tests/conftest.py)."""
+data is built once per pytest process by the `smoke_curated` fixture (tests/conftest.py)."""
 
 from __future__ import annotations
 
