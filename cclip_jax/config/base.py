@@ -148,6 +148,9 @@ def base_config(size: str = "mu") -> ml_collections.ConfigDict:
             brightness=0.05,
             num_workers=1,
             prefetch=2,
+            # A batch whose shard fails its checksum stops the run (after saving the last good
+            # step) naming the file; True skips such batches, counting and logging each one.
+            skip_corrupt_batches=False,
         )
     )
     c.eval = eval_config()

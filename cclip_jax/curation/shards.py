@@ -206,6 +206,11 @@ def clear_previous(out_dir: str) -> list[str]:
     return stale
 
 
+class CorruptShardError(ValueError):
+    """A curated shard's bytes fail their checksum (or cannot be parsed) where a batch lives;
+    the message names the file, the batch and what the reader found."""
+
+
 class CuratedShards:
     """Random access to a curated output folder (what the Grain pipeline reads).
 
@@ -265,19 +270,31 @@ class CuratedShards:
         Returns:
           `{"key": [str], "image": [bytes], "caption": [str], "concepts": [str] (K, padded
           with ""), "num_concepts": int, "labels": int8 [rows, K]}`.
+
+        Raises:
+          CorruptShardError: naming the shard file and the batch, when its bytes fail their
+            checksum or do not parse.
         """
         row_stop = self.batch_size if row_stop is None else row_stop
         if not 0 <= row_start <= row_stop <= self.batch_size:
             raise IndexError(f"rows [{row_start}, {row_stop}) not in [0, {self.batch_size}]")
-        reader, base = self._locate(batch_index)
-        header = decode_batch_record(reader.read([base])[0])
-        records = (
-            reader.read(base + 1 + row_start, base + 1 + row_stop) if row_stop > row_start else []
-        )
+        try:
+            reader, base = self._locate(batch_index)
+            header = decode_batch_record(reader.read([base])[0])
+            records = (
+                reader.read(base + 1 + row_start, base + 1 + row_stop)
+                if row_stop > row_start
+                else []
+            )
+        except (RuntimeError, ValueError) as e:  # Riegeli raises RuntimeError on a bad hash
+            raise self._corrupt(batch_index, e) from e
         out: dict[str, Any] = {"key": [], "image": [], "caption": []}
         rows = []
         for rec in records:
-            meta, labels, image = decode_example_record(rec)
+            try:
+                meta, labels, image = decode_example_record(rec)
+            except (ValueError, UnicodeDecodeError, struct.error) as e:
+                raise self._corrupt(batch_index, e) from e
             out["key"].append(meta["key"])
             out["caption"].append(meta["caption"])
             out["image"].append(image)
@@ -289,6 +306,20 @@ class CuratedShards:
 
     def __getitem__(self, batch_index: int) -> dict[str, Any]:
         return self.read_rows(batch_index)
+
+    def _corrupt(self, batch_index: int, error: Exception) -> CorruptShardError:
+        """The error naming the shard file of `batch_index`; its reader is dropped, so a
+        later read opens the file afresh rather than trusting a reader that failed."""
+        shard = int(np.searchsorted(self._starts, batch_index, side="right") - 1)
+        reader = self._readers.pop(shard, None)
+        if reader is not None:
+            try:
+                reader.close()
+            except RuntimeError:  # a reader that failed may fail closing too: it is gone
+                pass
+        name = os.path.join(self.out_dir, self.manifest["shards"][shard]["file"])
+        reason = str(error).split(";")[0]  # Riegeli's first clause says what failed
+        return CorruptShardError(f"{name}: batch {batch_index} is corrupt ({reason})")
 
     def close(self) -> None:
         for r in self._readers.values():

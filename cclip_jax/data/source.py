@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cclip_jax.curation.shards import CuratedShards
+from cclip_jax.curation.shards import CorruptShardError, CuratedShards
 
 MODES = ("curated", "baseline")
 
@@ -37,6 +37,12 @@ class BatchSliceSource:
     permutation) returns `{"batch": int, "key": [b] str, "image": [b] bytes, "caption": [b] str,
     "labels": int8 [b, K], "concepts": [K] str (padded with "")}`. `batch` is the curated batch
     index (curated mode) or `s` (baseline mode).
+
+    A batch whose shard bytes are corrupt (`CorruptShardError`) comes back as the marker
+    `{"batch": int, "corrupt": str}` (the error's message: file and batch) instead of raising:
+    an error raised inside a Grain worker reaches the trainer as a traceback from another
+    process, while a marker lets the trainer name it in one line, save the last good step, or
+    skip the batch (`config.data.skip_corrupt_batches`).
     """
 
     def __init__(
@@ -88,10 +94,16 @@ class BatchSliceSource:
         if self.mode == "curated":
             epoch, i = divmod(index, self.num_batches)
             batch = int(self._permutation(epoch, self.num_batches)[i])
-            out = self.shards.read_rows(batch, self.row_start, self.row_start + self.rows)
+            try:
+                out = self.shards.read_rows(batch, self.row_start, self.row_start + self.rows)
+            except CorruptShardError as e:
+                return {"batch": batch, "corrupt": f"step {index}: {e}"}
             out["batch"] = batch
             return out
-        return self._baseline(index)
+        try:
+            return self._baseline(index)
+        except CorruptShardError as e:
+            return {"batch": index, "corrupt": f"step {index}: {e}"}
 
     def _permutation(self, epoch: int, n: int) -> np.ndarray:
         # One permutation per epoch, cached: consecutive steps share it.

@@ -167,6 +167,8 @@ class ProcessSlice:
     hard_negatives: bool = False
 
     def __call__(self, raw: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        if "corrupt" in raw:  # the source's marker for a corrupt batch goes on as it is
+            return raw
         images = to_model_range(
             np.stack(
                 [  # one float conversion for the whole slice

@@ -30,6 +30,7 @@ from cclip_jax import run_folder
 from cclip_jax.evaluation import suite
 from cclip_jax.run_folder.checkpoints import Checkpointer
 from cclip_jax.run_folder.metrics import MetricsWriter
+from cclip_jax.training.corrupt import CorruptBatchError, next_batch
 from cclip_jax.training.setup import build
 from cclip_jax.training.state import TrainState, initial_state
 
@@ -178,11 +179,22 @@ def train_and_evaluate(
     stop = _StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     pending: list = []
-    timing = {"step": step, "time": time.perf_counter()}
+    timing = {"step": step, "time": time.perf_counter(), "sums": {}}
     last: dict[str, float] = {}
+    saved = step  # the last step with a checkpoint (or the start)
     try:
         while step < config.total_steps:
-            batch = data_lib.make_global_batch(next(data_iter), setup.batch.rows)
+            try:
+                local = next_batch(data_iter, config.data.skip_corrupt_batches, timing["sums"])
+            except CorruptBatchError:
+                # Save the last good step, so a run stopped by a bad shard resumes on the very
+                # batch it could not read once the file is repaired (the iterator is back before
+                # it). A lone process of a multi-process run cannot join a collective save.
+                if step > saved and jax.process_count() == 1:
+                    _flush(pending, writer, config, ckpt, timing)
+                    ckpt.save(step, state, data_iter, config)
+                raise
+            batch = data_lib.make_global_batch(local, setup.batch.rows)
             state, metrics = setup.step(state, batch)
             step += 1
             pending.append((step, metrics))
@@ -195,6 +207,7 @@ def train_and_evaluate(
                 _flush(pending, writer, config, ckpt, timing)  # before any save: no NaN state
             if save or preempted:
                 ckpt.save(step, state, data_iter, config)
+                saved = step
             if _eval_due(config, step) and not preempted:
                 _evaluate(evaluator, state, step)
             if preempted:
