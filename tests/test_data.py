@@ -11,7 +11,9 @@ import pytest
 from demo_smoke import smoke_config
 
 from cclip_jax import data as data_lib
+from cclip_jax import models
 from cclip_jax.curation import CuratedShards, demo_data
+from cclip_jax.data.transforms import lower_keeping_mask
 from cclip_jax.training import sharding
 
 
@@ -292,6 +294,35 @@ def test_sticky_eos_follows_big_vision(word_tokenizer):
     assert len(pieces) > 3
     np.testing.assert_array_equal(siglip([long])[0], [*pieces[:2], eos])
     np.testing.assert_array_equal(old([long])[0], pieces[:3])
+
+
+def test_lowercase_as_big_vision_keeps_the_mask_token(tmp_path):
+    """`lowercase` (SigLIP: big_vision's `lower(key="texts")` before `tok`) lower-cases what a
+    case-sensitive vocabulary would split otherwise, and leaves `<M>` as it is."""
+    import sentencepiece as spm
+
+    words = ["red", "blue", "cube", "ball", "small"]
+    corpus = [" ".join(words[(i + j) % 5] for j in range(4)) for i in range(100)]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus),
+        model_prefix=str(tmp_path / "cased"),
+        vocab_size=24,
+        normalization_rule_name="nmt_nfkc",  # keeps case, as the SigLIP vocabularies do
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    path = str(tmp_path / "cased.model")
+    plain = data_lib.Tokenizer(path, 8)
+    lower = data_lib.Tokenizer(path, 8, lowercase=True)
+    assert not np.array_equal(plain(["Red Cube"]), plain(["red cube"]))
+    np.testing.assert_array_equal(
+        lower(["Red Cube", "SMALL ball"]), plain(["red cube", "small ball"])
+    )
+    assert lower_keeping_mask("<M> Red <M> CUBE") == "<M> red <M> cube"
+    text = models.siglip_config("B/16").text
+    assert data_lib.Tokenizer.for_text_tower(path, text).lowercase is True
+    default = models.get_default_model_config("B", patch_size=16).text
+    assert data_lib.Tokenizer.for_text_tower(path, default).lowercase is False
 
 
 def test_pipeline_tokenizes_with_sticky_eos_when_asked(curated):

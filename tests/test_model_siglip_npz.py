@@ -197,6 +197,7 @@ def test_siglip_config_asks_for_sticky_eos():
     """big_vision's SigLIP configs tokenize with `eos="sticky", pad_value=1`."""
     text = models.siglip_config("So400m/14", max_len=16).text
     assert text.sticky_eos is True and text.pad_id == 1 and text.mask_padding is False
+    assert text.lowercase is True
     assert models.get_default_model_config("B", patch_size=16).text.sticky_eos is False
 
 

@@ -50,6 +50,7 @@ class DataSpec:
         shards; `transforms.tokenizer_path` resolves it).
       pad_id: the id texts are padded with (`config.model.text.pad_id`).
       sticky_eos: SigLIP's sticky EOS (`config.model.text.sticky_eos`; see `Tokenizer`).
+      lowercase: lower-case texts before tokenizing (`config.model.text.lowercase`; SigLIP).
       max_shift: augmentation translation in pixels (0 = none).
       brightness: augmentation brightness jitter (in the [-1, 1] image range).
       num_workers: Grain worker processes (0 = in this process).
@@ -67,6 +68,7 @@ class DataSpec:
     tokenizer: str
     pad_id: int
     sticky_eos: bool
+    lowercase: bool
     max_shift: int
     brightness: float
     num_workers: int
@@ -96,8 +98,9 @@ class DataSpec:
             max_len=int(text.max_len),
             tokenizer=d.tokenizer,
             pad_id=int(text.pad_id),
-            # `get`: configs written before `sticky_eos` existed have no such field.
+            # `get`: configs written before these fields existed have no such field.
             sticky_eos=bool(text.get("sticky_eos", False)),
+            lowercase=bool(text.get("lowercase", False)),
             max_shift=int(d.max_shift),
             brightness=float(d.brightness),
             num_workers=int(d.num_workers),
@@ -149,7 +152,11 @@ def build_dataset(
             f"split over {process_count} processes"
         )
     tokenizer = Tokenizer(
-        tokenizer_path(spec.tokenizer, spec.curated_dir), spec.max_len, spec.pad_id, spec.sticky_eos
+        tokenizer_path(spec.tokenizer, spec.curated_dir),
+        spec.max_len,
+        spec.pad_id,
+        spec.sticky_eos,
+        spec.lowercase,
     )
     transform = ProcessSlice(
         tokenizer,

@@ -10,15 +10,19 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sentencepiece as spm
 from PIL import Image
 
 from cclip_jax.curation.shards import TOKENIZER
+from cclip_jax.curation.text import MASK
 from cclip_jax.data import png
 from cclip_jax.data.hard_negatives import swap_hard_negative
+
+if TYPE_CHECKING:
+    import ml_collections
 
 
 def tokenizer_path(tokenizer: str, curated_dir: str) -> str:
@@ -37,6 +41,11 @@ def tokenizer_path(tokenizer: str, curated_dir: str) -> str:
     return path
 
 
+def lower_keeping_mask(text: str) -> str:
+    """`text` lower-cased, except the mask token `<M>` of masked concepts."""
+    return MASK.join(part.lower() for part in text.split(MASK))
+
+
 @dataclasses.dataclass
 class Tokenizer:
     """SentencePiece ids, right-padded with `pad_id` and cut to `max_len`.
@@ -47,6 +56,10 @@ class Tokenizer:
     that pools the last position always reads EOS. Without it (this project's own models,
     which mask padding) no EOS is added and a long text keeps its first `max_len` pieces.
 
+    With `lowercase` (SigLIP; `config.model.text.lowercase`, set by `siglip_config`) texts are
+    lower-cased before encoding, as big_vision's `lower(key="texts")` does for the SigLIP
+    tokenizers, which were trained on lower-cased text; the mask token `<M>` keeps its case.
+
     The processor is loaded lazily (and dropped when pickled) so Grain workers build their own.
     """
 
@@ -54,10 +67,24 @@ class Tokenizer:
     max_len: int
     pad_id: int = 0
     sticky_eos: bool = False
+    lowercase: bool = False
     _sp: Any = dataclasses.field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_sp": None}
+
+    @classmethod
+    def for_text_tower(cls, model_path: str, text: ml_collections.ConfigDict) -> Tokenizer:
+        """The tokenizer a text tower's config asks for (`config.model.text`: `max_len`,
+        `pad_id`, `sticky_eos`, `lowercase`), the one place those fields are read."""
+        # `get`: run configs written before `sticky_eos` and `lowercase` existed lack them.
+        return cls(
+            model_path,
+            int(text.max_len),
+            int(text.pad_id),
+            bool(text.get("sticky_eos", False)),
+            bool(text.get("lowercase", False)),
+        )
 
     @property
     def processor(self) -> spm.SentencePieceProcessor:
@@ -91,7 +118,8 @@ class Tokenizer:
         cut = np.zeros(len(texts), bool)
         # One thread: a batch is a few dozen short texts, and SentencePiece's default thread
         # pool costs more to start than the encoding itself.
-        for i, ids in enumerate(self.processor.encode(list(texts), num_threads=1)):
+        texts = [lower_keeping_mask(t) for t in texts] if self.lowercase else list(texts)
+        for i, ids in enumerate(self.processor.encode(texts, num_threads=1)):
             ids = ids + eos
             cut[i] = len(ids) > self.max_len
             if cut[i] and eos:

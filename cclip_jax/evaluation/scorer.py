@@ -15,8 +15,6 @@ Embedding runs on one device, in chunks of `batch_size` (one compiled shape, bou
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -162,18 +160,17 @@ def single_device_abstract(model: nn.Module) -> Any:
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The resolved config a training run wrote to `workdir/config.json`."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    config = run_folder.read_config(workdir)  # `workdir` may be a URL
+    if config is None:
+        path = run_folder.path(workdir, CONFIG_FILE)
         raise FileNotFoundError(f"{path} is missing: is {workdir} a training run's workdir?")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(config)
 
 
 def tokenizer_for(config: ml_collections.ConfigDict, path: str | None = None) -> Tokenizer:
-    """The tokenizer of a run's config at its text tower's `max_len`, pad id and EOS rule: the
+    """The tokenizer of a run's config at its text tower's `max_len`, pad id, EOS and case: the
     SentencePiece model `path`, else the one `transforms.tokenizer_path` picks
     (`data.tokenizer`, else the curated folder's own)."""
     text = config.model.text
     path = path or transforms.tokenizer_path(config.data.tokenizer, config.data.curated_dir)
-    # `get`: run configs written before `sticky_eos` existed have no such field.
-    return Tokenizer(path, int(text.max_len), int(text.pad_id), bool(text.get("sticky_eos", False)))
+    return Tokenizer.for_text_tower(path, text)

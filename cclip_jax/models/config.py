@@ -17,6 +17,8 @@ Layout (an `ml_collections.ConfigDict`; a plain nested dict works too)::
     model.text.mask_padding   True      False reproduces big_vision's unmasked text tower
     model.text.sticky_eos     False     tokenize with big_vision's sticky EOS (SigLIP): EOS
                                         appended, and last when a text is cut
+    model.text.lowercase      False     lower-case texts before tokenizing (SigLIP's tokenizers
+                                        were trained on lower-cased text; `<M>` keeps its case)
     model.text.proj           True
     model.embed_dim           768       shared embedding width D
     model.dtype               'float32' activation/matmul dtype ('bfloat16' on accelerators);
@@ -102,6 +104,7 @@ def get_default_model_config(
             pad_id=0,
             mask_padding=True,
             sticky_eos=False,
+            lowercase=False,
             proj=True,
         )
     )

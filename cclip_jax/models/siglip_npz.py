@@ -75,7 +75,9 @@ def siglip_config(
     text side (same size name as the image tower), embedding width = tower width, and a text tower
     without padding mask that reads the last position, fed as big_vision's SigLIP configs tokenize
     (`eos="sticky"`, `pad_value=1`): `sticky_eos=True` puts EOS after the text, or last when the
-    text is cut, and padding is id 1 (EOS in the c4_en/mc4 vocabularies). Set `image_size` to
+    text is cut, and padding is id 1 (EOS in the c4_en/mc4 vocabularies); texts are lower-cased
+    first (`lowercase=True`: the SigLIP tokenizers were trained on lower-cased text, and
+    big_vision's SigLIP 2 configs tokenize `lower(key="texts")|tok(...)`). Set `image_size` to
     fine-tune at another resolution; the loader resamples the position grid.
     """
     size = sizes.decode_variant(variant)
@@ -89,7 +91,12 @@ def siglip_config(
     )
     cfg.image.proj = False
     cfg.text.update(
-        vocab_size=vocab_size, max_len=max_len, pad_id=1, mask_padding=False, sticky_eos=True
+        vocab_size=vocab_size,
+        max_len=max_len,
+        pad_id=1,
+        mask_padding=False,
+        sticky_eos=True,
+        lowercase=True,
     )
     cfg.embed_dim = size.width
     return cfg
