@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from eval_files import save_image, write_json
 from PIL import Image
 
 from cclip_jax.evaluation import datasets, retrieval, tasks
@@ -47,15 +48,9 @@ class ColourScorer:
         return image_emb @ text_emb.T
 
 
-def save_png(path, colour, size=(6, 5)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour).save(path, format="PNG")
-
-
-def write_json(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-    return str(path)
+def save_png(path, colour):
+    """PNG bytes whatever the name says: exact colours (PIL reads by content)."""
+    save_image(path, colour, size=(6, 5), fmt="PNG")
 
 
 # -------------------------------------------------------------------------- pairs
