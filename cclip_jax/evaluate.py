@@ -4,7 +4,7 @@ Evaluates the latest complete checkpoint of the training run in DIR (or `--step`
 the config's `eval` section asks for (override any field, e.g.
 `--config.eval.sugarcrepe.json_dir=... --config.eval.sugarcrepe.image_dir=.../val2017`), and
 writes `DIR/eval/step_XXXXXXXX.json` and `DIR/report.html`. The model and tokenizer come from
-the run's own `DIR/config.json`.
+the run's own `DIR/config.json`. DIR may be a URL (`gs://bucket/run`, see docs/training.md).
 
 With no checkpoint in DIR and `config.init_from` a SigLIP `.npz`, the `.npz` is evaluated
 (towers from `config.model`, tokenizer from `config.data.tokenizer`) and written as step 0.
@@ -17,13 +17,13 @@ been written, with one line on stderr naming each failure.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from cclip_jax import cli
+from cclip_jax import cli, run_folder
+from cclip_jax.run_folder import paths
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (its `eval` section).", lock_config=False
@@ -38,7 +38,8 @@ def evaluate(config, workdir: str, step: int | None = None) -> str:
     from cclip_jax.evaluation import scorer as scorer_lib
     from cclip_jax.evaluation import suite
 
-    has_run = os.path.exists(os.path.join(workdir, scorer_lib.CONFIG_FILE))
+    run_folder.check_workdir(workdir)  # a URL's missing package: one line, before the model
+    has_run = paths.exists(run_folder.path(workdir, run_folder.CONFIG))
     if has_run:
         scorer, step = scorer_lib.ModelScorer.from_workdir(
             workdir, step, batch_size=config.eval.batch_size
@@ -54,7 +55,7 @@ def evaluate(config, workdir: str, step: int | None = None) -> str:
             config.init_from, config, config.data.tokenizer, batch_size=config.eval.batch_size
         )
         run_config, step = config, 0
-        os.makedirs(workdir, exist_ok=True)
+        paths.makedirs(workdir)
     else:
         raise FileNotFoundError(
             f"{workdir} is not a training run (no config.json) and "
@@ -77,8 +78,7 @@ def run(config, workdir: str, step: int | None = None) -> int:
     from cclip_jax.evaluation import suite
 
     path = evaluate(config, workdir, step)
-    with open(path) as f:
-        results = json.load(f)["results"]
+    results = json.loads(paths.read_text(path))["results"]
     failed = suite.failed(results)
     if failed:
         print(

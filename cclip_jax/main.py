@@ -11,7 +11,7 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
-from cclip_jax import cli
+from cclip_jax import cli, run_folder
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, TensorBoard.")
@@ -33,6 +33,7 @@ def main(argv: list[str]) -> None:
     if not _LIBRARY_INFO.value:
         cli.quiet_libraries()
     config = _CONFIG.value
+    cli.run(run_folder.check_workdir, _WORKDIR.value)  # gs:// without gcsfs: one line
     cli.run(cli.setup_process, config)  # a bad distributed setting: one line too
     # After flag parsing: Grain workers need parsed absl flags.
     from cclip_jax.curation import demo_data

@@ -11,8 +11,10 @@
 # up as in the README (`pip install -r requirements.txt`); the trainer runs with the `python`
 # on the hosts' PATH, or with the virtual environment $CCLIP_VENV (its path on the hosts)
 # activated when CCLIP_VENV is set. The curated shards must be on a disk or filesystem every
-# host can read. The workdir should be a gs:// path (orbax writes there) so checkpoints survive
-# the VMs. jax.distributed.initialize() needs no arguments on TPU VMs. Re-running resumes.
+# host can read. The workdir should be a gs:// path so the run folder survives the VMs; the
+# hosts then also need `pip install gcsfs` (docs/training.md, "Cloud workdirs"), or the trainer
+# stops at start with one line saying so. jax.distributed.initialize() needs no arguments on
+# TPU VMs. Re-running resumes.
 # Each host appends its output to /tmp/cclip_train.log; the exit status is the trainer's.
 set -euo pipefail
 usage="usage: launch/tpu_pod.sh TPU_NAME ZONE CONFIG WORKDIR [--project=P] [--config.key=value ...]"

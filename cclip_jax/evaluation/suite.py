@@ -41,6 +41,7 @@ from cclip_jax.evaluation import synthetic as syn_eval
 from cclip_jax.evaluation.blind import BigramScorer
 from cclip_jax.evaluation.runner import Scorer
 from cclip_jax.evaluation.scorer import ModelScorer
+from cclip_jax.run_folder import paths as folder_paths
 from cclip_jax.synthetic.world import FORMAT_VERSION
 
 EVAL_DIR = run_folder.EVAL
@@ -235,23 +236,16 @@ def run_suite(scorer: ModelScorer, config: ml_collections.ConfigDict) -> tuple[d
 
 
 def write_results(workdir: str, step: int, results: dict[str, Any], image_root: str) -> str:
-    """`workdir/eval/step_XXXXXXXX.json` (written to a temporary name, then renamed)."""
-    out_dir = os.path.join(workdir, EVAL_DIR)
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"step_{step:08d}.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(
-            {
-                "step": step,
-                "image_root": os.path.abspath(image_root) if image_root else "",
-                "results": results,
-            },
-            f,
-            indent=1,
-            sort_keys=True,
-        )
-    os.replace(tmp, path)
+    """`workdir/eval/step_XXXXXXXX.json`, written atomically (`run_folder.paths`); `workdir`
+    may be a URL. The image root is a local folder of this machine."""
+    folder_paths.makedirs(run_folder.path(workdir, EVAL_DIR))
+    path = run_folder.eval_path(workdir, step)
+    record = {
+        "step": step,
+        "image_root": os.path.abspath(image_root) if image_root else "",
+        "results": results,
+    }
+    folder_paths.write_atomic(path, json.dumps(record, indent=1, sort_keys=True))
     return path
 
 

@@ -9,7 +9,6 @@ Files that cannot be read are named on the page; an entry's problems are flagged
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from cclip_jax.report.html import (
     table,
     tag,
 )
+from cclip_jax.run_folder import paths as folder_paths
 
 EVAL_DIR = run_folder.EVAL
 # Conditional-retrieval rows shown per key, and results shown per row.
@@ -67,11 +67,10 @@ def load_evals(workdir: str) -> tuple[list[dict[str, Any]], list[str]]:
       [problem])`.
     """
     evals, problems = [], []
-    for path in sorted(glob.glob(os.path.join(workdir, EVAL_DIR, "step_*.json"))):
-        name = os.path.basename(path)
+    for path in folder_paths.glob(run_folder.path(workdir, EVAL_DIR), "step_*.json"):
+        name = folder_paths.basename(path)
         try:
-            with open(path) as f:
-                record = json.load(f)
+            record = json.loads(folder_paths.read_text(path))
             match = re.search(r"\d+", name)
             step = int(record.get("step", match.group() if match else -1))
             if not isinstance(record.get("results"), dict):
@@ -287,7 +286,10 @@ def eval_section(workdir: str, assets: Assets) -> list[Markup]:
         out.append(note("Evaluation files that could not be read: " + "; ".join(problems)))
     if not evals:
         out.append(
-            note(f"No evaluation yet: {os.path.join(workdir, EVAL_DIR)} holds no step_*.json file.")
+            note(
+                f"No evaluation yet: {run_folder.path(workdir, EVAL_DIR)} holds no step_*.json "
+                "file."
+            )
         )
         return out
     latest = evals[-1]

@@ -2,7 +2,9 @@
 
 It renders from whatever the run folder holds (`config.json`, `metrics.jsonl`, `eval/`,
 `checkpoints/`) and says what is missing instead of failing, so it can be written at any point
-of a run, or of a run that crashed.
+of a run, or of a run that crashed. The run folder is read through `run_folder.paths`, so it
+may be a URL (`gs://...`); the page and its PNGs (matplotlib writes local files) are then
+rendered into a local temporary folder and copied up, the PNGs first.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import tempfile
 from typing import Any
 
 from cclip_jax import run_folder
 from cclip_jax.report import plots
-from cclip_jax.report.assets import Assets
+from cclip_jax.report.assets import FILES_DIR, Assets
 from cclip_jax.report.evaluation import eval_section
 from cclip_jax.report.gallery import gallery_section
 from cclip_jax.report.html import (
@@ -29,6 +32,7 @@ from cclip_jax.report.html import (
     tag,
     write_page,
 )
+from cclip_jax.run_folder import paths as folder_paths
 from cclip_jax.run_folder.metrics import METRICS_FILE, read_jsonl
 
 CONFIG_FILE = run_folder.CONFIG
@@ -96,10 +100,9 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def load_config(workdir: str) -> tuple[dict[str, Any] | None, str]:
     """`(flat config, "")` from `workdir/config.json`, or `(None, why not)`."""
-    path = os.path.join(workdir, CONFIG_FILE)
+    path = run_folder.path(workdir, CONFIG_FILE)
     try:
-        with open(path) as f:
-            config = json.load(f)
+        config = json.loads(folder_paths.read_text(path))
         if not isinstance(config, dict):
             raise ValueError("not a JSON object")
     except FileNotFoundError:
@@ -110,8 +113,8 @@ def load_config(workdir: str) -> tuple[dict[str, Any] | None, str]:
 
 
 def _load_metrics(workdir: str) -> tuple[list[dict[str, Any]], str]:
-    path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.exists(path):
+    path = run_folder.path(workdir, METRICS_FILE)
+    if not folder_paths.exists(path):
         return [], f"No training metrics yet: {path} does not exist."
     try:
         records = read_jsonl(path)
@@ -119,8 +122,7 @@ def _load_metrics(workdir: str) -> tuple[list[dict[str, Any]], str]:
         return [], f"{path} could not be read: {e}"
     except ValueError:
         # A line cut short (a run killed mid-write, or still writing): keep the good lines.
-        with open(path) as f:
-            lines = [line for line in f if line.strip()]
+        lines = [line for line in folder_paths.read_text(path).splitlines() if line.strip()]
         records = [r for r in map(_parse_line, lines) if r is not None]
         if len(records) < len(lines):
             return _with_step(records), f"{len(lines) - len(records)} unreadable lines skipped."
@@ -141,8 +143,7 @@ def _with_step(records: list[Any]) -> list[dict[str, Any]]:
 
 def _checkpoint_steps(workdir: str) -> list[int]:
     folder = run_folder.path(workdir, run_folder.CHECKPOINTS)
-    names = os.listdir(folder) if os.path.isdir(folder) else []
-    return sorted(int(n) for n in names if n.isdigit())
+    return sorted(int(n) for n in folder_paths.listdir(folder) if n.isdigit())
 
 
 def _header(
@@ -152,7 +153,7 @@ def _header(
     total = config.get("total_steps") if config else None
     last = records[-1]["step"] if records else None
     facts = [
-        ("run folder", os.path.abspath(workdir)),
+        ("run folder", folder_paths.absolute(workdir)),
         (
             "last logged step",
             "none yet" if last is None else f"{last}" + (f" of {total}" if total else ""),
@@ -240,13 +241,30 @@ def write_report(workdir: str, curated_dir: str | None = None) -> str:
     Returns:
       The path of `report.html`.
     """
-    if not os.path.isdir(workdir):
+    if not folder_paths.isdir(workdir):
         raise FileNotFoundError(f"run folder {workdir} does not exist")
-    assets = Assets(workdir)
+    if not folder_paths.is_url(workdir):
+        return _render(workdir, workdir, curated_dir)
+    with tempfile.TemporaryDirectory(prefix="cclip-report-") as local:
+        page_path = _render(workdir, local, curated_dir)
+        # The old PNGs go (as Assets empties a local folder), the new ones come before the page
+        # that names them: a reader sees the old report or the new one.
+        files = folder_paths.join(workdir, FILES_DIR)
+        folder_paths.rmtree(files)
+        folder_paths.copy_files(os.path.join(local, FILES_DIR), files)
+        with open(page_path, "rb") as f:
+            folder_paths.write_atomic(run_folder.path(workdir, run_folder.REPORT), f.read())
+    return run_folder.path(workdir, run_folder.REPORT)
+
+
+def _render(workdir: str, out_dir: str, curated_dir: str | None) -> str:
+    """Writes the report of the run folder `workdir` into the local folder `out_dir` (its
+    `report.html` and `report_files/`); returns the page's path."""
+    assets = Assets(out_dir)
     config, why_no_config = load_config(workdir)
     records, why_no_metrics = _load_metrics(workdir)
     gallery_dir, why_no_gallery = _curated_dir(config, curated_dir)
-    title = f"cclip_jax run: {os.path.basename(os.path.abspath(workdir))}"
+    title = f"cclip_jax run: {folder_paths.basename(folder_paths.absolute(workdir))}"
     body = [
         section("run", "Run", *_header(workdir, config, why_no_config, records)),
         section(
@@ -262,4 +280,4 @@ def write_report(workdir: str, curated_dir: str | None = None) -> str:
             *gallery_section(gallery_dir, why_no_gallery, assets),
         ),
     ]
-    return write_page(workdir, page(title, *body))
+    return write_page(out_dir, page(title, *body))

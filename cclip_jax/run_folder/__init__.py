@@ -1,9 +1,11 @@
 """The training run folder: every path in it, its config, its history, and the resume check.
 
-This package owns the folder. Its `__init__` is the light layout API (json and os only); what
-writes the heavy parts lives in submodules imported where needed: `checkpoints` (orbax) and
-`metrics` (JSONL, TensorBoard, the console line). It imports nothing of training, evaluation,
-the report or the experiment, which all build on it.
+This package owns the folder. Its `__init__` is the light layout API; what writes the heavy
+parts lives in submodules imported where needed: `checkpoints` (orbax) and `metrics` (JSONL,
+TensorBoard, the console line). Every file operation on the folder goes through `paths`, so
+DIR may be a local path or a URL (`gs://bucket/run`; `check_workdir` says in one line what to
+install when its package is missing). It imports nothing of training, evaluation, the report
+or the experiment, which all build on it.
 
     DIR/config.json        the resolved config of the run (curated folder, initial biases)
     DIR/history.jsonl      one line per start: new run, resume, forced config change
@@ -24,9 +26,10 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
+
+from cclip_jax.run_folder import paths
 
 CONFIG = "config.json"
 HISTORY = "history.jsonl"
@@ -58,39 +61,45 @@ class ConfigChangedError(ValueError):
     """A resume whose config differs from the run's own in a field that may not change."""
 
 
+def check_workdir(workdir: str) -> None:
+    """Raises `paths.PathBackendError` (a ValueError: one line on the command line) when
+    `workdir` is a URL this machine cannot write, e.g. gs:// without gcsfs installed."""
+    paths.check(workdir)
+
+
 def path(workdir: str, name: str) -> str:
     """`workdir/name` for one of this module's names (CONFIG, CHECKPOINTS, ...)."""
-    return os.path.join(workdir, name)
+    return paths.join(workdir, name)
+
+
+def eval_path(workdir: str, step: int) -> str:
+    """`workdir/eval/step_XXXXXXXX.json`, the evaluation at `step`."""
+    return paths.join(workdir, EVAL, f"step_{step:08d}.json")
 
 
 def read_config(workdir: str) -> dict[str, Any] | None:
     """The run's stored config as a dict, or None when the folder has none."""
     try:
-        with open(path(workdir, CONFIG)) as f:
-            return json.load(f)
+        return json.loads(paths.read_text(path(workdir, CONFIG)))
     except FileNotFoundError:
         return None
 
 
 def write_config(workdir: str, config: Mapping[str, Any]) -> None:
     """`workdir/config.json`, atomically (a reader never sees half a file)."""
-    os.makedirs(workdir, exist_ok=True)
-    tmp = path(workdir, CONFIG + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(config, f, indent=1)
-    os.replace(tmp, path(workdir, CONFIG))
+    paths.makedirs(workdir)
+    paths.write_atomic(path(workdir, CONFIG), json.dumps(config, indent=1))
 
 
 def append_history(workdir: str, event: str, **fields: Any) -> None:
     """One line in `workdir/history.jsonl`: the event, the time, and `fields`."""
-    os.makedirs(workdir, exist_ok=True)
+    paths.makedirs(workdir)
     line = {
         "event": event,
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **fields,
     }
-    with open(path(workdir, HISTORY), "a") as f:
-        f.write(json.dumps(line) + "\n")
+    paths.append_text(path(workdir, HISTORY), json.dumps(line) + "\n")
 
 
 def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -13,15 +13,17 @@ A full disk (or quota) while writing is raised as one `OSError(errno.ENOSPC)` na
 the directory and the last good checkpoint, after the failed step's temporary folder is removed;
 `cli.run` prints it as one line. An async save's failure surfaces at `wait` or at the next
 `save` (orbax waits for the previous write first), so it is named after its own step.
+
+The directory may be a URL (`gs://bucket/run/checkpoints`): orbax then writes its metadata
+through `etils.epath` (gcsfs), probes the bucket with google-cloud-storage, and writes the
+arrays with TensorStore's own GCS driver (Google application-default credentials).
 """
 
 from __future__ import annotations
 
 import errno
-import glob
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +34,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
+
+from cclip_jax.run_folder import paths
 
 _FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # TensorStore reports a full disk as `ValueError("RESOURCE_EXHAUSTED: ... No space left on device
@@ -78,7 +82,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
-        self.directory = os.path.abspath(directory)
+        self.directory = paths.absolute(directory)  # a URL stays one
         self._writing: int | None = None  # the step an async save is still writing
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -185,7 +189,7 @@ class Checkpointer:
                 f"no space left on device while saving checkpoint {step} in {self.directory}; "
                 f"its temporary folder was removed and the last good checkpoint is "
                 f"{'none' if last is None else last}",
-                os.path.join(self.directory, str(step)),
+                paths.join(self.directory, str(step)),
             ) from e
 
     def _remove_temporary_folders(self, step: int) -> None:
@@ -194,12 +198,15 @@ class Checkpointer:
         (Python threads, TensorStore) may recreate the folder just after it is removed. Every
         process removes what it sees (the folder may be per host or shared); a leftover that
         appears even later is removed when the next run opens the folder."""
-        pattern = os.path.join(glob.escape(self.directory), f"{step}{ocp.utils.TMP_DIR_SUFFIX}*")
+        pattern = f"{step}{ocp.utils.TMP_DIR_SUFFIX}*"
         deadline, quiet = time.monotonic() + _SETTLE_S, 0
         while quiet < 3 and time.monotonic() < deadline:
-            found = glob.glob(pattern)
+            found = paths.glob(self.directory, pattern)
             for tmp in found:
-                shutil.rmtree(tmp, ignore_errors=True)
+                try:
+                    paths.rmtree(tmp)
+                except OSError:  # being rewritten by a write still in flight: next round
+                    pass
             quiet = 0 if found else quiet + 1
             time.sleep(0.05)
 

@@ -2,14 +2,24 @@
 
 Only process 0 writes. On resume, `metrics.jsonl` is cut back to the restored step, so after a
 kill and restart the file reads exactly like the one of an uninterrupted run.
+
+TensorBoard's events of a URL run folder (`gs://...`) are written by tensorboardX into a local
+temporary folder and copied up through `run_folder.paths` at `flush`, at `close`, and at a
+logged step when the last copy is `UPLOAD_EVERY_S` old. tensorboardX's own gs:// writer
+(google-cloud-storage) would bypass that layer and talk to the bucket when built and again
+when garbage-collected; registering a writer factory of ours would change tensorboardX's one
+process-wide entry per scheme, and each of its flushes would rewrite the object whole all the
+same. Staged, tensorboardX's writer thread does local I/O only, and an upload runs (and
+fails) in the caller, at known points.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 
@@ -17,26 +27,28 @@ import jax
 from tensorboardX import SummaryWriter
 
 from cclip_jax import run_folder
+from cclip_jax.run_folder import paths
 
 METRICS_FILE = run_folder.METRICS
+UPLOAD_EVERY_S = 120.0  # tensorboardX's own flush period: events reach the bucket as often
+
+
+def _records(text: str) -> list[str]:
+    return [line + "\n" for line in text.splitlines() if line.strip()]
 
 
 def truncate_jsonl(path: str, last_step: int) -> None:
     """Drops lines of `path` whose `step` is greater than `last_step` (atomic rewrite)."""
-    if not os.path.exists(path):
+    if not paths.exists(path):
         return
-    with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(keep)
-    os.replace(tmp, path)
+    lines = _records(paths.read_text(path))
+    keep = [line for line in lines if json.loads(line)["step"] <= last_step]
+    paths.write_atomic(path, "".join(keep))
 
 
 def read_jsonl(path: str) -> list[dict]:
     """All records of a metrics file."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in _records(paths.read_text(path))]
 
 
 def _fmt_time(seconds: float) -> str:
@@ -60,12 +72,17 @@ class MetricsWriter:
     def __init__(self, workdir: str, total_steps: int, start_step: int = 0, console: bool = True):
         self.enabled = jax.process_index() == 0
         self.total_steps, self.console = total_steps, console
-        self.path = os.path.join(workdir, METRICS_FILE)
+        self.path = run_folder.path(workdir, METRICS_FILE)
+        self.events_dir = run_folder.path(workdir, run_folder.TENSORBOARD)
         self._tb: SummaryWriter | None = None
+        self._staging: str | None = None  # the local folder of a URL run's event files
+        self._uploaded = time.monotonic()
         if self.enabled:
-            os.makedirs(workdir, exist_ok=True)
+            paths.makedirs(workdir)
             truncate_jsonl(self.path, start_step)
-            self._tb = SummaryWriter(run_folder.path(workdir, run_folder.TENSORBOARD))
+            if paths.is_url(self.events_dir):
+                self._staging = tempfile.mkdtemp(prefix="cclip-tensorboard-")
+            self._tb = SummaryWriter(self._staging or self.events_dir)
         self._t0, self._s0 = time.perf_counter(), start_step
         self._last: tuple[int, float] | None = None  # (step, time) of the previous line
 
@@ -74,12 +91,13 @@ class MetricsWriter:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        paths.append_text(self.path, json.dumps(record) + "\n")
         assert self._tb is not None
         for key, value in record.items():
             if key != "step" and math.isfinite(value):
                 self._tb.add_scalar(key, value, step)
+        if self._staging and time.monotonic() - self._uploaded >= UPLOAD_EVERY_S:
+            self.flush()
         if self.console:
             print(self._progress(step, record, time.perf_counter()), file=sys.stderr, flush=True)
 
@@ -101,10 +119,25 @@ class MetricsWriter:
         return f"{head} {rate:.2f} steps/s ETA {_fmt_time(eta)}"
 
     def flush(self) -> None:
+        """Writes the pending TensorBoard events (and copies them up for a URL run folder)."""
         if self._tb is not None:
             self._tb.flush()
+            self._upload()
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+            try:
+                self._upload()
+            finally:
+                if self._staging:
+                    shutil.rmtree(self._staging, ignore_errors=True)
+                    self._staging = None
+
+    def _upload(self) -> None:
+        """Copies the staged event files, whole (object stores have no append), to the run
+        folder's `tensorboard/`; those of earlier starts stay there, as in a local folder."""
+        if self._staging:
+            paths.copy_files(self._staging, self.events_dir)
+            self._uploaded = time.monotonic()

@@ -13,7 +13,6 @@ the demo's data: `config.data.curated_dir` must name a curated folder
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from typing import Any
@@ -28,6 +27,7 @@ from cclip_jax import config as config_lib
 from cclip_jax import data as data_lib
 from cclip_jax import run_folder
 from cclip_jax.evaluation import suite
+from cclip_jax.run_folder import paths
 from cclip_jax.run_folder.checkpoints import Checkpointer
 from cclip_jax.run_folder.metrics import MetricsWriter
 from cclip_jax.training.corrupt import CorruptBatchError, next_batch
@@ -223,8 +223,8 @@ def train_and_evaluate(
             data_iter.close()  # stops Grain's worker processes and frees their shared memory
     # The final evaluation, also when a restarted run finds itself already finished (e.g. it
     # was preempted right after its last checkpoint) and that evaluation is missing.
-    final = os.path.join(workdir, suite.EVAL_DIR, f"step_{config.total_steps:08d}.json")
-    done = jax.process_index() == 0 and os.path.exists(final)
+    final = run_folder.eval_path(workdir, config.total_steps)
+    done = jax.process_index() == 0 and paths.exists(final)
     if jax.process_count() > 1:  # every process must agree before joining the gather
         done = bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
     if step == config.total_steps and config.eval.every_steps >= 0 and not done:
