@@ -5,14 +5,17 @@ import jax
 import jax.numpy as jnp
 import loss_reference as ref
 import numpy as np
+from jax.sharding import AxisType
 
 from cclip_jax import losses
 
 SCALE, BIAS, UW = 3.0, -1.5, 0.7  # temperature, bias and unknown weight of every case
 
 
-def random_case(b, k, d, seed=0, p=(0.3, 0.4, 0.3), no_present_rows=(), unknown_cols=()):
-    """Random embeddings and labels; chosen rows get no `+1`, chosen columns are all `0`."""
+def random_case(b, k, d, seed=0, p=(0.3, 0.4, 0.3), no_present_rows=(), unknown_cols=(),
+                zero_concepts=(), odd_labels=False):  # fmt: skip
+    """Random embeddings and labels; chosen rows get no `+1`, chosen columns are all `0`,
+    chosen concepts are zero vectors, and `odd_labels` puts values outside {-1, 0, 1}."""
     rng = np.random.default_rng(seed)
     x, t, c = rng.normal(size=(b, d)), rng.normal(size=(b, d)), rng.normal(size=(k, d))
     labels = rng.choice([-1, 0, 1], size=(b, k), p=p).astype(np.int8)
@@ -20,7 +23,19 @@ def random_case(b, k, d, seed=0, p=(0.3, 0.4, 0.3), no_present_rows=(), unknown_
         labels[row][labels[row] == 1] = -1
     for col in unknown_cols:
         labels[:, col] = 0
+    c[list(zero_concepts)] = 0.0
+    if odd_labels:  # drawn last: the cases without them stay what they were
+        labels[rng.random((b, k)) < 0.2] = 2
+        labels[rng.random((b, k)) < 0.1] = -3
     return x, t, c, labels
+
+
+def cpu_mesh(shape, names):
+    """A mesh of the first `prod(shape)` (fake CPU) devices with Auto axes."""
+    n = int(np.prod(shape))
+    return jax.make_mesh(
+        shape, names, axis_types=(AxisType.Auto,) * len(shape), devices=jax.devices()[:n]
+    )
 
 
 def tight_max_present(labels):

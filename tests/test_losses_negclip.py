@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import loss_reference as ref
 import numpy as np
 import pytest
-from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
+from loss_cases import cpu_mesh
 
 from cclip_jax import losses
 
@@ -52,13 +52,6 @@ def _reference(kind, valid):
         return lambda x, t, h, scale, bias: ref.softmax_loss_negclip(x, t, h, valid, scale)
     ids = PAIR_IDS if kind == "sigmoid_pair_ids" else None
     return lambda x, t, h, scale, bias: ref.sigmoid_loss_negclip(x, t, h, valid, scale, bias, ids)
-
-
-def _mesh(shape, names):
-    n = int(np.prod(shape))
-    return jax.make_mesh(
-        shape, names, axis_types=(AxisType.Auto,) * len(shape), devices=jax.devices()[:n]
-    )
 
 
 GRAD_ARGS = (0, 1, 2, 4, 5)  # x, t, h, scale, bias
@@ -108,7 +101,7 @@ def test_value_and_gradients_match_float64_sharded(kind):
         axis = names if len(names) > 1 else names[0]
         specs = (P(axis), P(axis), P(axis), P(axis), P(), P(), P(axis))
         f = jax.shard_map(
-            _loss(kind, axis), mesh=_mesh(shape, names), in_specs=specs, out_specs=P()
+            _loss(kind, axis), mesh=cpu_mesh(shape, names), in_specs=specs, out_specs=P()
         )
         v, g = jax.jit(jax.value_and_grad(f, argnums=GRAD_ARGS))(*args)
         np.testing.assert_allclose(v, want_v, rtol=2e-5, err_msg=f"mesh {shape}")

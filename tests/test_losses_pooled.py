@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import loss_reference as ref
 import numpy as np
 import pytest
-from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 from jax.test_util import check_grads
+from loss_cases import cpu_mesh
 
 from cclip_jax import losses
 
@@ -154,13 +154,6 @@ def test_shape_errors():
         losses.pooled_conditional_sigmoid_loss(xc, t, labels, scale=1.0, bias=0.0, normalize="rows")
 
 
-def _mesh(shape, names):
-    n = int(np.prod(shape))
-    return jax.make_mesh(
-        shape, names, axis_types=(AxisType.Auto,) * len(shape), devices=jax.devices()[:n]
-    )
-
-
 def _sharded(mesh, axis, **kw):
     specs = (P(axis), P(axis), P(axis), P(), P(), P())
     return jax.shard_map(_loss(axis, **kw), mesh=mesh, in_specs=specs, out_specs=P())
@@ -180,7 +173,7 @@ def test_ring_sharded_matches_float64_reference(beta):
     ):
         axis = names if len(names) > 1 else names[0]
         f = jax.jit(
-            jax.value_and_grad(_sharded(_mesh(shape, names), axis, beta=beta), argnums=GRAD_ARGS)
+            jax.value_and_grad(_sharded(cpu_mesh(shape, names), axis, beta=beta), argnums=GRAD_ARGS)
         )
         _check(f(*_f32_args(xc, t, labels)), want, msg=f"mesh {shape}")
 
@@ -191,6 +184,6 @@ def test_tiles_and_padded_concept_chunks_match_reference(monkeypatch):
     monkeypatch.setattr(losses._engine, "TILE_ELEMENTS", 84)
     for b, shape in ((14, None), (28, (2,))):
         xc, t, labels = _case(b, 7, 3, seed=9)
-        f = _loss() if shape is None else _sharded(_mesh(shape, ("d",)), "d")
+        f = _loss() if shape is None else _sharded(cpu_mesh(shape, ("d",)), "d")
         got = jax.jit(jax.value_and_grad(f, argnums=GRAD_ARGS))(*_f32_args(xc, t, labels))
         _check(got, _want(xc, t, labels), msg=f"B={b}")

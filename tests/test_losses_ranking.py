@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import loss_reference as ref
 import numpy as np
 import pytest
-from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 from jax.test_util import check_grads
+from loss_cases import cpu_mesh, random_case
 
 from cclip_jax import losses
 
@@ -19,30 +19,14 @@ GRAD_ARGS = (0, 1, 2, 4, 5)  # x, t, c, scale, unknown_weight
 MiB = 2**20
 
 
-def _case(b, k, d, seed=0, p=(0.3, 0.4, 0.3), no_present_rows=(), unknown_cols=(),
-          zero_concepts=(), odd_labels=False):  # fmt: skip
-    """Random embeddings and labels; chosen rows get no `+1`, chosen columns are all `0`,
-    chosen concepts are zero vectors, and `odd_labels` puts values outside {-1, 0, 1}."""
-    rng = np.random.default_rng(seed)
-    x, t, c = rng.normal(size=(b, d)), rng.normal(size=(b, d)), rng.normal(size=(k, d))
-    labels = rng.choice([-1, 0, 1], size=(b, k), p=p).astype(np.int8)
-    for row in no_present_rows:
-        labels[row][labels[row] == 1] = -1
-    for col in unknown_cols:
-        labels[:, col] = 0
-    c[list(zero_concepts)] = 0.0
-    if odd_labels:
-        labels[rng.random((b, k)) < 0.2] = 2
-        labels[rng.random((b, k)) < 0.1] = -3
-    return x, t, c, labels
-
-
 CASES = {
-    "b6_k4": _case(6, 4, 5),
-    "k1": _case(5, 1, 3, seed=1, p=(0.2, 0.2, 0.6)),
-    "b8_k11_sparse_rows": _case(8, 11, 4, seed=2, no_present_rows=(0, 3), unknown_cols=(5,)),
-    "b4_k9_all_unknown_cols": _case(4, 9, 6, seed=3, unknown_cols=(0, 1, 2)),
-    "b7_k5_zero_concepts_odd_labels": _case(7, 5, 4, seed=4, zero_concepts=(1, 3), odd_labels=True),
+    "b6_k4": random_case(6, 4, 5),
+    "k1": random_case(5, 1, 3, seed=1, p=(0.2, 0.2, 0.6)),
+    "b8_k11_sparse_rows": random_case(8, 11, 4, seed=2, no_present_rows=(0, 3), unknown_cols=(5,)),
+    "b4_k9_all_unknown_cols": random_case(4, 9, 6, seed=3, unknown_cols=(0, 1, 2)),
+    "b7_k5_zero_concepts_odd_labels": random_case(
+        7, 5, 4, seed=4, zero_concepts=(1, 3), odd_labels=True
+    ),
 }
 
 
@@ -89,7 +73,7 @@ def test_matches_float64_reference(name):
 # No zero concepts here: the ε of the cosine makes a zero gate a kink (its cosines jump from 0
 # as the gate leaves 0), which a joint perturbation of gates and embeddings sees.
 @pytest.mark.parametrize(
-    "case", [CASES["b8_k11_sparse_rows"], _case(7, 5, 4, seed=4, odd_labels=True)]
+    "case", [CASES["b8_k11_sparse_rows"], random_case(7, 5, 4, seed=4, odd_labels=True)]
 )
 def test_check_grads_in_float64(case):
     x, t, c, labels = case
@@ -103,7 +87,7 @@ def test_check_grads_in_float64(case):
 
 
 def test_batch_without_positives_is_zero_with_zero_gradients():
-    x, t, c, _ = _case(6, 4, 5, seed=11)
+    x, t, c, _ = random_case(6, 4, 5, seed=11)
     rng = np.random.default_rng(0)
     for labels in (np.zeros((6, 4), np.int8), np.full((6, 4), -1, np.int8),
                    rng.choice([-1, 0, 2], size=(6, 4)).astype(np.int8)):  # fmt: skip
@@ -118,7 +102,7 @@ def test_uniform_cosines_give_the_log_count_ratio(scale):
     """Every image and caption the same vector: each cosine is 1, every logit `scale`, and each
     entry's loss is `log((P_k + N_k + uw·U_k) / P_k)` from its column's counts alone."""
     assert "bias" not in inspect.signature(losses.conditional_ranking_loss).parameters
-    _, _, c, labels = _case(9, 6, 5, seed=5, odd_labels=True)
+    _, _, c, labels = random_case(9, 6, 5, seed=5, odd_labels=True)
     labels[:, 2] = np.where(labels[:, 2] == 1, -1, labels[:, 2])  # a column without +1
     v = np.random.default_rng(1).normal(size=5)
     x = t = np.tile(v, (9, 1))
@@ -135,7 +119,7 @@ def test_large_scale_stays_exact():
     """Scale 100 with each image's own caption pointing away (cosine ≈ -1) and few positives:
     entry losses near 2·scale. A fixed shift by `scale` would underflow its numerators in
     float32 (e^-190); the running log-sum-exps do not."""
-    x, t, c, labels = _case(6, 3, 4, seed=6, p=(0.5, 0.3, 0.2))
+    x, t, c, labels = random_case(6, 3, 4, seed=6, p=(0.5, 0.3, 0.2))
     t = -x + 0.05 * np.random.default_rng(2).normal(size=x.shape)
     c = np.abs(c) + 0.5
     value, grads = _VALUE_AND_GRAD(*_f32_args(x, t, c, labels, scale=100.0))
@@ -147,12 +131,6 @@ def test_large_scale_stays_exact():
         np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * np.abs(want).max())
 
 
-def _mesh(shape, names):
-    n = int(np.prod(shape))
-    return jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape),
-                         devices=jax.devices()[:n])  # fmt: skip
-
-
 def _sharded(mesh, axis):
     specs = (P(axis), P(axis), P(), P(axis), P(), P())
     return jax.shard_map(_loss(axis), mesh=mesh, in_specs=specs, out_specs=P())
@@ -160,13 +138,13 @@ def _sharded(mesh, axis):
 
 def test_ring_sharded_matches_float64_reference():
     """Value and gradients on 1, 2, 4 and 8 devices (and a 2 x 2 mesh) against float64."""
-    x, t, c, labels = _case(16, 5, 6, seed=7, no_present_rows=(2, 9), odd_labels=True)
+    x, t, c, labels = random_case(16, 5, 6, seed=7, no_present_rows=(2, 9), odd_labels=True)
     want = _want(x, t, c, labels)
     meshes = [((1,), ("d",)), ((2,), ("d",)), ((4,), ("d",)), ((8,), ("d",)),
               ((2, 2), ("a", "b"))]  # fmt: skip
     for shape, names in meshes:
         axis = names if len(names) > 1 else names[0]
-        f = jax.jit(jax.value_and_grad(_sharded(_mesh(shape, names), axis), argnums=GRAD_ARGS))
+        f = jax.jit(jax.value_and_grad(_sharded(cpu_mesh(shape, names), axis), argnums=GRAD_ARGS))
         _check(*f(*_f32_args(x, t, c, labels)), *want, msg=f"mesh {shape}")
 
 
@@ -175,8 +153,8 @@ def test_tiles_and_padded_concept_chunks_match_reference(monkeypatch):
     chunks of 3 (7 concepts, 2 padding), unsharded and on a ring of 2 devices."""
     monkeypatch.setattr(losses._engine, "TILE_ELEMENTS", 84)
     for b, shape in ((14, None), (28, (2,))):
-        x, t, c, labels = _case(b, 7, 3, seed=8)
-        f = _loss() if shape is None else _sharded(_mesh(shape, ("d",)), "d")
+        x, t, c, labels = random_case(b, 7, 3, seed=8)
+        f = _loss() if shape is None else _sharded(cpu_mesh(shape, ("d",)), "d")
         got = jax.jit(jax.value_and_grad(f, argnums=GRAD_ARGS))(*_f32_args(x, t, c, labels))
         _check(*got, *_want(x, t, c, labels), msg=f"B={b}")
 
@@ -205,7 +183,7 @@ def test_per_device_memory_does_not_grow_with_devices():
         f = lambda x, t, c, labels: losses.conditional_ranking_loss(
             x, t, c, labels, scale=10.0, axis_name="d"
         )
-        sharded = jax.shard_map(f, mesh=_mesh((n,), ("d",)), in_specs=specs, out_specs=P())
+        sharded = jax.shard_map(f, mesh=cpu_mesh((n,), ("d",)), in_specs=specs, out_specs=P())
         shapes = [((n * b, d), jnp.float32), ((n * b, d), jnp.float32), ((k, d), jnp.float32),
                   ((n * b, k), jnp.int8)]  # fmt: skip
         args = [jax.ShapeDtypeStruct(s, dt) for s, dt in shapes]

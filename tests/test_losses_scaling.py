@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import loss_reference as ref
 import numpy as np
 import pytest
-from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 from jaxpr_cost import grad_matmul_flops
+from loss_cases import cpu_mesh
 
 from cclip_jax import losses
 
@@ -71,13 +71,6 @@ def _reference(kind, x, t, c, labels, scale, bias):
     return ref.conditional_sigmoid_loss(x, t, c, labels, scale, bias, UW, beta, normalize)
 
 
-def _mesh(shape, names):
-    n = int(np.prod(shape))
-    return jax.make_mesh(
-        shape, names, axis_types=(AxisType.Auto,) * len(shape), devices=jax.devices()[:n]
-    )
-
-
 def _sharded(f, mesh, axis):
     specs = (P(axis), P(axis), P(), P(axis), P(), P(), P(axis))
     return jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=P())
@@ -99,7 +92,7 @@ def test_ring_sharded_matches_float64_reference(kind):
               ((2, 2), ("a", "b"))]  # fmt: skip
     for shape, names in meshes:
         axis = names if len(names) > 1 else names[0]
-        f = _sharded(_loss(kind, axis), _mesh(shape, names), axis)
+        f = _sharded(_loss(kind, axis), cpu_mesh(shape, names), axis)
         v, g = jax.jit(jax.value_and_grad(f, argnums=GRAD_ARGS))(*args)
         np.testing.assert_allclose(v, want_v, rtol=2e-5, err_msg=f"mesh {shape}")
         for got, want in zip(g, want_g, strict=True):
@@ -111,7 +104,7 @@ def test_ring_gradient_of_gathered_concepts_is_not_double_counted():
     x, t, c, labels = _data(16, 8, 6, r=2, seed=1)
     args = (x, t, c, labels, np.float32(SCALE), np.float32(BIAS), PAIR_IDS)
     want = jax.jit(jax.grad(_loss("sparse_beta"), argnums=2))(*args)
-    mesh = _mesh((4,), ("d",))
+    mesh = cpu_mesh((4,), ("d",))
 
     def f(x, t, c_share, labels, scale, bias, ids):
         c = jax.lax.all_gather(c_share, "d", tiled=True)  # device-varying, not replicated
@@ -158,7 +151,7 @@ def test_per_device_memory_does_not_grow_with_devices(max_present):
             )
 
         specs = (P("d"), P("d"), P(), P("d"))
-        sharded = jax.shard_map(f, mesh=_mesh((n,), ("d",)), in_specs=specs, out_specs=P())
+        sharded = jax.shard_map(f, mesh=cpu_mesh((n,), ("d",)), in_specs=specs, out_specs=P())
         return _temp_bytes(sharded, *_shapes(n * b, k, d))
 
     base, largest = temp(2), temp(8)

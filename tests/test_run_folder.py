@@ -47,6 +47,18 @@ def test_changed_fields_are_named_with_old_and_new_values():
     assert run_folder.config_changes(OLD, extra) == [("model.gate", "<absent>", "ones")]
 
 
+def test_a_field_added_since_the_run_reads_as_its_old_behaviour():
+    """A config.json written before `model.text.lowercase` existed resumes under a config
+    that holds its old-behaviour value, and is refused under any other value."""
+    new = _with(data__skip_corrupt_batches=True)
+    new["model"]["text"] = {"lowercase": False}
+    assert run_folder.config_changes(OLD, new) == []
+    new["model"]["text"] = {"lowercase": True}
+    assert run_folder.config_changes(OLD, new) == [
+        ("model.text.lowercase", False, True)
+    ]
+
+
 def test_a_folder_of_the_old_max_present_spelling_is_refused_by_name(tmp_path):
     """config.json of runs from before 'manifest' / 'dense' holds -1 / 0: a resume says which
     field changed (and --force_config_change resumes with the new spelling)."""

@@ -54,7 +54,17 @@ MAY_CHANGE_ON_RESUME = (
     "data.num_workers",
     "data.prefetch",
     "data.cache_dir",
+    "data.skip_corrupt_batches",
 )
+
+# Fields added after run folders were first written, each with the value that computes what
+# the code did before it existed: a stored config without one reads as having that value, so
+# a run written then still resumes (and a run that sets another value is a change).
+ADDED_FIELDS = {
+    "model.text.sticky_eos": False,
+    "model.text.lowercase": False,
+    "data.skip_corrupt_batches": False,
+}
 
 
 class ConfigChangedError(ValueError):
@@ -115,8 +125,9 @@ def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """`(field, old, new)` for every dotted field that differs and may not change on resume
-    (a field present on one side only counts as a change, shown as `<absent>`)."""
-    a, b = _flat(old), _flat(new)
+    (a field present on one side only counts as a change, shown as `<absent>`, unless it is
+    one of `ADDED_FIELDS`, which reads as its old behaviour's value when absent)."""
+    a, b = {**ADDED_FIELDS, **_flat(old)}, {**ADDED_FIELDS, **_flat(new)}
     missing = "<absent>"
     changes = []
     for field in sorted(set(a) | set(b)):
