@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
+from cclip_jax.data import workers
 from cclip_jax.data.source import BatchSliceSource
 from cclip_jax.data.transforms import ProcessSlice, Tokenizer, tokenizer_path
 
@@ -174,11 +175,14 @@ def build_dataset(
     )
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=spec.prefetch))
     if spec.num_workers > 0:
+        # Workers end with this process; each element's shared memory is unlinked on arrival
+        # (see `workers`: otherwise SIGKILL orphans the workers, and the last batches leak).
         it_ds = it_ds.mp_prefetch(
             grain.MultiprocessingOptions(
                 num_workers=spec.num_workers, per_worker_buffer_size=spec.prefetch
-            )
-        )
+            ),
+            worker_init_fn=workers.exit_with_parent,
+        ).map(workers.release_shared_memory)
     return Dataset(spec, source, tokenizer, it_ds)
 
 
