@@ -65,19 +65,20 @@ def start(workdir, env, steps, every=2, extra=()):
     )
 
 
-def sigkill(proc, timeout=60):
-    """SIGKILL to the trainer (a preemption), then SIGTERM to what is left of its process group
-    (the orphaned Grain worker; multiprocessing's resource tracker ignores SIGTERM and exits,
-    freeing the shared memory, once the worker is gone)."""
+def sigkill(proc, timeout=30):
+    """SIGKILL to the trainer (a preemption). Its Grain workers and multiprocessing's resource
+    tracker then exit by themselves (`cclip_jax.data.workers`): wait for its process group to
+    empty, and after `timeout` SIGKILL what is left, so that a regression fails the test that
+    checks it (tests/test_worker_lifetime.py) rather than hanging this one."""
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:  # (bounded: an unreaped zombie stays in the group)
-            os.killpg(proc.pid, signal.SIGTERM)
+        while time.monotonic() < deadline:
+            os.killpg(proc.pid, 0)  # raises once the group is empty
             time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:  # the group is empty
+    except ProcessLookupError:
         pass
 
 
