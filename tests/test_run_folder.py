@@ -54,9 +54,7 @@ def test_a_field_added_since_the_run_reads_as_its_old_behaviour():
     new["model"]["text"] = {"lowercase": False}
     assert run_folder.config_changes(OLD, new) == []
     new["model"]["text"] = {"lowercase": True}
-    assert run_folder.config_changes(OLD, new) == [
-        ("model.text.lowercase", False, True)
-    ]
+    assert run_folder.config_changes(OLD, new) == [("model.text.lowercase", False, True)]
 
 
 def test_a_folder_of_the_old_max_present_spelling_is_refused_by_name(tmp_path):

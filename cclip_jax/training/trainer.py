@@ -149,6 +149,7 @@ def train_and_evaluate(
     (re)written only once the restore has succeeded. The process must be set up first, once
     (`cli.setup_process(config)`).
     """
+    run_folder.check_workdir(workdir)  # a gs:// folder without its package: before any work
     setup = build(config)
     resolved = resolved_config(config, setup.resolved)
     ckpt = Checkpointer(
