@@ -11,11 +11,12 @@ import pytest
 
 from cclip_jax import cli
 from cclip_jax.curation.shards import CorruptShardError, CuratedShards
+from cclip_jax.data.pipeline import make_global_batch
 from cclip_jax.data.source import BatchSliceSource
 from cclip_jax.run_folder.checkpoints import Checkpointer
 from cclip_jax.run_folder.metrics import read_jsonl
 from cclip_jax.training import trainer
-from cclip_jax.training.corrupt import CorruptBatchError
+from cclip_jax.training.corrupt import CorruptBatchError, next_batch
 
 pytestmark = pytest.mark.usefixtures("compile_cache")
 
@@ -75,7 +76,59 @@ def test_a_corrupt_batch_is_named_and_the_rest_reads(smoke_curated, tmp_path):
     for i in sorted(set(range(shards.num_batches)) - _corrupt_batches(dst)):
         assert shards.read_rows(i)["caption"] == good.read_rows(i)["caption"]
     marker = BatchSliceSource(dst, seed=0)[step]
-    assert marker == {"batch": batch, "corrupt": f"step {step}: {e.value}"}
+    assert marker == {"batch": batch, "element": step, "corrupt": str(e.value)}
+    with pytest.raises(ValueError, match=f"data element {step}: .*batch {batch} is corrupt"):
+        make_global_batch(marker, None)  # a marker has no arrays to lay out
+
+
+def test_a_missing_shard_is_not_corruption(smoke_curated, tmp_path):
+    """A file that cannot be read (here: gone) is named and raised, never marked corrupt, so
+    skipping corrupt batches cannot drop a shard that is merely unavailable."""
+    dst = str(tmp_path / "gone")
+    shutil.copytree(smoke_curated, dst)
+    os.remove(os.path.join(dst, SHARD))
+    with pytest.raises(FileNotFoundError, match=f"{SHARD}, listed in manifest.json, is missing"):
+        CuratedShards(dst).read_rows(0)
+    source, good = BatchSliceSource(dst, seed=0), BatchSliceSource(smoke_curated, seed=0)
+    in_shard = set(range(CuratedShards(dst).manifest["shards"][0]["num_batches"]))
+    for step in range(STEPS):
+        if good[step]["batch"] in in_shard:
+            with pytest.raises(FileNotFoundError):
+                source[step]
+        else:
+            assert source[step]["caption"] == good[step]["caption"]
+
+
+class _Stream:
+    """A stand-in Grain iterator over `elements` (get_state/set_state by position)."""
+
+    def __init__(self, elements):
+        self.elements, self.i = elements, 0
+
+    def get_state(self):
+        return {"i": self.i}
+
+    def set_state(self, state):
+        self.i = state["i"]
+
+    def __next__(self):
+        self.i += 1
+        return self.elements[(self.i - 1) % len(self.elements)]
+
+
+def test_next_batch_names_rewinds_skips_and_gives_up():
+    bad = {"batch": 7, "element": 1, "corrupt": "F: batch 7 is corrupt (x)"}
+    stream = _Stream([{"batch": 0}, bad, {"batch": 2}])
+    counts = {}
+    assert next_batch(stream, 0, False, 3, counts) == {"batch": 0}
+    with pytest.raises(CorruptBatchError, match=r"^step 2 \(data element 1\): F: batch 7 is"):
+        next_batch(stream, 1, False, 3, counts)
+    assert stream.i == 1  # back before the bad element
+    assert next_batch(stream, 1, True, 3, counts) == {"batch": 2} and counts == {
+        "corrupt_batches_skipped": 1
+    }
+    with pytest.raises(CorruptBatchError, match="4 corrupt batches in a row"):
+        next_batch(_Stream([bad]), 0, True, 3, {})
 
 
 def _config(smoke, curated: str, **data):
@@ -92,26 +145,28 @@ def _losses(workdir: str) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))]
 
 
-@pytest.mark.slow  # three smoke training runs
+@pytest.mark.slow  # three smoke training runs each
+@pytest.mark.parametrize("workers", [0, 2])  # the thread iterator, and Grain's worker processes
 def test_a_run_stops_at_a_corrupt_batch_and_resumes_exactly_once_repaired(
-    smoke, smoke_curated, tmp_path
+    smoke, smoke_curated, tmp_path, workers
 ):
     dst = str(tmp_path / "curated")
     step, batch = _corrupt_copy(smoke_curated, dst, seed=0)
     run = str(tmp_path / "run")
     with pytest.raises(CorruptBatchError) as e:
-        trainer.train_and_evaluate(_config(smoke, dst), run)
+        trainer.train_and_evaluate(_config(smoke, dst, num_workers=workers), run)
     line = cli.one_line(e.value)
-    assert f"step {step}: {os.path.join(dst, SHARD)}: batch {batch} is corrupt" in line
+    where = f"step {step + 1} (data element {step}): {os.path.join(dst, SHARD)}"
+    assert f"{where}: batch {batch} is corrupt" in line
     assert "skip_corrupt_batches" in line and "\n" not in line
     ckpt = Checkpointer(os.path.join(run, "checkpoints"), async_save=False)
     assert ckpt.manager.all_steps() == [step]  # the last good step, saved on the way out
     ckpt.close()
 
     shutil.copy(os.path.join(smoke_curated, SHARD), os.path.join(dst, SHARD))  # repaired
-    trainer.train_and_evaluate(_config(smoke, dst), run)
+    trainer.train_and_evaluate(_config(smoke, dst, num_workers=workers), run)
     straight = str(tmp_path / "straight")
-    trainer.train_and_evaluate(_config(smoke, smoke_curated), straight)
+    trainer.train_and_evaluate(_config(smoke, smoke_curated, num_workers=workers), straight)
     assert _losses(run) == _losses(straight)  # every step, the corrupt batch's included
     assert [s for s, _ in _losses(run)] == list(range(1, STEPS + 1))
 

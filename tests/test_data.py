@@ -48,7 +48,10 @@ def test_demo_data_is_cached_and_matches_config(curated, tmp_path_factory):
 def test_spec_is_the_configs_and_the_dataset_carries_what_it_opened(curated):
     c = smoke_config("", curated)
     c.data.num_workers, c.seed = 3, 5
+    c.model.text.lowercase, c.model.text.sticky_eos = True, True
     s = data_lib.DataSpec.from_config(c)
+    assert (s.lowercase, s.sticky_eos) == (True, True)
+    assert data_lib.build_dataset(s).tokenizer.lowercase is True
     assert (s.curated_dir, s.num_workers, s.seed, s.image_size, s.max_len) == (
         curated,
         3,

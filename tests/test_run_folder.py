@@ -29,7 +29,7 @@ def _with(**changes):
 
 
 def test_fields_that_may_change_on_resume_pass():
-    new = _with(total_steps=600, eval__every_steps=100, data__num_workers=4)
+    new = _with(total_steps=600, eval__every_steps=100)
     assert run_folder.config_changes(OLD, new) == []
     # JSON has no tuples: a tuple in the new config equals the stored list.
     assert run_folder.config_changes(OLD, _with(splits=("iid", "compositional"))) == []
@@ -79,6 +79,8 @@ def test_check_resume_refuses_then_records_a_forced_change(tmp_path):
     assert run_folder.read_config(workdir) == OLD
     changes = run_folder.check_resume(workdir, new, force=True)
     assert changes == [("cond_weight", 1.0, 0.5)]
+    assert not (tmp_path / run_folder.HISTORY).exists()  # the trainer records it after restore
+    run_folder.record_forced_change(workdir, changes)
     (line,) = (tmp_path / run_folder.HISTORY).read_text().splitlines()
     event = json.loads(line)
     assert event["event"] == "forced_config_change"

@@ -194,6 +194,7 @@ def test_release_unlinks_the_name_and_keeps_the_values():
     assert workers.release_shared_memory(element) is element
     assert not os.path.exists(f"/dev/shm/{name}")
     np.testing.assert_array_equal(received, np.arange(12).reshape(4, 3))
+    assert not received._unlink_on_del  # Grain's later free must not unlink it again
     unraisable = []
     old, sys.unraisablehook = sys.unraisablehook, unraisable.append
     try:

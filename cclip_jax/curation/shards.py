@@ -248,14 +248,17 @@ class CuratedShards:
     def _locate(self, batch_index: int) -> tuple[ArrayRecordReader, int]:
         if not 0 <= batch_index < self.num_batches:
             raise IndexError(f"batch {batch_index} out of range [0, {self.num_batches})")
-        shard = int(np.searchsorted(self._starts, batch_index, side="right") - 1)
+        shard = self._shard_of(batch_index)
         if shard not in self._readers:
-            name = self.manifest["shards"][shard]["file"]
+            path = os.path.join(self.out_dir, self.manifest["shards"][shard]["file"])
+            if not os.path.exists(path):  # missing is not corrupt: never skipped as such
+                raise FileNotFoundError(f"{path}, listed in {MANIFEST}, is missing")
             # Readahead off: training reads scattered batches, not a stream.
-            self._readers[shard] = ArrayRecordReader(
-                os.path.join(self.out_dir, name), "readahead_buffer_size:0"
-            )
+            self._readers[shard] = ArrayRecordReader(path, "readahead_buffer_size:0")
         return self._readers[shard], int(batch_index - self._starts[shard]) * (self.batch_size + 1)
+
+    def _shard_of(self, batch_index: int) -> int:
+        return int(np.searchsorted(self._starts, batch_index, side="right") - 1)
 
     def concepts(self, batch_index: int) -> list[str]:
         """The batch's concept strings, padded with "" to K."""
@@ -286,7 +289,14 @@ class CuratedShards:
                 if row_stop > row_start
                 else []
             )
-        except (RuntimeError, ValueError) as e:  # Riegeli raises RuntimeError on a bad hash
+        except RuntimeError as e:
+            # Riegeli's data-loss errors ("Corrupted Riegeli/records file: ... hash mismatch")
+            # mean bad bytes; any other (an I/O error, a permission) is not corruption and must
+            # not be skipped as such.
+            if "Corrupted" not in str(e):
+                raise
+            raise self._corrupt(batch_index, e) from e
+        except ValueError as e:  # a record that does not parse
             raise self._corrupt(batch_index, e) from e
         out: dict[str, Any] = {"key": [], "image": [], "caption": []}
         rows = []
@@ -310,7 +320,7 @@ class CuratedShards:
     def _corrupt(self, batch_index: int, error: Exception) -> CorruptShardError:
         """The error naming the shard file of `batch_index`; its reader is dropped, so a
         later read opens the file afresh rather than trusting a reader that failed."""
-        shard = int(np.searchsorted(self._starts, batch_index, side="right") - 1)
+        shard = self._shard_of(batch_index)
         reader = self._readers.pop(shard, None)
         if reader is not None:
             try:

@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding
 
 from cclip_jax.data import workers
 from cclip_jax.data.source import BatchSliceSource
-from cclip_jax.data.transforms import ProcessSlice, Tokenizer, tokenizer_path
+from cclip_jax.data.transforms import ProcessSlice, Tokenizer, text_options, tokenizer_path
 
 if TYPE_CHECKING:
     import ml_collections
@@ -96,12 +96,8 @@ class DataSpec:
             mode=d.mode,
             seed=int(config.seed),
             image_size=int(config.model.image.image_size),
-            max_len=int(text.max_len),
             tokenizer=d.tokenizer,
-            pad_id=int(text.pad_id),
-            # `get`: configs written before these fields existed have no such field.
-            sticky_eos=bool(text.get("sticky_eos", False)),
-            lowercase=bool(text.get("lowercase", False)),
+            **text_options(text),
             max_shift=int(d.max_shift),
             brightness=float(d.brightness),
             num_workers=int(d.num_workers),
@@ -143,6 +139,9 @@ def build_dataset(
     `[K/P, L]`, `labels` int8 `[b, K]`, `text_cut` int8 `[b]`, `concepts_cut` int8 `[K/P]`,
     `batch` int32 `[]`, with `b = B / P` (see `ProcessSlice`); with `spec.hard_negatives` also
     `hard_text` int32 `[b, L]` and `hard_ok` int8 `[b]`.
+    A batch whose shard is corrupt is instead the marker `{"batch", "element", "corrupt"}`
+    (`BatchSliceSource`), which the trainer names or skips (`training.corrupt`) and
+    `make_global_batch` refuses.
     `start_step` skips elements without reading them (checkpoints restore the iterator state
     instead; this is for evaluation and benchmarks).
     """
@@ -194,6 +193,8 @@ def make_global_batch(local: dict[str, Any], rows: NamedSharding) -> dict[str, j
     `text_cut [B]`, `concepts_cut [K]`, and where `local` has them (`DataSpec.hard_negatives`)
     `hard_text [B, L]`, `hard_ok [B]`, split along the batch like `text`.
     """
+    if "corrupt" in local:  # the source's marker (see `BatchSliceSource`): no arrays
+        raise ValueError(f"data element {local['element']}: {local['corrupt']}")
     out = {}
     for field in (*ARRAY_FIELDS, *(f for f in OPTIONAL_ARRAY_FIELDS if f in local)):
         value = np.asarray(local[field])

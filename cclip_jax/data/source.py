@@ -39,7 +39,8 @@ class BatchSliceSource:
     index (curated mode) or `s` (baseline mode).
 
     A batch whose shard bytes are corrupt (`CorruptShardError`) comes back as the marker
-    `{"batch": int, "corrupt": str}` (the error's message: file and batch) instead of raising:
+    `{"batch": int, "element": s, "corrupt": str}` (the error's message: file and batch)
+    instead of raising:
     an error raised inside a Grain worker reaches the trainer as a traceback from another
     process, while a marker lets the trainer name it in one line, save the last good step, or
     skip the batch (`config.data.skip_corrupt_batches`).
@@ -91,19 +92,18 @@ class BatchSliceSource:
         index = int(index)
         if index < 0:
             raise IndexError(f"step {index} < 0")
-        if self.mode == "curated":
-            epoch, i = divmod(index, self.num_batches)
-            batch = int(self._permutation(epoch, self.num_batches)[i])
-            try:
-                out = self.shards.read_rows(batch, self.row_start, self.row_start + self.rows)
-            except CorruptShardError as e:
-                return {"batch": batch, "corrupt": f"step {index}: {e}"}
-            out["batch"] = batch
-            return out
+        epoch, i = divmod(index, self.num_batches)
+        batch = (
+            int(self._permutation(epoch, self.num_batches)[i]) if self.mode == "curated" else index
+        )
         try:
-            return self._baseline(index)
+            if self.mode == "baseline":
+                return self._baseline(index)
+            out = self.shards.read_rows(batch, self.row_start, self.row_start + self.rows)
         except CorruptShardError as e:
-            return {"batch": index, "corrupt": f"step {index}: {e}"}
+            return {"batch": batch, "element": index, "corrupt": str(e)}
+        out["batch"] = batch
+        return out
 
     def _permutation(self, epoch: int, n: int) -> np.ndarray:
         # One permutation per epoch, cached: consecutive steps share it.

@@ -41,6 +41,19 @@ def tokenizer_path(tokenizer: str, curated_dir: str) -> str:
     return path
 
 
+def text_options(text: ml_collections.ConfigDict) -> dict[str, Any]:
+    """How a text tower's config (`config.model.text`) asks for its texts to be tokenized:
+    `{"max_len", "pad_id", "sticky_eos", "lowercase"}`, the one place those fields are read
+    (the pipeline's `DataSpec` and the evaluator's `Tokenizer.for_text_tower` both ask here)."""
+    # `get`: run configs written before `sticky_eos` and `lowercase` existed lack them.
+    return {
+        "max_len": int(text.max_len),
+        "pad_id": int(text.pad_id),
+        "sticky_eos": bool(text.get("sticky_eos", False)),
+        "lowercase": bool(text.get("lowercase", False)),
+    }
+
+
 def lower_keeping_mask(text: str) -> str:
     """`text` lower-cased, except the mask token `<M>` of masked concepts."""
     return MASK.join(part.lower() for part in text.split(MASK))
@@ -75,16 +88,9 @@ class Tokenizer:
 
     @classmethod
     def for_text_tower(cls, model_path: str, text: ml_collections.ConfigDict) -> Tokenizer:
-        """The tokenizer a text tower's config asks for (`config.model.text`: `max_len`,
-        `pad_id`, `sticky_eos`, `lowercase`), the one place those fields are read."""
-        # `get`: run configs written before `sticky_eos` and `lowercase` existed lack them.
-        return cls(
-            model_path,
-            int(text.max_len),
-            int(text.pad_id),
-            bool(text.get("sticky_eos", False)),
-            bool(text.get("lowercase", False)),
-        )
+        """The tokenizer a text tower's config asks for (`config.model.text`, read by
+        `text_options`)."""
+        return cls(model_path, **text_options(text))
 
     @property
     def processor(self) -> spm.SentencePieceProcessor:

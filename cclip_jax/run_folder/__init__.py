@@ -51,7 +51,6 @@ MAY_CHANGE_ON_RESUME = (
     "compilation_cache_dir",
     "init_from",
     "eval.",
-    "data.num_workers",
     "data.prefetch",
     "data.cache_dir",
     "data.skip_corrupt_batches",
@@ -63,7 +62,6 @@ MAY_CHANGE_ON_RESUME = (
 ADDED_FIELDS = {
     "model.text.sticky_eos": False,
     "model.text.lowercase": False,
-    "data.skip_corrupt_batches": False,
 }
 
 
@@ -145,7 +143,8 @@ def check_resume(
 ) -> list[tuple[str, Any, Any]]:
     """Checks a resume of `workdir` with the resolved config `new` (a dict, as written to
     config.json). Returns the changed fields (empty when none); raises `ConfigChangedError`
-    naming each one unless `force`, in which case the change is appended to the history."""
+    naming each one unless `force`. Writes nothing: a forced change is recorded with
+    `record_forced_change` once the restore has worked (by one process)."""
     old = read_config(workdir)
     if old is None:
         return []
@@ -157,10 +156,13 @@ def check_resume(
             "config, start a new run folder, or pass --force_config_change to resume with "
             "the new values (recorded in history.jsonl)."
         )
-    if changes:
-        append_history(
-            workdir,
-            "forced_config_change",
-            changes=[{"field": f, "old": o, "new": n} for f, o, n in changes],
-        )
     return changes
+
+
+def record_forced_change(workdir: str, changes: list[tuple[str, Any, Any]]) -> None:
+    """Appends the `(field, old, new)` changes a forced resume made to the history."""
+    append_history(
+        workdir,
+        "forced_config_change",
+        changes=[{"field": f, "old": o, "new": n} for f, o, n in changes],
+    )

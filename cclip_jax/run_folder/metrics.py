@@ -76,6 +76,10 @@ class MetricsWriter:
         self.events_dir = run_folder.path(workdir, run_folder.TENSORBOARD)
         self._tb: SummaryWriter | None = None
         self._staging: str | None = None  # the local folder of a URL run's event files
+        # A URL run's metrics lines not yet written: an object store has no append, so each
+        # write rewrites the whole object, and one per logged step would upload a growing file
+        # every few steps; they go up with the event files instead (and before each checkpoint).
+        self._lines: list[str] = []
         self._uploaded = time.monotonic()
         if self.enabled:
             paths.makedirs(workdir)
@@ -91,7 +95,11 @@ class MetricsWriter:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-        paths.append_text(self.path, json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        if self._staging:
+            self._lines.append(line)
+        else:
+            paths.append_text(self.path, line)
         assert self._tb is not None
         for key, value in record.items():
             if key != "step" and math.isfinite(value):
@@ -119,7 +127,9 @@ class MetricsWriter:
         return f"{head} {rate:.2f} steps/s ETA {_fmt_time(eta)}"
 
     def flush(self) -> None:
-        """Writes the pending TensorBoard events (and copies them up for a URL run folder)."""
+        """Writes the pending TensorBoard events and, for a URL run folder, the pending
+        metrics lines, and copies the events up (the trainer calls this before each
+        checkpoint, so that the metrics of every saved step are in the folder)."""
         if self._tb is not None:
             self._tb.flush()
             self._upload()
@@ -139,5 +149,8 @@ class MetricsWriter:
         """Copies the staged event files, whole (object stores have no append), to the run
         folder's `tensorboard/`; those of earlier starts stay there, as in a local folder."""
         if self._staging:
+            if self._lines:
+                paths.append_text(self.path, "".join(self._lines))
+                self._lines.clear()
             paths.copy_files(self._staging, self.events_dir)
             self._uploaded = time.monotonic()

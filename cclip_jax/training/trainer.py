@@ -158,9 +158,10 @@ def train_and_evaluate(
         async_save=config.async_checkpoints,
     )
     resuming = ckpt.latest_step() is not None
+    changes = []
     if resuming:
         try:
-            run_folder.check_resume(workdir, resolved, force=force_config_change)
+            changes = run_folder.check_resume(workdir, resolved, force=force_config_change)
         except run_folder.ConfigChangedError:
             ckpt.close()
             raise
@@ -168,6 +169,8 @@ def train_and_evaluate(
     state = initial_state(setup, ckpt, data_iter)
     step = int(jax.device_get(state.step))
     if jax.process_index() == 0:  # the restore worked: now the folder may be written
+        if changes:
+            run_folder.record_forced_change(workdir, changes)
         run_folder.write_config(workdir, resolved)
         run_folder.append_history(workdir, "resume" if resuming else "start", step=step)
     # Process 0 evaluates, with the pipeline's own tokenizer and the run's config.
@@ -186,13 +189,20 @@ def train_and_evaluate(
     try:
         while step < config.total_steps:
             try:
-                local = next_batch(data_iter, config.data.skip_corrupt_batches, timing["sums"])
+                local = next_batch(
+                    data_iter,
+                    step,
+                    config.data.skip_corrupt_batches,
+                    setup.data.source.num_batches,
+                    timing["sums"],
+                )
             except CorruptBatchError:
                 # Save the last good step, so a run stopped by a bad shard resumes on the very
                 # batch it could not read once the file is repaired (the iterator is back before
                 # it). A lone process of a multi-process run cannot join a collective save.
                 if step > saved and jax.process_count() == 1:
                     _flush(pending, writer, config, ckpt, timing)
+                    writer.flush()
                     ckpt.save(step, state, data_iter, config)
                 raise
             batch = data_lib.make_global_batch(local, setup.batch.rows)
@@ -207,6 +217,7 @@ def train_and_evaluate(
                 last = jax.device_get(pending[-1][1])
                 _flush(pending, writer, config, ckpt, timing)  # before any save: no NaN state
             if save or preempted:
+                writer.flush()  # the metrics up to a checkpoint are in the folder before it
                 ckpt.save(step, state, data_iter, config)
                 saved = step
             if _eval_due(config, step) and not preempted:
