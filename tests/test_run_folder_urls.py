@@ -145,6 +145,10 @@ def test_a_whole_run_folder_is_written_and_read_at_the_url(bucket):
     assert problems == [] and loaded["step"] == 30 and loaded["results"] == result
     assert scorer.load_run_config(RUN).to_dict() == CONFIG
     assert write_report(RUN) == f"{RUN}/report.html"
+    report_cli = importlib.import_module("cclip_jax.report.__main__")
+    assert report_cli.report_kind(RUN) == "run"  # metrics.jsonl found in the bucket
+    paths.write_atomic("gs://bucket/experiment/results.json", "{}")
+    assert report_cli.report_kind("gs://bucket/experiment") == "experiment"
 
     files = _objects(bucket, RUN)
     assert json.loads(files["config.json"]) == CONFIG

@@ -13,6 +13,7 @@ from absl import app, flags
 
 from cclip_jax import cli
 from cclip_jax.report import screenshot, write_experiment_report, write_report
+from cclip_jax.run_folder import paths as folder_paths
 from cclip_jax.run_folder.metrics import METRICS_FILE
 
 RESULTS_FILE = "results.json"
@@ -30,17 +31,25 @@ _KIND = flags.DEFINE_enum(
 _SCREENSHOT = flags.DEFINE_string("screenshot", None, "Also write a PNG screenshot here.")
 
 
+def report_kind(workdir: str, requested: str = "auto") -> str:
+    """ "run" or "experiment": `requested`, or for "auto" the guess from `workdir`'s files."""
+    if requested != "auto":
+        return requested
+    # Through the path layer: a gs:// run folder is a run folder, not "no results.json here".
+    results = folder_paths.exists(folder_paths.join(workdir, RESULTS_FILE))
+    metrics = folder_paths.exists(folder_paths.join(workdir, METRICS_FILE))
+    return "experiment" if results and not metrics else "run"
+
+
 def main(argv: list[str]) -> None:
     del argv
     workdir = _WORKDIR.value
     results_path = os.path.join(workdir, RESULTS_FILE)
-    kind = _KIND.value
-    if kind == "auto":
-        experiment = os.path.exists(results_path) and not os.path.exists(
-            os.path.join(workdir, METRICS_FILE)
-        )
-        kind = "experiment" if experiment else "run"
+    kind = cli.run(report_kind, workdir, _KIND.value)
     if kind == "experiment":
+        if folder_paths.is_url(workdir):
+            # The experiment harness writes local folders only (cclip_jax/experiment).
+            cli.fail(f"--workdir={workdir}: an experiment report needs a local folder")
         with open(results_path) as f:
             results = json.load(f)
         if "phases" in results:  # the v2 experiment (cclip_jax/experiment/experiment_v2.py)
