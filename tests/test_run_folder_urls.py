@@ -137,6 +137,7 @@ def test_a_whole_run_folder_is_written_and_read_at_the_url(bucket):
 
     from cclip_jax.evaluation import scorer, suite
     from cclip_jax.report import evaluation, write_report
+    from cclip_jax.report.kind import report_kind
 
     result = {"binding/iid/attribute_swap": {"metrics": {"accuracy": 0.75}, "n": 4}}
     eval_path = suite.write_results(RUN, 30, result, "")
@@ -145,10 +146,9 @@ def test_a_whole_run_folder_is_written_and_read_at_the_url(bucket):
     assert problems == [] and loaded["step"] == 30 and loaded["results"] == result
     assert scorer.load_run_config(RUN).to_dict() == CONFIG
     assert write_report(RUN) == f"{RUN}/report.html"
-    report_cli = importlib.import_module("cclip_jax.report.__main__")
-    assert report_cli.report_kind(RUN) == "run"  # metrics.jsonl found in the bucket
+    assert report_kind(RUN) == "run"  # metrics.jsonl found in the bucket
     paths.write_atomic("gs://bucket/experiment/results.json", "{}")
-    assert report_cli.report_kind("gs://bucket/experiment") == "experiment"
+    assert report_kind("gs://bucket/experiment") == "experiment"
 
     files = _objects(bucket, RUN)
     assert json.loads(files["config.json"]) == CONFIG

@@ -13,10 +13,8 @@ from absl import app, flags
 
 from cclip_jax import cli
 from cclip_jax.report import screenshot, write_experiment_report, write_report
+from cclip_jax.report.kind import RESULTS_FILE, report_kind
 from cclip_jax.run_folder import paths as folder_paths
-from cclip_jax.run_folder.metrics import METRICS_FILE
-
-RESULTS_FILE = "results.json"
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run or experiment folder.", required=True)
 _CURATED = flags.DEFINE_string(
@@ -29,16 +27,6 @@ _KIND = flags.DEFINE_enum(
     "Which report: auto = experiment if DIR/results.json exists and DIR/metrics.jsonl does not.",
 )
 _SCREENSHOT = flags.DEFINE_string("screenshot", None, "Also write a PNG screenshot here.")
-
-
-def report_kind(workdir: str, requested: str = "auto") -> str:
-    """ "run" or "experiment": `requested`, or for "auto" the guess from `workdir`'s files."""
-    if requested != "auto":
-        return requested
-    # Through the path layer: a gs:// run folder is a run folder, not "no results.json here".
-    results = folder_paths.exists(folder_paths.join(workdir, RESULTS_FILE))
-    metrics = folder_paths.exists(folder_paths.join(workdir, METRICS_FILE))
-    return "experiment" if results and not metrics else "run"
 
 
 def main(argv: list[str]) -> None:
