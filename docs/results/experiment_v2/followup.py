@@ -1,0 +1,116 @@
+"""Follow-up runs of experiment v2, after its phases: the curated-batch confound.
+
+    python docs/results/experiment_v2/followup.py --workdir=DIR --part=natural_batches
+    python docs/results/experiment_v2/followup.py --workdir=DIR --part=clean_curve
+
+Not part of the pre-registered phases and not decided on: these runs ask whether the curated
+batches, rather than the conditional objective, explain the confirmation (README "Follow-up").
+Each run trains with the harness's own `runs.execute` (same configs, same resume-by-record) in
+`DIR/runs/followup/...`; DIR/cache holds the same world and curation as the experiment's.
+
+Parts:
+  natural_batches  SigLIP on random batches, natural captions, TEST items, the confirmation's
+                   seeds, T and D: paired against the confirmation's `siglip_curated` (same
+                   seeds, same objective; only the batches differ).
+  clean_curve      `siglip_curated` on clean captions, three times T, with the primary score on
+                   the DEV items every T/3 steps: do curated clean batches learn late, or never?
+                   Beside it, SigLIP on random clean batches with the same schedule.
+
+Prints each part's comparison; records land in DIR/runs/followup/<preset>/<arm>/.../record.json.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+
+from absl import app, flags, logging
+
+from cclip_jax import cli
+from cclip_jax.experiment import runs, stats
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+SEEDS = (100, 101, 102, 103, 104)  # the confirmation's (configs/experiment_v2.py)
+T, D, B = 3750, 64, 64  # the calibration's decisions (results.md)
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Follow-up folder.", required=True)
+_PART = flags.DEFINE_enum("part", None, ["natural_batches", "clean_curve"], "Which runs.")
+
+
+def experiment_config():
+    spec = importlib.util.spec_from_file_location(
+        "experiment_v2_config", os.path.join(ROOT, "configs", "experiment_v2.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def plan(part: str, exp) -> list[runs.Run]:
+    if part == "natural_batches":
+        return [
+            runs.Run("followup", "natural", "siglip", s, T, D, B, int(exp.test_eval_seed))
+            for s in SEEDS
+        ]
+    dev, every = int(exp.dev_eval_seed), T  # eval at T, 2T, 3T (and T/3 steps apart below)
+    return [
+        runs.Run("followup", "clean", arm, 104, 3 * T, D, B, dev, every // 3, binding_only=True)
+        for arm in ("siglip_curated", "siglip")
+    ]
+
+
+def confirm_records(preset: str, arm: str) -> dict[int, dict]:
+    pattern = os.path.join(HERE, "runs", "confirm", preset, arm, "*", "seed*", runs.RECORD)
+    out = {}
+    for path in glob.glob(pattern):
+        with open(path) as f:
+            record = json.load(f)
+        out[int(record["run"]["seed"])] = record
+    return out
+
+
+def report(part: str, records: list[dict]) -> None:
+    if part == "natural_batches":
+        curated = confirm_records("natural", "siglip_curated")
+        seeds = [r["run"]["seed"] for r in records]
+        a = [r["primary"] for r in records]
+        b = [curated[s]["primary"] for s in seeds]
+        t = stats.paired_t(b, a)
+        print(f"natural, TEST items, n={len(seeds)} seeds {seeds}")
+        print("  siglip (random batches): " + ", ".join(f"{x:.3f}" for x in a))
+        print("  siglip_curated (confirm): " + ", ".join(f"{x:.3f}" for x in b))
+        print(
+            f"  curated - random: {t['mean']:+.3f} [{t['lo']:+.3f}, {t['hi']:+.3f}] "
+            f"(95% t, p = {t['p']:.3g})"
+        )
+        for key in ("iid/retrieval/t2i_r5", "iid/attribute_replace/accuracy"):
+            t = stats.paired_t(
+                [curated[s]["final"][key] for s in seeds], [r["final"][key] for r in records]
+            )
+            print(f"  {key}: curated - random {t['mean']:+.3f} [{t['lo']:+.3f}, {t['hi']:+.3f}]")
+        return
+    for r in records:
+        curve = ", ".join(f"{step}: {score:.3f}" for step, score in r["curve"])
+        loss = r["loss_curve"]
+        print(f"{r['key']}: primary (DEV) at {curve}")
+        print(f"  loss at {loss[0][0]}: {loss[0][1]}, {loss[len(loss) // 2]}, {loss[-1]}")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    cli.quiet_libraries()
+    logging.set_verbosity(logging.INFO)
+    exp = experiment_config()
+    cli.setup_process(exp.base)
+    records = []
+    for run in plan(_PART.value, exp):
+        records.append(runs.execute(exp, _WORKDIR.value, run))
+        logging.info("followup %s: primary %.3f", run.key, records[-1]["primary"])
+    report(_PART.value, records)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_flags)
