@@ -2,6 +2,7 @@
 
     python docs/results/experiment_v2/followup.py --workdir=DIR --part=natural_batches
     python docs/results/experiment_v2/followup.py --workdir=DIR --part=clean_curve
+    python docs/results/experiment_v2/followup.py --workdir=DIR --part=natural_curve
 
 Not part of the pre-registered phases and not decided on: these runs ask whether the curated
 batches, rather than the conditional objective, explain the confirmation (README "Follow-up").
@@ -15,6 +16,8 @@ Parts:
   clean_curve      `siglip_curated` on clean captions, three times T, with the primary score on
                    the DEV items every T/3 steps: do curated clean batches learn late, or never?
                    Beside it, SigLIP on random clean batches with the same schedule.
+  natural_curve    the same on natural captions, for the confirmation's decisive arms:
+                   `siglip_curated` and `cclip` (curated batches) and `negclip` (random).
 
 Prints each part's comparison; records land in DIR/runs/followup/<preset>/<arm>/.../record.json.
 """
@@ -37,7 +40,9 @@ SEEDS = (100, 101, 102, 103, 104)  # the confirmation's (configs/experiment_v2.p
 T, D, B = 3750, 64, 64  # the calibration's decisions (results.md)
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Follow-up folder.", required=True)
-_PART = flags.DEFINE_enum("part", None, ["natural_batches", "clean_curve"], "Which runs.")
+_PART = flags.DEFINE_enum(
+    "part", None, ["natural_batches", "clean_curve", "natural_curve"], "Which runs."
+)
 
 
 def experiment_config():
@@ -55,10 +60,15 @@ def plan(part: str, exp) -> list[runs.Run]:
             runs.Run("followup", "natural", "siglip", s, T, D, B, int(exp.test_eval_seed))
             for s in SEEDS
         ]
-    dev, every = int(exp.dev_eval_seed), T  # eval at T, 2T, 3T (and T/3 steps apart below)
+    preset, arms = {
+        "clean_curve": ("clean", ("siglip_curated", "siglip")),
+        "natural_curve": ("natural", ("siglip_curated", "cclip", "negclip")),
+    }[part]
+    # Three times T, the DEV items scored every T/3 steps; the seed of the confirmation's
+    # lowest clean siglip_curated score.
     return [
-        runs.Run("followup", "clean", arm, 104, 3 * T, D, B, dev, every // 3, binding_only=True)
-        for arm in ("siglip_curated", "siglip")
+        runs.Run("followup", preset, arm, 104, 3 * T, D, B, int(exp.dev_eval_seed), T // 3, True)
+        for arm in arms
     ]
 
 
