@@ -121,6 +121,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "caption and siglip_curated scored below chance (DEV 0.26-0.27). Screening restarts "
         "on v4 batches; its 7 runs on v3 batches are kept under superseded/screen_curator_v3. "
         "Phase 0 (random batches of the same 100k examples, read from the v3 shards) is kept.",
+        "2026-12-02, after phases 0-3: a follow-up (docs/results/experiment_v2/followup.py, "
+        "not a phase of this config) found that curated batches learn slower than random ones "
+        "(clean DEV primary at T: siglip_curated 0.31 against SigLIP 0.87), so T, chosen on "
+        "random batches, may leave the curated arms short of plateau. Before any follow-up "
+        "run on TEST items at another length: T' is the latest per-arm plateau step (the "
+        "calibration's rule) of cclip, siglip_curated and negclip on natural DEV items over "
+        "3T; then cclip against negclip and siglip_curated at T', seeds 100-104, TEST items, "
+        "with the pre-registered score and rule (one CCLIP arm: no Holm adjustment). The "
+        "phase 2 verdict at T is kept and reported beside it.",
     )
 
     c.calibrate = ml_collections.ConfigDict(

@@ -3,6 +3,7 @@
     python docs/results/experiment_v2/followup.py --workdir=DIR --part=natural_batches
     python docs/results/experiment_v2/followup.py --workdir=DIR --part=clean_curve
     python docs/results/experiment_v2/followup.py --workdir=DIR --part=natural_curve
+    python docs/results/experiment_v2/followup.py --workdir=DIR --part=natural_long
 
 Not part of the pre-registered phases and not decided on: these runs ask whether the curated
 batches, rather than the conditional objective, explain the confirmation (README "Follow-up").
@@ -18,6 +19,12 @@ Parts:
                    Beside it, SigLIP on random clean batches with the same schedule.
   natural_curve    the same on natural captions, for the confirmation's decisive arms:
                    `siglip_curated` and `cclip` (curated batches) and `negclip` (random).
+  natural_long     the decisive comparison again at a training length T' at which every arm
+                   of `natural_curve` is at plateau on the DEV items (the calibration's rule:
+                   the last arm's first step after which its smoothed curve stays within
+                   0.02 of its best; needs `natural_curve`'s records in DIR): `cclip` against
+                   `negclip` and `siglip_curated`, TEST items, the confirmation's seeds, with
+                   the pre-registered score and rule (verdict.confirm). Writes DIR/long.json.
 
 Prints each part's comparison; records land in DIR/runs/followup/<preset>/<arm>/.../record.json.
 """
@@ -32,7 +39,7 @@ import os
 from absl import app, flags, logging
 
 from cclip_jax import cli
-from cclip_jax.experiment import runs, stats
+from cclip_jax.experiment import phases, runs, stats, verdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
@@ -41,7 +48,7 @@ T, D, B = 3750, 64, 64  # the calibration's decisions (results.md)
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Follow-up folder.", required=True)
 _PART = flags.DEFINE_enum(
-    "part", None, ["natural_batches", "clean_curve", "natural_curve"], "Which runs."
+    "part", None, ["natural_batches", "clean_curve", "natural_curve", "natural_long"], "Which runs."
 )
 
 
@@ -54,7 +61,33 @@ def experiment_config():
     return module.get_config()
 
 
-def plan(part: str, exp) -> list[runs.Run]:
+LONG_ARMS = ("cclip", "negclip", "siglip_curated")
+
+
+def long_steps(exp, workdir: str) -> tuple[int, dict[str, int]]:
+    """T': the latest per-arm plateau step of `natural_curve`'s DEV curves, and each arm's."""
+    tolerance = float(exp.calibrate.tolerance)
+    per_arm = {}
+    for run in plan("natural_curve", exp, workdir):
+        path = os.path.join(workdir, "runs", run.key, runs.RECORD)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: run --part=natural_curve first")
+        with open(path) as f:
+            curve = json.load(f)["curve"]
+        steps, scores = zip(*curve, strict=True)
+        per_arm[run.arm] = phases.plateau_step(steps, scores, tolerance)
+    return max(per_arm.values()), per_arm
+
+
+def plan(part: str, exp, workdir: str) -> list[runs.Run]:
+    if part == "natural_long":
+        steps, _ = long_steps(exp, workdir)
+        test = int(exp.test_eval_seed)
+        return [
+            runs.Run("followup", "natural", arm, s, steps, D, B, test)
+            for arm in LONG_ARMS
+            for s in SEEDS
+        ]
     if part == "natural_batches":
         return [
             runs.Run("followup", "natural", "siglip", s, T, D, B, int(exp.test_eval_seed))
@@ -82,7 +115,25 @@ def confirm_records(preset: str, arm: str) -> dict[int, dict]:
     return out
 
 
-def report(part: str, records: list[dict]) -> None:
+def report(part: str, records: list[dict], exp, workdir: str) -> None:
+    if part == "natural_long":
+        steps, per_arm = long_steps(exp, workdir)
+        exp = exp.copy_and_resolve_references()
+        with exp.unlocked():
+            exp.confirm.presets = ("natural",)
+        screen = {"cclip": ["cclip"], "controls": ["negclip", "siglip_curated"]}
+        result = verdict.confirm(exp.to_dict(), records, screen)["natural"]
+        body = {"steps": steps, "plateau_per_arm": per_arm, "natural": result}
+        with open(os.path.join(workdir, "long.json"), "w") as f:
+            json.dump(body, f, indent=1, default=float)
+        print(f"natural, TEST items, T' = {steps} (DEV plateau per arm {per_arm})")
+        for arm, row in result["table"].items():
+            print(f"  {arm}: {row['mean']:.3f} ± {row['std']:.3f} (n={row['n']})")
+        for control, v in result["versus"]["cclip"].items():
+            d = v["diff"]
+            print(f"  cclip - {control}: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]")
+        print(f"  verdict against {result['best_control']}: {result['verdicts']['cclip']}")
+        return
     if part == "natural_batches":
         curated = confirm_records("natural", "siglip_curated")
         seeds = [r["run"]["seed"] for r in records]
@@ -116,10 +167,10 @@ def main(argv: list[str]) -> None:
     exp = experiment_config()
     cli.setup_process(exp.base)
     records = []
-    for run in plan(_PART.value, exp):
+    for run in plan(_PART.value, exp, _WORKDIR.value):
         records.append(runs.execute(exp, _WORKDIR.value, run))
         logging.info("followup %s: primary %.3f", run.key, records[-1]["primary"])
-    report(_PART.value, records)
+    report(_PART.value, records, exp, _WORKDIR.value)
 
 
 if __name__ == "__main__":
