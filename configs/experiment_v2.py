@@ -130,6 +130,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "3T; then cclip against negclip and siglip_curated at T', seeds 100-104, TEST items, "
         "with the pre-registered score and rule (one CCLIP arm: no Holm adjustment). The "
         "phase 2 verdict at T is kept and reported beside it.",
+        "2026-12-03, after the natural decision at T' and before any clean run at another "
+        "length: the same decision on clean captions, with T' the latest per-arm plateau "
+        "step of the clean DEV curves over 3T (siglip_curated and SigLIP; no clean curve of "
+        "cclip or negclip was run), cclip against negclip and siglip_curated, seeds 100-104, "
+        "TEST items, the pre-registered score and rule. The clean phase 2 verdict at T is "
+        "kept and reported beside it.",
     )
 
     c.calibrate = ml_collections.ConfigDict(

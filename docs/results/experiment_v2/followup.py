@@ -4,6 +4,7 @@
     python docs/results/experiment_v2/followup.py --workdir=DIR --part=clean_curve
     python docs/results/experiment_v2/followup.py --workdir=DIR --part=natural_curve
     python docs/results/experiment_v2/followup.py --workdir=DIR --part=natural_long
+    python docs/results/experiment_v2/followup.py --workdir=DIR --part=clean_long
 
 Not part of the pre-registered phases and not decided on: these runs ask whether the curated
 batches, rather than the conditional objective, explain the confirmation (README "Follow-up").
@@ -25,6 +26,8 @@ Parts:
                    0.02 of its best; needs `natural_curve`'s records in DIR): `cclip` against
                    `negclip` and `siglip_curated`, TEST items, the confirmation's seeds, with
                    the pre-registered score and rule (verdict.confirm). Writes DIR/long.json.
+  clean_long       the same on clean captions, with T' from `clean_curve` (siglip_curated and
+                   SigLIP; needs its records in DIR). Writes DIR/clean_long.json.
 
 Prints each part's comparison; records land in DIR/runs/followup/<preset>/<arm>/.../record.json.
 """
@@ -48,7 +51,10 @@ T, D, B = 3750, 64, 64  # the calibration's decisions (results.md)
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Follow-up folder.", required=True)
 _PART = flags.DEFINE_enum(
-    "part", None, ["natural_batches", "clean_curve", "natural_curve", "natural_long"], "Which runs."
+    "part",
+    None,
+    ["natural_batches", "clean_curve", "natural_curve", "natural_long", "clean_long"],
+    "Which runs.",
 )
 
 
@@ -62,16 +68,21 @@ def experiment_config():
 
 
 LONG_ARMS = ("cclip", "negclip", "siglip_curated")
+# Each decision at plateau: its preset, the part whose DEV curves set T', and its output file.
+LONG = {
+    "natural_long": ("natural", "natural_curve", "long.json"),
+    "clean_long": ("clean", "clean_curve", "clean_long.json"),
+}
 
 
-def long_steps(exp, workdir: str) -> tuple[int, dict[str, int]]:
-    """T': the latest per-arm plateau step of `natural_curve`'s DEV curves, and each arm's."""
+def long_steps(exp, workdir: str, curve_part: str) -> tuple[int, dict[str, int]]:
+    """T': the latest per-arm plateau step of `curve_part`'s DEV curves, and each arm's."""
     tolerance = float(exp.calibrate.tolerance)
     per_arm = {}
-    for run in plan("natural_curve", exp, workdir):
+    for run in plan(curve_part, exp, workdir):
         path = os.path.join(workdir, "runs", run.key, runs.RECORD)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: run --part=natural_curve first")
+            raise FileNotFoundError(f"{path}: run --part={curve_part} first")
         with open(path) as f:
             curve = json.load(f)["curve"]
         steps, scores = zip(*curve, strict=True)
@@ -80,11 +91,12 @@ def long_steps(exp, workdir: str) -> tuple[int, dict[str, int]]:
 
 
 def plan(part: str, exp, workdir: str) -> list[runs.Run]:
-    if part == "natural_long":
-        steps, _ = long_steps(exp, workdir)
+    if part in LONG:
+        preset, curve_part, _ = LONG[part]
+        steps, _ = long_steps(exp, workdir, curve_part)
         test = int(exp.test_eval_seed)
         return [
-            runs.Run("followup", "natural", arm, s, steps, D, B, test)
+            runs.Run("followup", preset, arm, s, steps, D, B, test)
             for arm in LONG_ARMS
             for s in SEEDS
         ]
@@ -116,17 +128,18 @@ def confirm_records(preset: str, arm: str) -> dict[int, dict]:
 
 
 def report(part: str, records: list[dict], exp, workdir: str) -> None:
-    if part == "natural_long":
-        steps, per_arm = long_steps(exp, workdir)
+    if part in LONG:
+        preset, curve_part, out = LONG[part]
+        steps, per_arm = long_steps(exp, workdir, curve_part)
         exp = exp.copy_and_resolve_references()
         with exp.unlocked():
-            exp.confirm.presets = ("natural",)
+            exp.confirm.presets = (preset,)
         screen = {"cclip": ["cclip"], "controls": ["negclip", "siglip_curated"]}
-        result = verdict.confirm(exp.to_dict(), records, screen)["natural"]
-        body = {"steps": steps, "plateau_per_arm": per_arm, "natural": result}
-        with open(os.path.join(workdir, "long.json"), "w") as f:
+        result = verdict.confirm(exp.to_dict(), records, screen)[preset]
+        body = {"steps": steps, "plateau_per_arm": per_arm, preset: result}
+        with open(os.path.join(workdir, out), "w") as f:
             json.dump(body, f, indent=1, default=float)
-        print(f"natural, TEST items, T' = {steps} (DEV plateau per arm {per_arm})")
+        print(f"{preset}, TEST items, T' = {steps} (DEV plateau per arm {per_arm})")
         for arm, row in result["table"].items():
             print(f"  {arm}: {row['mean']:.3f} ± {row['std']:.3f} (n={row['n']})")
         for control, v in result["versus"]["cclip"].items():
