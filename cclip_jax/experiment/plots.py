@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def _save(fig: Any, out_dir: str, name: str) -> str:
+def save(fig: Any, out_dir: str, name: str) -> str:
+    """Writes `fig` as `out_dir/name.png` and closes it; returns the path."""
     path = os.path.join(out_dir, f"{name}.png")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -36,7 +37,7 @@ def calibration(body: Mapping[str, Any], out_dir: str) -> str:
     ax.axvline(body["decision"]["steps"], color="k", lw=0.8, label="T")
     ax.set(xlabel="step", ylabel="primary score (DEV)", title="Phase 0: calibration")
     ax.legend(fontsize=7)
-    return _save(fig, out_dir, "calibration")
+    return save(fig, out_dir, "calibration")
 
 
 def loss_curves(body: Mapping[str, Any], out_dir: str, name: str) -> str:
@@ -51,7 +52,7 @@ def loss_curves(body: Mapping[str, Any], out_dir: str, name: str) -> str:
         ax.plot(steps, np.mean([[v for _, v in c[:n]] for c in curves], axis=0), label=arm)
     ax.set(xlabel="step", ylabel="training loss", yscale="log", title=f"{name}: learning curves")
     ax.legend(fontsize=6, ncol=2)
-    return _save(fig, out_dir, f"{name}_loss")
+    return save(fig, out_dir, f"{name}_loss")
 
 
 def screen_scores(body: Mapping[str, Any], out_dir: str) -> str:
@@ -69,12 +70,18 @@ def screen_scores(body: Mapping[str, Any], out_dir: str) -> str:
     ax.set_yticks(y, arms, fontsize=7)
     ax.invert_yaxis()
     ax.set(xlabel="primary score (DEV)", title="Phase 1: screening")
-    return _save(fig, out_dir, "screen")
+    return save(fig, out_dir, "screen")
 
 
-def differences(body: Mapping[str, Any], out_dir: str, min_effect: float) -> str:
+def differences(
+    body: Mapping[str, Any],
+    out_dir: str,
+    min_effect: float,
+    title: str = "Phase 2",
+    name: str = "confirm_differences",
+) -> str:
     """Paired differences (CCLIP arm - control) with their 95%, simultaneous and bootstrap
-    intervals, one panel per preset."""
+    intervals, one panel per preset of `body["decision"]`; writes `out_dir/name.png`."""
     presets = list(body["decision"])
     fig, axes = plt.subplots(1, len(presets), figsize=(6 * len(presets), 4), squeeze=False)
     for ax, preset in zip(axes[0], presets, strict=True):
@@ -97,9 +104,9 @@ def differences(body: Mapping[str, Any], out_dir: str, min_effect: float) -> str
         ax.invert_yaxis()
         ax.set(
             xlabel="Δ primary score (grey: simultaneous, blue: 95% t, orange: bootstrap)",
-            title=f"Phase 2, {preset}",
+            title=f"{title}, {preset}",
         )
-    return _save(fig, out_dir, "confirm_differences")
+    return save(fig, out_dir, name)
 
 
 def small_batches(body: Mapping[str, Any], out_dir: str) -> str:
@@ -113,7 +120,7 @@ def small_batches(body: Mapping[str, Any], out_dir: str) -> str:
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(bs)), [f"B={b}" for b in bs])
     ax.set(xlabel=f"Δ primary, {d['arm']} - {d['baseline']} (95% t)", title="Phase 3")
-    return _save(fig, out_dir, "small_batches")
+    return save(fig, out_dir, "small_batches")
 
 
 def draw_all(results: Mapping[str, Any], out_dir: str) -> dict[str, str]:

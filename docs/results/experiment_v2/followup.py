@@ -5,6 +5,7 @@
     python docs/results/experiment_v2/followup.py --workdir=DIR --part=natural_curve
     python docs/results/experiment_v2/followup.py --workdir=DIR --part=natural_long
     python docs/results/experiment_v2/followup.py --workdir=DIR --part=clean_long
+    python docs/results/experiment_v2/followup.py --workdir=DIR --part=plots
 
 Not part of the pre-registered phases and not decided on: these runs ask whether the curated
 batches, rather than the conditional objective, explain the confirmation (README "Follow-up").
@@ -28,6 +29,9 @@ Parts:
                    the pre-registered score and rule (verdict.confirm). Writes DIR/long.json.
   clean_long       the same on clean captions, with T' from `clean_curve` (siglip_curated and
                    SigLIP; needs its records in DIR). Writes DIR/clean_long.json.
+  plots            trains nothing: DIR/plots/followup_curves.png (the DEV curves of
+                   `clean_curve` and `natural_curve`, with T and each T') and
+                   followup_differences.png (the paired differences of each *_long.json).
 
 Prints each part's comparison; records land in DIR/runs/followup/<preset>/<arm>/.../record.json.
 """
@@ -53,7 +57,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Follow-up folder.", required=Tr
 _PART = flags.DEFINE_enum(
     "part",
     None,
-    ["natural_batches", "clean_curve", "natural_curve", "natural_long", "clean_long"],
+    ["natural_batches", "clean_curve", "natural_curve", "natural_long", "clean_long", "plots"],
     "Which runs.",
 )
 
@@ -173,11 +177,46 @@ def report(part: str, records: list[dict], exp, workdir: str) -> None:
         print(f"  loss at {loss[0][0]}: {loss[0][1]}, {loss[len(loss) // 2]}, {loss[-1]}")
 
 
+COLOURS = {"siglip_curated": "C0", "cclip": "C1", "negclip": "C2", "siglip": "C3"}  # both panels
+
+
+def draw(exp, workdir: str) -> None:
+    import matplotlib.pyplot as plt  # matplotlib only where plots are drawn
+
+    from cclip_jax.experiment import plots
+
+    out_dir = os.path.join(workdir, "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, (preset, curve_part, _) in zip(axes, sorted(LONG.values()), strict=True):
+        for run in plan(curve_part, exp, workdir):
+            with open(os.path.join(workdir, "runs", run.key, runs.RECORD)) as f:
+                steps, scores = zip(*json.load(f)["curve"], strict=True)
+            ax.plot(steps, scores, marker=".", label=run.arm, color=COLOURS[run.arm])
+        ax.axvline(T, color="k", lw=0.8, ls=":", label="T")
+        ax.axvline(long_steps(exp, workdir, curve_part)[0], color="k", lw=0.8, label="T'")
+        ax.set(xlabel="step (of a 3T schedule, seed 104)", title=f"{preset} captions, DEV items")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("primary score")
+    print(plots.save(fig, out_dir, "followup_curves"))
+    decision = {}
+    for preset, _, out in LONG.values():
+        path = os.path.join(workdir, out)
+        if os.path.exists(path):
+            with open(path) as f:
+                decision[preset] = json.load(f)[preset]
+    body = {"decision": decision}
+    print(plots.differences(body, out_dir, exp.prereg.min_effect, "At T'", "followup_differences"))
+
+
 def main(argv: list[str]) -> None:
     del argv
     cli.quiet_libraries()
     logging.set_verbosity(logging.INFO)
     exp = experiment_config()
+    if _PART.value == "plots":
+        draw(exp, _WORKDIR.value)
+        return
     cli.setup_process(exp.base)
     records = []
     for run in plan(_PART.value, exp, _WORKDIR.value):
